@@ -1,0 +1,18 @@
+"""durably: durable background jobs for Python."""
+
+from .app import App, Function, SendResult
+from .context import Context
+from .errors import (DurablyError, InvalidInput, NonRetriableError, RetryAfterError, StepError, UnknownFunction)
+from .events import Event
+from .functions import (Batch, CancelOn, Concurrency, Debounce, Priority, RateLimit, Retry, Singleton, Throttle,
+                        Timeouts, on_cron, on_event)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App", "Function", "SendResult", "Context", "Event",
+    "on_event", "on_cron",
+    "Retry", "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn",
+    "Timeouts",
+    "DurablyError", "InvalidInput", "NonRetriableError", "RetryAfterError", "StepError", "UnknownFunction",
+]

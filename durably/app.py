@@ -1,0 +1,247 @@
+"""``durably.App``: the function registry, sending events, and the store it works on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import Settings
+from .errors import DuplicateFunction, InvalidInput
+from .events import FUNCTION_FAILED, Event, coerce_events
+from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
+                        RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
+from .store.base import IngestResult, aw
+
+log = logging.getLogger("durably")
+
+
+class SendResult(list):
+    """The ids of the events sent (a list), with ``runs`` created and ``duplicates`` ignored."""
+
+    def __init__(self, res: IngestResult):
+        super().__init__(res.ids)
+        self.ids = res.ids
+        self.runs = res.runs
+        self.duplicates = res.duplicates
+        self.skipped = res.skipped
+
+
+class Function:
+    """A declared durable function; calling it calls the plain Python function."""
+
+    def __init__(self, fdef: FunctionDef):
+        self.fdef = fdef
+        self.id = fdef.id
+        self.__wrapped__ = fdef.fn
+        self.__doc__ = fdef.fn.__doc__
+        self.__name__ = getattr(fdef.fn, "__name__", fdef.id)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fdef.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<durably.Function {self.id!r}>"
+
+
+class App:
+    """A durably app: ``App("my-app")``; store, env and keys come from the environment."""
+
+    def __init__(self, id: str, *, settings: Settings | None = None, database_url: str | None = None,
+                 env: str | None = None, redis_url: str | None = None):
+        if not isinstance(id, str) or not id.strip():
+            raise InvalidInput("App id must be a non-empty string")
+        self.id = id
+        self._settings = settings
+        self._overrides = {"database_url": database_url, "env": env, "redis_url": redis_url}
+        self.functions: dict[str, FunctionDef] = {}
+        self._store = None
+        self._registered = False
+        self._lock = threading.Lock()
+
+    # --- configuration -------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(**self._overrides)
+        return self._settings
+
+    def configure(self, **overrides: Any) -> "App":
+        """Replace settings (before the store is opened): ``app.configure(database_url=...)``."""
+        if self._store is not None:
+            raise InvalidInput("configure() must be called before the app opens its store")
+        base = self.settings.model_dump()
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        for k in ("event_key", "admin_token", "cron_secret", "secret_key"):
+            v = base.get(k)
+            if v is not None and hasattr(v, "get_secret_value"):
+                base[k] = v.get_secret_value()
+        base["DURABLY_SCHEMA"] = base.pop("schema_", "durably")
+        base["CRON_SECRET"] = base.pop("cron_secret", None)
+        self._settings = Settings.load({}, **{k: v for k, v in base.items()})
+        return self
+
+    @property
+    def store(self):
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from .store import open_store
+
+                    self._store = open_store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+            self._registered = False
+
+    # --- declaring functions -------------------------------------------------------------
+
+    def function(
+        self,
+        *,
+        id: str | None = None,
+        trigger: EventTrigger | CronTrigger | Sequence[EventTrigger | CronTrigger],
+        retries: int | Retry | None = None,
+        concurrency: Concurrency | int | Sequence[Concurrency] | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: Priority | None = None,
+        idempotency: str | None = None,
+        singleton: Singleton | None = None,
+        cancel_on: Sequence[CancelOn] | CancelOn | None = None,
+        timeouts: Timeouts | None = None,
+        tenant: str | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Function]:
+        """Declare a durable function. Every option is validated here, at import time."""
+
+        def decorate(fn: Callable[..., Any]) -> Function:
+            fid = id or getattr(fn, "__name__", None)
+            if not isinstance(fid, str) or not fid:
+                raise InvalidInput("a function needs an id")
+            triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
+            if not triggers or not all(isinstance(t, (EventTrigger, CronTrigger)) for t in triggers):
+                raise InvalidInput(f"function {fid!r}: trigger must be durably.on_event(...) or durably.on_cron(...)"
+                                   " (or a list of them)")
+            conc = concurrency
+            if isinstance(conc, int) and not isinstance(conc, bool):
+                conc = [Concurrency(limit=conc)]
+            elif isinstance(conc, Concurrency):
+                conc = [conc]
+            conc = list(conc or [])
+            if not all(isinstance(c, Concurrency) for c in conc):
+                raise InvalidInput(f"function {fid!r}: concurrency takes durably.Concurrency(...) values")
+            cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on or [])
+            fdef = FunctionDef(
+                id=fid, fn=fn, triggers=triggers, retry=coerce_retry(retries), concurrency=conc,
+                throttle=throttle, rate_limit=rate_limit, debounce=debounce, batch=batch, priority=priority,
+                idempotency=_cel(idempotency, f"function {fid!r} idempotency"), singleton=singleton,
+                cancel_on=cancels, timeouts=timeouts, tenant=_cel(tenant, f"function {fid!r} tenant"),
+                on_failure=on_failure, name=name,
+            )
+            self._add(fdef)
+            if on_failure is not None:
+                self._add(FunctionDef(
+                    id=f"{fid}-failure", fn=on_failure, internal=True, retry=fdef.retry,
+                    triggers=[EventTrigger(FUNCTION_FAILED, f"event.data.function_id == {_quote(fid)}")],
+                ))
+            return Function(fdef)
+
+        return decorate
+
+    def _add(self, fdef: FunctionDef) -> None:
+        if fdef.id in self.functions:
+            raise DuplicateFunction(f"duplicate function id {fdef.id!r} in app {self.id!r}")
+        self.functions[fdef.id] = fdef
+        self._registered = False
+
+    # --- registry in the store -----------------------------------------------------------
+
+    def register(self) -> None:
+        """Write this app's functions to the store's registry (done on first use)."""
+        if not self._registered:
+            self.store.register(self.id, [f.config() for f in self.functions.values()]).result()
+            self._registered = True
+
+    async def register_async(self) -> None:
+        if not self._registered:
+            store = self.store
+            await aw(store.register(self.id, [f.config() for f in self.functions.values()]))
+            self._registered = True
+
+    async def function_config(self, fid: str) -> dict | None:
+        if fid in self.functions:
+            return self.functions[fid].config()
+        return await aw(self.store.read("get_function", fid))
+
+    # --- sending ---------------------------------------------------------------------------
+
+    @staticmethod
+    def planner(config: dict, event: dict, if_expr: str | None, now: float):
+        from .engine.flow import plan
+
+        return plan(config, event, if_expr, now)
+
+    def _prepare(self, events: Any) -> list[dict]:
+        evs = coerce_events(events)
+        for e in evs:
+            e.encode()  # serializable, and under 1 MiB: checked before anything is written
+        return [e.to_dict() for e in evs]
+
+    def send(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
+        """Send one event or a list (one transaction); returns the ids, with ``.runs``."""
+        from .engine.flow import match
+
+        dicts = self._prepare(events)
+        self.register()
+        return SendResult(self.store.ingest(dicts, self.planner, match).result())
+
+    async def send_async(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
+        from .engine.flow import match
+
+        dicts = self._prepare(events)
+        await self.register_async()
+        return SendResult(await aw(self.store.ingest(dicts, self.planner, match)))
+
+    # --- running -------------------------------------------------------------------------
+
+    def worker(self, *, concurrency: int = 8, scheduler: bool = True, **kwargs: Any):
+        from .engine.worker import Worker
+
+        return Worker(self, concurrency=concurrency, scheduler=scheduler, **kwargs)
+
+    def run_worker(self, *, concurrency: int = 8, scheduler: bool = True) -> None:
+        """Run a worker in this thread until SIGINT/SIGTERM."""
+        from .engine.worker import Worker
+
+        async def main() -> None:
+            import signal
+
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError):
+                    pass
+            await Worker(self, concurrency=concurrency, scheduler=scheduler).run(stop)
+
+        asyncio.run(main())
+
+    def _run_finished(self, run: Any, status: str) -> None:
+        """Hook after a run ends (status sinks outside the store, metrics)."""
+
+    def __repr__(self) -> str:
+        return f"<durably.App {self.id!r} functions={len(self.functions)}>"
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,70 @@
+"""The ``ctx`` a durable function receives."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .events import Event
+
+if TYPE_CHECKING:
+    from .engine.executor import Execution
+
+
+class _ReplayFilter(logging.Filter):
+    def __init__(self, execution: "Execution"):
+        super().__init__()
+        self._ex = execution
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._ex.replaying
+
+
+class _RunLogger(logging.LoggerAdapter):
+    """Logs with the run's id and function; silent while replaying finished steps."""
+
+    def __init__(self, logger: logging.Logger, execution: "Execution"):
+        super().__init__(logger, {"run_id": execution.run.id, "function_id": execution.run.function_id})
+        self._ex = execution
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging API
+        return not self._ex.replaying and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return f"[{self._ex.run.function_id} {self._ex.run.id}] {msg}", kwargs
+
+
+class Context:
+    """What a run knows about itself: its event(s), ids, attempt, tenant, steps and logger."""
+
+    def __init__(self, execution: "Execution", step: Any):
+        self._ex = execution
+        run = execution.run
+        self.event: Event = Event.from_dict(_strip(run.event))
+        self.events: list[Event] = [Event.from_dict(_strip(e)) for e in run.events] if run.events else [self.event]
+        self.run_id: str = run.id
+        self.function_id: str = run.function_id
+        self.tenant: str = run.tenant
+        self.step = step
+        self.logger = _RunLogger(logging.getLogger(f"durably.run.{run.function_id}"), execution)
+
+    @property
+    def attempt(self) -> int:
+        """How many times this run has failed and been retried so far (0 on the first try)."""
+        return self._ex.run.attempt
+
+    @property
+    def step_key(self) -> str | None:
+        """``run_id:step_id`` of the step running now: an idempotency key for side effects."""
+        sid = self._ex.current_step.get()
+        return f"{self.run_id}:{sid}" if sid else None
+
+    def __repr__(self) -> str:
+        return f"<Context run={self.run_id} function={self.function_id} event={self.event.name}>"
+
+
+def _strip(e: dict) -> dict:
+    return {k: e[k] for k in ("name", "data", "id", "ts", "user") if k in e}

@@ -1,0 +1,61 @@
+"""Cron schedules in a time zone, on cronsim."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from cronsim import CronSim, CronSimError
+
+from .errors import InvalidInput
+
+# Do not search further back than this for a missed tick: a tick missed while everything
+# was down fires once on restart, so only the latest due tick matters.
+_LOOKBACK_SECONDS = 2 * 86400
+
+
+def _zone(tz: str):
+    from .functions import zone
+
+    return zone(tz)
+
+
+def validate_cron(expr: str, tz: str = "UTC") -> None:
+    if not isinstance(expr, str) or len(expr.split()) not in (5, 6):
+        raise InvalidInput(f"invalid cron expression {expr!r}: use 5 fields (or 6 with seconds first)")
+    zone = _zone(tz)
+    try:
+        CronSim(expr, datetime.now(zone))
+    except CronSimError as exc:
+        raise InvalidInput(f"invalid cron expression {expr!r}: {exc}") from None
+
+
+def next_tick(expr: str, tz: str, after: float) -> float:
+    """The first tick strictly after ``after`` (epoch seconds)."""
+    zone = _zone(tz)
+    start = datetime.fromtimestamp(after, zone)
+    return next(iter(CronSim(expr, start))).timestamp()
+
+
+def latest_due_tick(expr: str, tz: str, after: float, now: float) -> float | None:
+    """The latest tick in ``(after, now]``, or None when none is due."""
+    zone = _zone(tz)
+    start = max(after, now - _LOOKBACK_SECONDS)
+    latest = None
+    for t in CronSim(expr, datetime.fromtimestamp(start, zone)):
+        ts = t.timestamp()
+        if ts > now:
+            break
+        if ts > after:
+            latest = ts
+    return latest
+
+
+def describe(expr: str, tz: str = "UTC") -> str:
+    """A reading such as "every day at 09:00 UTC"."""
+    try:
+        text = CronSim(expr, datetime.now(timezone.utc)).explain()
+    except Exception:
+        return expr
+    if text:
+        text = text[0].lower() + text[1:]
+    return f"{text} ({tz})" if text else expr

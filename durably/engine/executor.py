@@ -1,0 +1,402 @@
+"""One attempt of a run: call the function, replay finished steps from the memo, execute
+new ones and commit each before going on; then finish, suspend, or schedule a retry.
+
+Execution continues in process after each checkpoint: a 3-step run is one call of the
+function and three commits. Replay from the memo happens only when a run resumes
+(after a sleep, a wait, a retry backoff or a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import time
+import typing
+from concurrent.futures import Executor
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..context import Context
+from ..durations import parse_duration
+from ..errors import (InvalidInput, LeaseLost, NonRetriableError, RetryAfterError, StepError, StepMismatch,
+                      error_dict)
+from ..events import FUNCTION_FAILED, FUNCTION_INVOKED, Event
+from ..expressions import compile_expr
+from ..functions import FunctionDef
+from ..ids import new_id
+from ..jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
+from ..steps import Interrupt, Steps, SyncSteps
+from ..store.base import ClaimedRun, NewRun, StepWrite, WaitWrite, aw
+from . import flow
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("durably.executor")
+
+_current_step: ContextVar[str | None] = ContextVar("durably_current_step", default=None)
+
+FOREVER = 10 * 365 * 86400.0
+
+
+class Execution:
+    def __init__(self, app: "App", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor, lease: float):
+        self.app, self.fdef, self.run = app, fdef, run
+        self.store = app.store
+        self.pool, self.lease = pool, lease
+        self.memo: dict[str, dict] = {s["step_id"]: s for s in run.steps}
+        self._to_replay = sum(1 for s in run.steps if s["status"] in ("completed", "failed"))
+        self._replayed = 0
+        self._seq = max((s["seq"] for s in run.steps), default=-1) + 1
+        self._ids: dict[str, int] = {}
+        self._mono = time.monotonic()
+        self.current_step = _current_step
+        # What a suspension writes:
+        self.pending_steps: list[StepWrite] = []
+        self.waits: list[WaitWrite] = []
+        self.children: list[NewRun] = []
+        self.wake_times: list[float | None] = []
+        self.retry_at: float | None = None
+        self.retry_error: dict | None = None
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        return self._replayed < self._to_replay
+
+    def now(self) -> float:
+        """The store's clock: read at claim, advanced by this host's monotonic clock."""
+        return self.run.now + (time.monotonic() - self._mono)
+
+    def _next_id(self, id: str) -> str:
+        if not isinstance(id, str) or not id:
+            raise InvalidInput(f"a step id must be a non-empty string, got {id!r}")
+        n = self._ids.get(id, 0)
+        self._ids[id] = n + 1
+        return id if n == 0 else f"{id}:{n}"
+
+    def _lookup(self, sid: str, kind: str) -> dict | None:
+        m = self.memo.get(sid)
+        if m is None:
+            return None
+        if m["kind"] != kind:
+            raise StepMismatch(
+                f"step {sid!r} was recorded as a {m['kind']!r} step but is now a {kind!r} step: "
+                "the function's code changed shape under a running run"
+            )
+        if m["status"] in ("completed", "failed"):
+            self._replayed += 1
+        return m
+
+    def _seq_for(self, m: dict | None) -> int:
+        if m is not None:
+            return m["seq"]
+        self._seq += 1
+        return self._seq - 1
+
+    async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
+        """Commit a step; returns the stored row if someone else resolved it first."""
+        res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit, self.app.planner, flow.match))
+        return res
+
+    # --- steps -----------------------------------------------------------------------------
+
+    async def step_run(self, id: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if not callable(fn):
+            raise InvalidInput(f"step.run({id!r}, ...): the second argument must be a function, got {fn!r}")
+        sid = self._next_id(id)
+        m = self._lookup(sid, "run")
+        attempts = 0
+        if m is not None:
+            if m["status"] == "completed":
+                return _decode(m["output"], fn)
+            if m["status"] == "failed":
+                raise StepError(sid, loads(m["error"]))
+            attempts = m["attempts"]
+        seq = self._seq_for(m)
+        token = _current_step.set(sid)
+        started = time.time()
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                if inspect.isawaitable(result):
+                    result = await result
+        except (Interrupt, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the step's failure, retried or recorded
+            return await self._step_failed(sid, "run", seq, attempts, started, exc)
+        finally:
+            _current_step.reset(token)
+        try:
+            output = dumps(result, what=f"step {sid!r} output", limit=STEP_OUTPUT_MAX_BYTES)
+        except InvalidInput as exc:
+            return await self._step_failed(sid, "run", seq, attempts, started, NonRetriableError(str(exc)))
+        attempts += 1
+        finished = time.time()
+        entry = dumps({"attempt": attempts, "started_at": started, "finished_at": finished, "error": None})
+        await self._checkpoint(StepWrite(sid, "run", "completed", seq, attempts, output, None, entry, started, finished))
+        return _decode(output, fn)
+
+    async def _step_failed(self, sid: str, kind: str, seq: int, attempts: int, started: float,
+                           exc: BaseException) -> Any:
+        attempts += 1
+        err = error_dict(exc)
+        finished = time.time()
+        entry = dumps({"attempt": attempts, "started_at": started, "finished_at": finished,
+                       "error": {"name": err["name"], "message": err["message"]}})
+        retry = self.fdef.retry
+        if isinstance(exc, NonRetriableError) or attempts >= retry.attempts:
+            log.warning("run %s step %r failed for good after %d attempt(s): %s", self.run.id, sid, attempts, exc)
+            await self._checkpoint(StepWrite(sid, kind, "failed", seq, attempts, None, dumps(err), entry, started, finished))
+            raise StepError(sid, err)
+        delay = exc.after if isinstance(exc, RetryAfterError) else retry.delay(attempts)
+        log.info("run %s step %r attempt %d failed (%s); retrying in %.2fs", self.run.id, sid, attempts, exc, delay)
+        self.pending_steps.append(StepWrite(sid, kind, "retrying", seq, attempts, None, dumps(err), entry, started, finished))
+        at = self.now() + delay
+        self.retry_at = at if self.retry_at is None else min(self.retry_at, at)
+        self.retry_error = err
+        raise Interrupt()
+
+    async def step_sleep(self, id: str, seconds: float) -> None:
+        sid = self._next_id(id)
+        await self._sleep(sid, lambda: self.now() + seconds)
+
+    async def step_sleep_until(self, id: str, when: float) -> None:
+        sid = self._next_id(id)
+        await self._sleep(sid, lambda: when)
+
+    async def _sleep(self, sid: str, wake_fn: Callable[[], float]) -> None:
+        m = self._lookup(sid, "sleep")
+        if m is not None and m["status"] == "completed":
+            return
+        seq = self._seq_for(m)
+        now = self.now()
+        wake = m["wake_at"] if m is not None else wake_fn()
+        started = m["started_at"] if m is not None else now
+        if wake <= now:
+            await self._checkpoint(StepWrite(sid, "sleep", "completed", seq, 1, None, None, None, started, now, wake))
+            return
+        if m is None:
+            self.pending_steps.append(StepWrite(sid, "sleep", "sleeping", seq, 0, None, None, None, started, None, wake))
+        self.wake_times.append(wake)
+        raise Interrupt()
+
+    async def step_wait(self, id: str, event: str, match: str | None, if_: str | None, timeout: Any) -> Event | None:
+        sid = self._next_id(id)
+        m = self._lookup(sid, "wait")
+        if m is not None and m["status"] == "completed":
+            return _event_or_none(m["output"])
+        seq = self._seq_for(m)
+        now = self.now()
+        if m is not None:  # still waiting: timed out, or resumed for another reason
+            if m["wake_at"] is not None and m["wake_at"] <= now:
+                row = await self._checkpoint(StepWrite(sid, "wait", "completed", seq, 1, "null", None, None,
+                                                       m["started_at"], now, m["wake_at"]))
+                if row and row.get("status") == "completed":
+                    return _event_or_none(row.get("output"))
+                return None
+            self.wake_times.append(m["wake_at"])
+            raise Interrupt()
+        if not isinstance(event, str) or not event:
+            raise InvalidInput("wait_for_event: event must be an event name")
+        if if_ is not None:
+            compile_expr(if_)
+        path = _match_path(match)
+        expires = now + parse_duration(timeout, name="wait_for_event timeout") if timeout is not None else None
+        self.pending_steps.append(StepWrite(sid, "wait", "waiting", seq, 0, None, None, None, now, None, expires))
+        self.waits.append(WaitWrite(sid, "wait", event, path,
+                                    flow.match_value(self.run.event, path) if path else None, if_, expires))
+        self.wake_times.append(expires)
+        raise Interrupt()
+
+    async def step_send(self, id: str, events: list[Event]) -> list[str]:
+        sid = self._next_id(id)
+        m = self._lookup(sid, "send")
+        if m is not None and m["status"] == "completed":
+            return loads(m["output"])
+        seq = self._seq_for(m)
+        for e in events:
+            e.encode()  # validates: serializable, under 1 MiB
+        dicts = [e.to_dict() for e in events]
+        ids = [e.id for e in events]
+        now = time.time()
+        await self._checkpoint(StepWrite(sid, "send", "completed", seq, 1, dumps(ids), None, None, now, now), emit=dicts)
+        return ids
+
+    async def step_invoke(self, id: str, function: Any, data: dict | None, timeout: Any) -> Any:
+        sid = self._next_id(id)
+        m = self._lookup(sid, "invoke")
+        if m is not None:
+            if m["status"] == "completed":
+                return loads(m["output"])
+            if m["status"] == "failed":
+                raise StepError(sid, loads(m["error"]))
+        seq = self._seq_for(m)
+        now = self.now()
+        if m is not None:
+            if m["wake_at"] is not None and m["wake_at"] <= now:
+                err = {"name": "InvokeTimeout", "message": f"invoked function did not finish within the timeout"}
+                row = await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None,
+                                                       m["started_at"], now, m["wake_at"]))
+                if row and row.get("status") == "completed":
+                    return loads(row["output"])
+                raise StepError(sid, loads(row["error"]) if row and row.get("error") else err)
+            self.wake_times.append(m["wake_at"])
+            raise Interrupt()
+        fid = function if isinstance(function, str) else getattr(function, "id", None)
+        config = await self.app.function_config(fid) if isinstance(fid, str) else None
+        if config is None:
+            err = error_dict(NonRetriableError(f"invoke: unknown function {fid or function!r}"))
+            await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None, now, now))
+            raise StepError(sid, err)
+        if data is not None and not isinstance(data, dict):
+            raise InvalidInput(f"invoke({id!r}): data must be a dict")
+        ev = Event(FUNCTION_INVOKED, dict(data or {}))
+        ev.encode()
+        planned = flow.plan(config, ev.to_dict(), None, now, trigger="invoke")
+        assert isinstance(planned, NewRun)
+        planned.parent_run_id, planned.parent_step_id = self.run.id, sid
+        expires = now + parse_duration(timeout, name="invoke timeout") if timeout is not None else None
+        self.pending_steps.append(StepWrite(sid, "invoke", "waiting", seq, 0, None, None, None, now, None, expires))
+        self.children.append(planned)
+        self.wake_times.append(expires)
+        raise Interrupt()
+
+    # --- the attempt -----------------------------------------------------------------------
+
+    async def execute(self) -> str:
+        """Run this attempt to its end; returns what happened (for logs and tests)."""
+        steps = Steps(self)
+        loop = asyncio.get_running_loop()
+        try:
+            if self.fdef.is_async:
+                ctx = Context(self, steps)
+                out = await self.fdef.fn(ctx)
+            else:
+                ctx = Context(self, SyncSteps(steps, loop))
+                call = functools.partial(contextvars.copy_context().run, self.fdef.fn, ctx)
+                out = await loop.run_in_executor(self.pool, call)
+        except Interrupt:
+            return await self._suspend()
+        except LeaseLost as exc:
+            log.info("%s", exc)
+            return "lease_lost"
+        except StepMismatch as exc:
+            return await self._fail(error_dict(exc), "non_retriable")
+        except StepError as exc:
+            return await self._fail(error_dict(exc), "non_retriable" if exc.non_retriable else "retries_exhausted")
+        except NonRetriableError as exc:
+            return await self._fail(error_dict(exc), "non_retriable")
+        except Exception as exc:  # noqa: BLE001 - the function body failed: retry the run or fail it
+            return await self._body_failed(exc)
+        try:
+            output = dumps(out, what="the function's return value", limit=STEP_OUTPUT_MAX_BYTES)
+        except InvalidInput as exc:
+            return await self._fail(error_dict(exc), "non_retriable")
+        try:
+            await aw(self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed"))
+        except LeaseLost as exc:
+            log.info("%s", exc)
+            return "lease_lost"
+        self.app._run_finished(self.run, "completed")
+        return "completed"
+
+    async def _body_failed(self, exc: BaseException) -> str:
+        err = error_dict(exc)
+        failures = self.run.attempt + 1
+        if failures >= self.fdef.retry.attempts:
+            return await self._fail(err, "retries_exhausted")
+        delay = exc.after if isinstance(exc, RetryAfterError) else self.fdef.retry.delay(failures)
+        log.info("run %s failed (%s); retry %d in %.2fs", self.run.id, exc, failures, delay)
+        try:
+            await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=[], children=[], status="queued",
+                                            available_at=self.now() + delay, attempt_inc=1, error=dumps(err),
+                                            lease=self.lease))
+        except LeaseLost:
+            return "lease_lost"
+        return "retry"
+
+    async def _suspend(self) -> str:
+        if self.retry_at is not None:
+            status, at, inc = "queued", self.retry_at, 1
+            error = dumps(self.retry_error)
+        else:
+            pending_wait = bool(self.waits or self.children) or any(
+                s["status"] == "waiting" for s in self.memo.values())
+            status = "waiting" if pending_wait else "sleeping"
+            times = [t for t in self.wake_times if t is not None]
+            at = min(times) if times else self.now() + FOREVER
+            inc, error = 0, None
+        try:
+            await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=self.waits,
+                                            children=self.children, status=status, available_at=at,
+                                            attempt_inc=inc, error=error, lease=self.lease))
+        except LeaseLost as exc:
+            log.info("%s", exc)
+            return "lease_lost"
+        return "retry" if inc else status
+
+    async def _fail(self, err: dict, reason: str) -> str:
+        log.error("run %s of %s failed (%s): %s: %s", self.run.id, self.run.function_id, reason,
+                  err.get("name"), err.get("message"))
+        failed = Event(FUNCTION_FAILED, {
+            "function_id": self.run.function_id, "run_id": self.run.id, "reason": reason,
+            "error": {k: err[k] for k in ("name", "message") if k in err}, "event": self.run.event,
+        }).to_dict()
+        try:
+            await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err), reason=reason,
+                                           emit=[failed], plan=self.app.planner, match=flow.match))
+        except LeaseLost as exc:
+            log.info("%s", exc)
+            return "lease_lost"
+        self.app._run_finished(self.run, "failed")
+        return "failed"
+
+
+def _decode(output: str | None, fn: Callable[..., Any]) -> Any:
+    value = loads(output)
+    model = _model_of(fn)
+    if model is not None and value is not None:
+        try:
+            return model.model_validate(value)
+        except Exception:  # noqa: BLE001 - keep the plain value if the model changed
+            return value
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_of_cached(fn: Callable[..., Any]) -> Any:
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001
+        return None
+    return hint if hint is not None and hasattr(hint, "model_validate") else None
+
+
+def _model_of(fn: Callable[..., Any]) -> Any:
+    try:
+        return _model_of_cached(fn)
+    except TypeError:  # unhashable callable
+        return None
+
+
+def _event_or_none(output: str | None) -> Event | None:
+    value = loads(output) if output is not None else None
+    if not value:
+        return None
+    return Event.from_dict({k: value[k] for k in ("name", "data", "id", "ts", "user") if k in value})
+
+
+def _match_path(match: str | None) -> str | None:
+    if match is None:
+        return None
+    if not isinstance(match, str) or not match:
+        raise InvalidInput("wait_for_event: match must be a field path such as 'data.clientId'")
+    return match[len("event."):] if match.startswith("event.") else match

@@ -1,0 +1,96 @@
+"""Flow control at run creation: filters, tenant, idempotency, concurrency keys, priority.
+
+``plan`` is pure: given a function's stored config and an event, it says which run to
+create (or why none). The store calls it inside the creating transaction and enforces
+what it returns with unique keys and slot rows, so every process agrees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ExpressionError
+from ..expressions import evaluate, evaluate_bool, evaluate_key
+from ..ids import new_id
+from ..jsonutil import dumps
+from ..store.base import NewRun, Skip
+
+IDEMPOTENCY_TTL = 86400.0
+
+
+def variables(event: dict) -> dict[str, Any]:
+    return {"event": event}
+
+
+def plan(config: dict, event: dict, if_expr: str | None, now: float, *, trigger: str = "event") -> NewRun | Skip | None:
+    fid = config["id"]
+    env_vars = variables(event)
+    if if_expr:
+        try:
+            if not evaluate_bool(if_expr, env_vars):
+                return None
+        except ExpressionError as exc:
+            return Skip(fid, f"filter failed: {exc}")
+    run = NewRun(id=new_id(), function_id=fid, event=event, trigger=trigger)
+    try:
+        apply(config, run, env_vars)
+    except ExpressionError as exc:
+        run.plan_error = str(exc)
+        run.ckeys, run.keys = None, []
+    return run
+
+
+def apply(config: dict, run: NewRun, env_vars: dict) -> None:
+    fid = config["id"]
+    if config.get("tenant"):
+        run.tenant = evaluate_key(config["tenant"], env_vars) or "global"
+    if config.get("idempotency"):
+        key = evaluate_key(config["idempotency"], env_vars)
+        run.idempotency_key = key
+        run.keys.append((f"idempotency:{fid}", key, IDEMPOTENCY_TTL))
+    ckeys = []
+    for i, c in enumerate(config.get("concurrency") or []):
+        if c.get("key"):
+            value = evaluate_key(c["key"], env_vars)
+            slot = f"env:{c['key']}={value}" if c.get("scope") == "env" else f"fn:{fid}:{i}={value}"
+        else:
+            slot = f"fn:{fid}:{i}"
+        ckeys.append([slot, int(c["limit"])])
+    run.ckeys = ckeys or None
+    if config.get("priority"):
+        value = evaluate(config["priority"]["run"], env_vars)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExpressionError(f"Priority run expression must give a number of seconds, got {value!r}")
+        run.priority = float(max(-600, min(600, value)))
+    timeouts = config.get("timeouts") or {}
+    if timeouts.get("start"):
+        run.start_timeout = float(timeouts["start"])
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """``data.clientId`` -> obj["data"]["clientId"] (None when absent)."""
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def match_value(trigger_event: dict, path: str) -> str:
+    return dumps(get_path(trigger_event, path))
+
+
+def match(wait: dict, event: dict) -> bool:
+    """Does ``event`` satisfy a pending wait (or cancel_on) registered by a run?"""
+    from ..jsonutil import loads
+
+    if wait.get("match_path"):
+        if get_path(event, wait["match_path"]) != loads(wait["match_value"]):
+            return False
+    if wait.get("if_expr"):
+        trigger = loads(wait["event"]) if isinstance(wait.get("event"), str) else wait.get("event")
+        try:
+            return evaluate_bool(wait["if_expr"], {"event": trigger, "async": event})
+        except ExpressionError:
+            return False
+    return True

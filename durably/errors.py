@@ -1,0 +1,140 @@
+"""Errors durably raises, and the ones user code raises to steer retries.
+
+Every durably error has a stable ``code``; the HTTP API reuses it in
+``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurablyError(Exception):
+    """Base class of every error durably raises."""
+
+    code = "durably_error"
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or (self.__doc__ or self.code).strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(DurablyError):
+    """The configuration is invalid."""
+
+    code = "config_error"
+
+
+class InvalidInput(DurablyError):
+    """The input is invalid."""
+
+    code = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    """A payload is over its size limit."""
+
+    code = "payload_too_large"
+
+
+class NotSerializable(InvalidInput):
+    """A value is not JSON-serializable."""
+
+    code = "not_serializable"
+
+
+class ExpressionError(InvalidInput):
+    """A CEL expression does not compile, or failed on an event."""
+
+    code = "expression_error"
+
+
+class DuplicateFunction(InvalidInput):
+    """Two functions share one id."""
+
+    code = "duplicate_function"
+
+
+class UnknownFunction(DurablyError):
+    """No function is registered with that id."""
+
+    code = "unknown_function"
+
+
+class NotFound(DurablyError):
+    """The object does not exist."""
+
+    code = "not_found"
+
+
+class StoreUnavailable(DurablyError):
+    """The store cannot be reached."""
+
+    code = "store_unavailable"
+
+
+class LeaseLost(DurablyError):
+    """The run's lease was taken over by another worker; this worker's writes were rejected."""
+
+    code = "lease_lost"
+
+
+class StepMismatch(DurablyError):
+    """On resume, a step id was recorded with another kind: the function's code changed shape."""
+
+    code = "step_mismatch"
+
+
+# --- raised by user code -------------------------------------------------------------------
+
+
+class NonRetriableError(Exception):
+    """Raise from a step or a function to fail at once, without retries."""
+
+    def __init__(self, message: str = "non-retriable error", *, cause: BaseException | None = None):
+        super().__init__(message)
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class RetryAfterError(Exception):
+    """Raise to be retried after ``after`` (a duration) instead of the computed backoff."""
+
+    def __init__(self, message: str, after: Any):
+        from .durations import parse_duration
+
+        super().__init__(message)
+        self.after = parse_duration(after)
+
+
+class StepError(Exception):
+    """A step failed for good (retries exhausted or non-retriable); raised inside the function.
+
+    The function may catch it and go on; uncaught, the run fails.
+    """
+
+    def __init__(self, step_id: str, error: dict):
+        self.step_id = step_id
+        self.error = error
+        self.non_retriable = bool(error.get("non_retriable"))
+        super().__init__(f"step {step_id!r} failed: {error.get('name', 'Error')}: {error.get('message', '')}")
+
+
+def error_dict(exc: BaseException) -> dict:
+    """The JSON form of an exception kept in the ledger."""
+    import traceback
+
+    out = {
+        "name": type(exc).__name__,
+        "message": str(exc),
+        "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:],
+    }
+    if isinstance(exc, NonRetriableError):
+        out["non_retriable"] = True
+    if isinstance(exc, StepError):
+        out["step_id"] = exc.step_id
+        out["non_retriable"] = exc.non_retriable
+    return out

@@ -1,0 +1,144 @@
+"""The Store protocol and the records that cross it.
+
+The engine talks to a store only through these state-change verbs; each is one
+transaction (several verbs from concurrent runs may share one commit). The engine never
+sees SQL or a driver exception: dialects translate errors into durably errors.
+
+Verbs return ``concurrent.futures.Future``: async code awaits ``asyncio.wrap_future(f)``
+(``durably.store.aw``), sync code calls ``f.result()``. One implementation serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+Future = cf.Future
+
+TERMINAL = ("completed", "failed", "cancelled")
+PENDING = ("queued", "sleeping", "waiting")
+
+
+async def aw(fut: cf.Future) -> Any:
+    return await asyncio.wrap_future(fut)
+
+
+@dataclass
+class NewRun:
+    """A run to create."""
+
+    id: str
+    function_id: str
+    event: dict
+    trigger: str = "event"
+    tenant: str = "global"
+    events: list[dict] | None = None
+    delay: float = 0.0  # seconds from now until claimable
+    priority: float = 0.0  # seconds ahead in the queue (negative: behind)
+    ckeys: list[list] | None = None  # [[slot key, limit], ...]
+    keys: list[tuple[str, str, float]] = field(default_factory=list)  # (scope, key, ttl) unique
+    idempotency_key: str | None = None
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    replay_of: str | None = None
+    start_timeout: float | None = None
+    plan_error: str | None = None  # a key expression failed on the event: the run fails with this
+
+
+@dataclass
+class Skip:
+    """An event that, on purpose, creates no run for a function."""
+
+    function_id: str
+    reason: str
+
+
+@dataclass
+class ClaimedRun:
+    id: str
+    function_id: str
+    tenant: str
+    trigger: str
+    event: dict
+    events: list[dict] | None
+    attempt: int
+    lease_gen: int
+    started_at: float
+    created_at: float
+    resumed: bool
+    now: float  # the store's clock at claim
+    parent_run_id: str | None = None
+    finish_deadline: float | None = None
+    steps: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StepWrite:
+    step_id: str
+    kind: str  # run sleep wait send invoke
+    status: str  # completed failed retrying sleeping waiting
+    seq: int
+    attempts: int = 0
+    output: str | None = None  # JSON text
+    error: str | None = None  # JSON text
+    attempt_log: str | None = None  # JSON text of this attempt, appended to the step's log
+    started_at: float | None = None
+    finished_at: float | None = None
+    wake_at: float | None = None
+
+
+@dataclass
+class WaitWrite:
+    step_id: str
+    kind: str  # wait | cancel
+    event_name: str
+    match_path: str | None
+    match_value: str | None  # JSON text
+    if_expr: str | None
+    expires_at: float | None
+
+
+@dataclass
+class IngestResult:
+    ids: list[str]
+    runs: list[str]
+    duplicates: list[str]
+    skipped: list[dict] = field(default_factory=list)
+
+
+# plan(config, event, if_expr, now) -> NewRun | Skip | None (filtered out)
+Planner = Callable[[dict, dict, str | None, float], "NewRun | Skip | None"]
+# match(wait_row, event) -> bool
+Matcher = Callable[[dict, dict], bool]
+
+
+class Store(Protocol):
+    """State-change verbs. Each is one transaction and returns a Future."""
+
+    env: str
+    dialect: str
+
+    def migrate(self) -> Future: ...
+    def now(self) -> Future: ...
+    def register(self, app_id: str, configs: list[dict]) -> Future: ...
+    def ingest(self, events: list[dict], plan: Planner, match: Matcher) -> Future: ...
+    def create_runs(self, runs: list[NewRun]) -> Future: ...
+    def claim_runs(self, owner: str, functions: list[str], limit: int, lease: float) -> Future: ...
+    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite,
+                        emit: list[dict] | None = None, plan: Planner | None = None,
+                        match: Matcher | None = None) -> Future: ...
+    def suspend_run(self, run: ClaimedRun, *, steps: list[StepWrite], waits: list[WaitWrite],
+                    children: list[NewRun], status: str, available_at: float,
+                    attempt_inc: int = 0, error: str | None = None) -> Future: ...
+    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None,
+                   reason: str, emit: list[dict] | None = None, plan: Planner | None = None,
+                   match: Matcher | None = None) -> Future: ...
+    def cancel_run(self, run_id: str, reason: str) -> Future: ...
+    def heartbeat(self, worker: dict, lease: float) -> Future: ...
+    def release_runs(self, owner: str, run_ids: list[str]) -> Future: ...
+    def remove_worker(self, worker_id: str) -> Future: ...
+    def recover_leases(self) -> Future: ...
+    def fire_cron(self, function_id: str, expr: str, tz: str, plan: Callable[[dict], NewRun]) -> Future: ...
+    def close(self) -> None: ...

@@ -1,0 +1,296 @@
+-- Named statements for the SQLite store. Each block: "-- name: <name>", its purpose and
+-- parameters, then one statement. Parameters are :named. Loaded once by store/queries.py.
+
+-- name: insert_event
+-- Record an event. A duplicate id within 24 h is a conflict (nothing written, rowcount 0);
+-- an id last seen more than 24 h ago is accepted as new again.
+INSERT INTO durably_events (env, id, name, data, ts, received_at)
+VALUES (:env, :id, :name, :data, :ts, :now)
+ON CONFLICT (env, id) DO UPDATE SET name = excluded.name, data = excluded.data, ts = excluded.ts,
+    received_at = excluded.received_at
+WHERE durably_events.received_at < :now - 86400;
+
+-- name: triggers_for
+-- Functions triggered by an event name, with their stored config.
+SELECT t.function_id, t.if_expr, f.config
+FROM durably_triggers t JOIN durably_functions f ON f.env = t.env AND f.id = t.function_id
+WHERE t.env = :env AND t.event_name = :name;
+
+-- name: function_config
+SELECT config FROM durably_functions WHERE env = :env AND id = :id;
+
+-- name: insert_run
+INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
+    available_at, sort_at, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
+    replay_of, start_deadline)
+VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
+    :available_at, :sort_at, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
+    :replay_of, :start_deadline);
+
+-- name: take_key
+-- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.
+INSERT INTO durably_keys (env, scope, key, run_id, expires_at)
+VALUES (:env, :scope, :key, :run_id, :expires_at)
+ON CONFLICT (env, scope, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE durably_keys.expires_at <= :now;
+
+-- name: insert_skip
+INSERT INTO durably_skips (env, event_id, function_id, reason, created_at)
+VALUES (:env, :event_id, :function_id, :reason, :now);
+
+-- name: waits_for
+-- Pending waits and cancel_on subscriptions for an event name, with the waiting run's trigger event.
+SELECT w.run_id, w.step_id, w.kind, w.match_path, w.match_value, w.if_expr, r.event, r.status
+FROM durably_waits w JOIN durably_runs r ON r.id = w.run_id
+WHERE w.env = :env AND w.event_name = :name AND w.created_at <= :now;
+
+-- name: delete_waits_of_step
+DELETE FROM durably_waits WHERE run_id = :run_id AND step_id = :step_id AND kind = 'wait';
+
+-- name: delete_waits_of_run
+DELETE FROM durably_waits WHERE run_id = :run_id;
+
+-- name: insert_wait
+INSERT INTO durably_waits (env, run_id, step_id, kind, event_name, match_path, match_value, if_expr,
+    expires_at, created_at)
+VALUES (:env, :run_id, :step_id, :kind, :event_name, :match_path, :match_value, :if_expr,
+    :expires_at, :now)
+ON CONFLICT DO NOTHING;
+
+-- name: resolve_step
+-- Complete a pending (sleeping/waiting) step from outside the run: an awaited event arrived or
+-- an invoked run finished. Only a still-pending step changes: whoever comes first wins.
+UPDATE durably_steps SET status = :status, output = :output, error = :error, finished_at = :now
+WHERE run_id = :run_id AND step_id = :step_id AND status IN ('sleeping', 'waiting');
+
+-- name: wake_run
+-- Make a suspended run claimable now.
+UPDATE durably_runs SET available_at = :now, sort_at = MIN(sort_at, :now)
+WHERE id = :run_id AND status IN ('sleeping', 'waiting');
+
+-- name: claim_candidates
+-- Runs ready to start or resume, in claim order, for the functions this worker runs.
+SELECT id, ckeys FROM durably_runs
+WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND sort_at <= :now + 600
+  AND available_at <= :now
+  AND function_id IN (SELECT value FROM json_each(:functions))
+ORDER BY sort_at
+LIMIT :limit;
+
+-- name: claim_run
+-- Lease one run to a worker; bumps the fencing token.
+UPDATE durably_runs
+SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
+    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now)
+WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
+RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+
+-- name: next_available
+-- When the next run becomes claimable (the worker sleeps until then at most).
+SELECT MIN(available_at) FROM durably_runs
+WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
+  AND function_id IN (SELECT value FROM json_each(:functions));
+
+-- name: slot_count
+SELECT COUNT(*) FROM durably_slots WHERE env = :env AND key = :key;
+
+-- name: take_slot
+INSERT INTO durably_slots (env, key, run_id) VALUES (:env, :key, :run_id) ON CONFLICT DO NOTHING;
+
+-- name: release_slots
+DELETE FROM durably_slots WHERE run_id = :run_id;
+
+-- name: load_steps
+SELECT step_id, kind, status, seq, attempts, output, error, started_at, finished_at, wake_at
+FROM durably_steps WHERE run_id = :run_id ORDER BY seq;
+
+-- name: fence
+-- Every write of a running run goes through here first: it succeeds only under the lease
+-- that this worker holds (same token), and extends that lease.
+UPDATE durably_runs SET lease_expires_at = :now + :lease
+WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running';
+
+-- name: upsert_step
+-- Write a step's state. A finished step (completed/failed) is never overwritten.
+INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
+    started_at, finished_at, wake_at)
+VALUES (:run_id, :step_id, :kind, :status, :seq, :attempts, :output, :error,
+    json_array(json(:attempt_log)), :started_at, :finished_at, :wake_at)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    error = excluded.error,
+    log = CASE WHEN :attempt_log IS NULL THEN durably_steps.log
+               ELSE json_insert(durably_steps.log, '$[#]', json(:attempt_log)) END,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at
+WHERE durably_steps.status NOT IN ('completed', 'failed');
+
+-- name: suspend_run
+-- Park a run until available_at (sleep, wait, invoke, retry backoff) and free its lease.
+UPDATE durably_runs
+SET status = :status, available_at = :available_at, sort_at = :available_at - :priority_shift,
+    lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + :attempt_inc,
+    error = COALESCE(:error, error)
+WHERE id = :run_id AND lease_gen = :lease_gen;
+
+-- name: finish_run
+UPDATE durably_runs
+SET status = :status, output = :output, error = :error, terminal_reason = :reason,
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event;
+
+-- name: cancel_run
+-- Cancel a run that has not finished. Bumping the token fences out a worker that runs it now.
+UPDATE durably_runs
+SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
+    lease_expires_at = NULL, lease_gen = lease_gen + 1
+WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event;
+
+-- name: heartbeat_runs
+UPDATE durably_runs SET lease_expires_at = :now + :lease
+WHERE lease_owner = :owner AND status = 'running';
+
+-- name: upsert_worker
+INSERT INTO durably_workers (env, id, host, pid, functions, concurrency, started_at, heartbeat_at)
+VALUES (:env, :id, :host, :pid, :functions, :concurrency, :now, :now)
+ON CONFLICT (env, id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, functions = excluded.functions;
+
+-- name: delete_worker
+DELETE FROM durably_workers WHERE env = :env AND id = :id;
+
+-- name: expired_leases
+SELECT id FROM durably_runs
+WHERE env = :env AND status = 'running' AND lease_expires_at < :now
+LIMIT 500;
+
+-- name: requeue_run
+-- Give a run back to the queue (lease expired, or a worker shutting down); the token bump
+-- fences out the previous holder.
+UPDATE durably_runs
+SET status = 'queued', available_at = :now, sort_at = MIN(sort_at, :now), lease_owner = NULL,
+    lease_expires_at = NULL, lease_gen = lease_gen + 1
+WHERE id = :run_id AND status = 'running' AND (:owner IS NULL OR lease_owner = :owner);
+
+-- name: upsert_function
+INSERT INTO durably_functions (env, id, app_id, config, updated_at)
+VALUES (:env, :id, :app_id, :config, :now)
+ON CONFLICT (env, id) DO UPDATE SET app_id = excluded.app_id, config = excluded.config,
+    updated_at = excluded.updated_at;
+
+-- name: delete_triggers
+DELETE FROM durably_triggers WHERE env = :env AND function_id = :function_id;
+
+-- name: insert_trigger
+INSERT INTO durably_triggers (env, event_name, function_id, if_expr)
+VALUES (:env, :event_name, :function_id, :if_expr)
+ON CONFLICT DO NOTHING;
+
+-- name: cron_state
+SELECT last_tick FROM durably_cron WHERE env = :env AND function_id = :function_id AND schedule = :schedule;
+
+-- name: init_cron
+INSERT INTO durably_cron (env, function_id, schedule, last_tick)
+VALUES (:env, :function_id, :schedule, :now) ON CONFLICT DO NOTHING;
+
+-- name: advance_cron
+-- Compare-and-set: only the scheduler that read last_tick may advance it.
+UPDATE durably_cron SET last_tick = :tick
+WHERE env = :env AND function_id = :function_id AND schedule = :schedule AND last_tick = :last_tick;
+
+-- name: upsert_status
+INSERT INTO durably_status (env, tenant, function_id, blob, updated_at)
+VALUES (:env, :tenant, :function_id, :blob, :now)
+ON CONFLICT (env, tenant, function_id) DO UPDATE SET blob = excluded.blob, updated_at = excluded.updated_at;
+
+-- name: get_status
+SELECT blob FROM durably_status WHERE env = :env AND tenant = :tenant AND function_id = :function_id;
+
+-- name: get_run
+SELECT * FROM durably_runs WHERE env = :env AND id = :id;
+
+-- name: list_functions
+SELECT id, app_id, config, updated_at FROM durably_functions WHERE env = :env ORDER BY id;
+
+-- name: get_event
+SELECT id, name, data, ts, received_at FROM durably_events WHERE env = :env AND id = :id;
+
+-- name: runs_of_event
+SELECT id, function_id, status FROM durably_runs WHERE env = :env AND event_id = :event_id ORDER BY created_at;
+
+-- name: skips_of_event
+SELECT function_id, reason, created_at FROM durably_skips WHERE env = :env AND event_id = :event_id;
+
+-- name: live_workers
+SELECT id, host, pid, functions, concurrency, started_at, heartbeat_at FROM durably_workers
+WHERE env = :env AND heartbeat_at > :since ORDER BY started_at;
+
+-- name: leader_acquire
+-- Take or renew a leased leadership row; the holder renews, anyone takes an expired one.
+INSERT INTO durably_leaders (env, name, owner, expires_at) VALUES (:env, :name, :owner, :now + :ttl)
+ON CONFLICT (env, name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE durably_leaders.owner = excluded.owner OR durably_leaders.expires_at < :now;
+
+-- name: leader_owner
+SELECT owner FROM durably_leaders WHERE env = :env AND name = :name;
+
+-- name: list_runs
+-- The ledger, newest first, with optional filters; cursor = (created_at, id) of the last row seen.
+SELECT * FROM durably_runs
+WHERE env = :env
+  AND (:status IS NULL OR status = :status)
+  AND (:function_id IS NULL OR function_id = :function_id)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:cursor_at IS NULL OR created_at < :cursor_at OR (created_at = :cursor_at AND id < :cursor_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_events
+SELECT id, name, data, ts, received_at FROM durably_events
+WHERE env = :env
+  AND (:name IS NULL OR name = :name)
+  AND (:cursor_at IS NULL OR received_at < :cursor_at OR (received_at = :cursor_at AND id < :cursor_id))
+ORDER BY received_at DESC, id DESC
+LIMIT :limit;
+
+-- name: function_stats
+-- Per function: runs finished in the window by status, and the newest run.
+SELECT function_id, status, COUNT(*) AS n FROM durably_runs
+WHERE env = :env AND created_at >= :since
+GROUP BY function_id, status;
+
+-- name: last_run_of
+SELECT id, status, created_at, started_at, finished_at FROM durably_runs
+WHERE env = :env AND function_id = :function_id
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: cron_of
+SELECT schedule, last_tick FROM durably_cron WHERE env = :env AND function_id = :function_id;
+
+-- name: backlog
+-- Ready-to-run backlog per function: count and oldest age.
+SELECT function_id, COUNT(*) AS n, MIN(available_at) AS oldest FROM durably_runs
+WHERE env = :env AND status = 'queued' AND available_at <= :now
+GROUP BY function_id;
+
+-- name: stale_leases
+SELECT COUNT(*) FROM durably_runs WHERE env = :env AND status = 'running' AND lease_expires_at < :now;
+
+-- name: count_by_status
+SELECT status, COUNT(*) AS n FROM durably_runs WHERE env = :env GROUP BY status;
+
+-- name: load_steps_full
+SELECT step_id, kind, status, seq, attempts, output, error, log, started_at, finished_at, wake_at
+FROM durably_steps WHERE run_id = :run_id ORDER BY seq;
+
+-- name: fail_new_run
+-- A run whose key expression failed on its event: recorded, failed at once with the message.
+UPDATE durably_runs SET status = 'failed', error = :error, terminal_reason = :reason, finished_at = :now
+WHERE id = :run_id;
+
+-- name: get_step
+SELECT step_id, kind, status, seq, attempts, output, error, started_at, finished_at, wake_at
+FROM durably_steps WHERE run_id = :run_id AND step_id = :step_id;

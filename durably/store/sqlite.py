@@ -1,0 +1,299 @@
+"""The SQLite store: one file, WAL, ``BEGIN IMMEDIATE`` transactions, group commit.
+
+All writes of a process go through one connection owned by a writer thread (see
+``writer.py``), so concurrent checkpoints share commits. Several processes may share the
+file: ``BEGIN IMMEDIATE`` serializes their transactions and ``busy_timeout`` makes them
+wait their turn. Wake-ups: in-process after each commit, and across processes by
+watching ``PRAGMA data_version``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Callable
+
+from ..errors import StoreUnavailable
+from . import ops, reads
+from .base import ClaimedRun, NewRun, StepWrite, WaitWrite
+from .queries import load, migrations
+from .writer import BatchWriter
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteTx:
+    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke")
+
+    def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool):
+        self.conn, self.q, self.env = conn, q, env
+        self.now = time.time()
+        self.status_in_store = status_in_store
+        self.woke = False
+
+    def one(self, name: str, /, **params: Any) -> Any:
+        return self.conn.execute(self.q[name], params).fetchone()
+
+    def all(self, name: str, /, **params: Any) -> list[Any]:
+        return self.conn.execute(self.q[name], params).fetchall()
+
+    def exec(self, name: str, /, **params: Any) -> int:
+        return self.conn.execute(self.q[name], params).rowcount
+
+
+def path_from_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+    elif url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+    else:
+        raise StoreUnavailable(f"not a SQLite URL: {url!r} (use sqlite:///path/to/file.db)")
+    if not path or path == ":memory:":
+        raise StoreUnavailable("SQLite needs a file path (an in-memory database cannot be shared between connections)")
+    return path
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error) or isinstance(exc, RuntimeError):
+        return StoreUnavailable(f"SQLite store error: {exc}")
+    return exc
+
+
+class SqliteStore:
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, env: str = "dev", synchronous: str = "full", status_in_store: bool = True,
+                 create_dirs: bool = True):
+        self.url = url
+        self.env = env
+        self.path = path_from_url(url)
+        self.synchronous = synchronous
+        self.status_in_store = status_in_store
+        if create_dirs:
+            d = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot create the directory of the SQLite store {self.path!r}: {exc}") from None
+        self.q = load("sqlite")
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="durably-sqlite-read")
+        self._watch_thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._writer = BatchWriter(
+            name="sqlite", connect=self._connect, begin=self._begin,
+            commit=lambda c: c.execute("COMMIT"), rollback=lambda c: c.execute("ROLLBACK") if c.in_transaction else None,
+            savepoint=lambda c, s: c.execute(s), is_retryable=_retryable, translate=_translate,
+            on_commit=self._after_commit,
+        )
+
+    # --- connections --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreUnavailable(f"SQLite store {self.path!r}: cannot enable WAL (journal_mode is {mode})")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            return conn
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the SQLite store {self.path!r}: {exc}") from None
+
+    def _begin(self, conn: sqlite3.Connection) -> SqliteTx:
+        conn.execute("BEGIN IMMEDIATE")
+        return SqliteTx(conn, self.q, self.env, self.status_in_store)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        return self._writer.submit(fn, *args)
+
+    def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        def run() -> Any:
+            conn = self._reader()
+            tx = SqliteTx(conn, self.q, self.env, self.status_in_store)
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return fn(tx, *args)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _translate(exc) from None
+
+        try:
+            return self._readers.submit(run)
+        except RuntimeError as exc:  # executor shut down
+            fut: cf.Future = cf.Future()
+            fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))
+            return fut
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread) whenever runs may have become ready."""
+        with self._listeners_lock:
+            self._listeners.append(callback)
+            if self._watch_thread is None:
+                self._watch_thread = threading.Thread(target=self._watch, name="durably-sqlite-watch", daemon=True)
+                self._watch_thread.start()
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _notify(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for cb in listeners:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _after_commit(self, tx: SqliteTx) -> None:
+        if tx.woke:
+            self._notify()
+
+    def _watch(self) -> None:
+        # Another process's commit changes data_version on our connection: a cheap way to
+        # learn of new work without re-running the claim query.
+        conn = self._connect()
+        last = conn.execute("PRAGMA data_version").fetchone()[0]
+        while not self._closed.wait(0.002):
+            try:
+                v = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                continue
+            if v != last:
+                last = v
+                self._notify()
+        conn.close()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def migrate(self) -> cf.Future:
+        return self._write(_migrate_txn)
+
+    def ping(self) -> cf.Future:
+        return self._read(lambda tx: tx.conn.execute("SELECT 1").fetchone()[0] == 1)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._writer.close()
+        self._readers.shutdown(wait=True, cancel_futures=True)
+
+    # --- verbs (each one transaction) ---------------------------------------------------
+
+    def now(self) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        fut.set_result(time.time())  # one host: the store's clock is this host's clock
+        return fut
+
+    def register(self, app_id: str, configs: list[dict]) -> cf.Future:
+        return self._write(ops.register, app_id, configs)
+
+    def ingest(self, events: list[dict], plan, match) -> cf.Future:
+        return self._write(ops.ingest, events, plan, match)
+
+    def create_runs(self, runs: list[NewRun]) -> cf.Future:
+        return self._write(ops.create_runs, runs)
+
+    def claim_runs(self, owner: str, functions_json: str, limit: int, lease: float) -> cf.Future:
+        return self._write(ops.claim, owner, functions_json, limit, lease)
+
+    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite, emit=None, plan=None, match=None) -> cf.Future:
+        return self._write(ops.checkpoint, run, lease, step, emit, plan, match)
+
+    def suspend_run(self, run: ClaimedRun, *, steps: list[StepWrite], waits: list[WaitWrite], children: list[NewRun],
+                    status: str, available_at: float, attempt_inc: int = 0, error: str | None = None,
+                    lease: float = 30.0) -> cf.Future:
+        return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
+
+    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
+                   emit=None, plan=None, match=None) -> cf.Future:
+        return self._write(ops.finish, run, status, output, error, reason, emit, plan, match)
+
+    def cancel_run(self, run_id: str, reason: str) -> cf.Future:
+        return self._write(ops.cancel, run_id, reason)
+
+    def heartbeat(self, worker: dict, lease: float) -> cf.Future:
+        return self._write(ops.heartbeat, worker, lease)
+
+    def remove_worker(self, worker_id: str) -> cf.Future:
+        return self._write(ops.remove_worker, worker_id)
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> cf.Future:
+        return self._write(ops.release, owner, run_ids)
+
+    def recover_leases(self) -> cf.Future:
+        return self._write(ops.recover)
+
+    def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
+        return self._write(ops.acquire_leadership, name, owner, ttl)
+
+    def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
+        return self._write(ops.fire_cron, function_id, expr, tz, make_run)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def read(self, name: str, *args: Any, **kwargs: Any) -> cf.Future:
+        """Run a read-only query function of ``reads`` by name."""
+        fn = getattr(reads, name)
+        return self._read(lambda tx: fn(tx, *args, **kwargs))
+
+
+def _migrate_txn(tx: SqliteTx) -> list[int]:
+    conn = tx.conn
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS durably_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    done = {r[0] for r in conn.execute("SELECT version FROM durably_migrations")}
+    applied = []
+    for version, name, sql in migrations("sqlite"):
+        if version in done:
+            continue
+        for stmt in _statements(sql):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO durably_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                     (version, name, time.time()))
+        applied.append(version)
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,146 @@
+"""Group commit: one thread owns the write connection and runs queued operations in batches.
+
+Operations submitted while a transaction commits wait in the queue and share the next
+transaction, so N concurrent checkpoints cost one commit (one fsync), not N. Each
+operation runs inside its own savepoint: one that fails (a lease lost, a constraint)
+rolls back alone and the rest of the batch commits.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("durably.store")
+
+_STOP = object()
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        *,
+        name: str,
+        connect: Callable[[], Any],
+        begin: Callable[[Any], Any],
+        commit: Callable[[Any], None],
+        rollback: Callable[[Any], None],
+        savepoint: Callable[[Any, str], None],
+        is_retryable: Callable[[BaseException], bool],
+        translate: Callable[[BaseException], BaseException],
+        on_commit: Callable[[Any], None] | None = None,
+        max_batch: int = 512,
+    ):
+        self._connect, self._begin = connect, begin
+        self._commit, self._rollback, self._savepoint = commit, rollback, savepoint
+        self._is_retryable, self._translate = is_retryable, translate
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"durably-{name}-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        if not self._thread.is_alive():
+            fut.set_exception(self._translate(RuntimeError("the store is closed")))
+            return fut
+        self._q.put((fut, fn, args))
+        return fut
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(_STOP)
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # noqa: BLE001 - reported to the constructor
+            self._error = self._translate(exc)
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            item = self._q.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            batch = [b for b in batch if b[0].set_running_or_notify_cancel()]
+            if batch:
+                conn = self._run_batch(conn, batch)
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _run_batch(self, conn: Any, batch: list) -> Any:
+        delay = 0.005
+        for attempt in range(60):
+            results: list[tuple[bool, Any]] = []
+            try:
+                tx = self._begin(conn)
+                for i, (_fut, fn, args) in enumerate(batch):
+                    sp = f"op{i}"
+                    self._savepoint(conn, f"SAVEPOINT {sp}")
+                    try:
+                        results.append((True, fn(tx, *args)))
+                        self._savepoint(conn, f"RELEASE {sp}")
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller
+                        if self._is_retryable(exc):
+                            raise
+                        self._savepoint(conn, f"ROLLBACK TO {sp}")
+                        self._savepoint(conn, f"RELEASE {sp}")
+                        results.append((False, exc))
+                self._commit(conn)
+            except Exception as exc:  # noqa: BLE001
+                try:
+                    self._rollback(conn)
+                except Exception:  # noqa: BLE001
+                    pass
+                if self._is_retryable(exc) and attempt < 59:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                    continue
+                err = self._translate(exc)
+                for fut, _fn, _args in batch:
+                    fut.set_exception(err)
+                log.error("store transaction failed: %s", err)
+                return conn
+            for (fut, _fn, _args), (ok, value) in zip(batch, results):
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
+            if self._on_commit is not None:
+                try:
+                    self._on_commit(tx)
+                except Exception:  # noqa: BLE001
+                    log.exception("on_commit hook failed")
+            return conn
+        return conn
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    from ..errors import DurablyError
+
+    return not isinstance(exc, DurablyError) and type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")
