@@ -1,0 +1,355 @@
+"""The ``durably`` command line.
+
+Exit codes: 0 ok, 1 error (bad input, unreachable store; one line on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import Settings
+from .errors import DurablyError, InvalidInput, NotFound
+from .serialize import event_json, run_json
+from .status import iso
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="durably: durable background jobs for Python.",
+                  pretty_exceptions_enable=False)
+runs_cli = typer.Typer(help="The run ledger: list runs, show one, cancel one.", invoke_without_command=True)
+cli.add_typer(runs_cli, name="runs")
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+_state: dict[str, Any] = {}
+
+RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+
+
+@cli.callback()
+def _main(
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DURABLY_DATABASE_URL",
+                                               show_envvar=True, help="sqlite:///path or postgresql://..."),
+    env: Optional[str] = typer.Option(None, "--env", envvar="DURABLY_ENV", show_envvar=True,
+                                      help="Environment name; rows of other envs are never touched."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs and full tracebacks."),
+) -> None:
+    _state.update(database_url=database_url, env=env, verbose=verbose)
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings.load(database_url=_state.get("database_url"), env=_state.get("env"), **overrides)
+
+
+def open_store(**overrides: Any):
+    from .store import open_store as _open
+
+    return _open(settings(**overrides))
+
+
+def _logging(default: int = logging.INFO) -> None:
+    level = logging.DEBUG if _state.get("verbose") else default
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+@cli.command()
+def dev(
+    app: Optional[str] = typer.Argument(None, help="module:attribute (or a .py file) of a durably.App"),
+    port: int = typer.Option(None, "--port", envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="HTTP host."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs executed at once."),
+) -> None:
+    """Everything in one process on embedded SQLite: API, dashboard, scheduler and a worker."""
+    _logging()
+    from .dev import run_dev
+
+    run_dev(app, host=host, port=port, concurrency=concurrency, settings=settings())
+
+
+@cli.command()
+def worker(
+    app: str = typer.Argument(..., help="module:attribute (or a .py file) of a durably.App"),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs executed at once per process."),
+    processes: int = typer.Option(1, "--processes", "-p", min=1, help="Worker processes to start."),
+    no_scheduler: bool = typer.Option(False, "--no-scheduler", help="Leave cron ticks and lease recovery to others."),
+) -> None:
+    """Execute an app's functions (any number of workers may share one store)."""
+    _logging()
+    if processes > 1:
+        raise typer.Exit(_supervise(app, concurrency, processes, no_scheduler))
+    from .loader import load_app
+
+    application = load_app(app)
+    application.configure(**{k: v for k, v in (("database_url", _state.get("database_url")),
+                                               ("env", _state.get("env"))) if v})
+    application.store  # noqa: B018 - open (and migrate) now: a bad URL fails here, clearly
+    try:
+        application.run_worker(concurrency=concurrency, scheduler=not no_scheduler)
+    finally:
+        application.close()
+
+
+def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -> int:
+    argv = [sys.executable, "-m", "durably", "worker", app, "--concurrency", str(concurrency)]
+    if no_scheduler:
+        argv.append("--no-scheduler")
+    children = [subprocess.Popen(argv) for _ in range(processes)]
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        for c in list(children):
+            rc = c.poll()
+            if rc is None:
+                continue
+            children.remove(c)
+            if not stopping and rc != 0:
+                code = rc
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return code
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+@cli.command()
+def send(
+    name: str = typer.Argument(..., help="Event name, e.g. inbox.counts.dirty"),
+    data: str = typer.Option("{}", "--data", "-d", help="Event data as a JSON object."),
+    id: Optional[str] = typer.Option(None, "--id", help="Event id (a second send with the same id does nothing)."),
+) -> None:
+    """Send an event."""
+    from .app import App
+    from .events import Event
+
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
+    app = App("cli", settings=settings())
+    try:
+        res = app.send(Event(name, payload, id=id))
+    finally:
+        app.close()
+    _print_json({"ids": res.ids, "runs": res.runs, "duplicates": res.duplicates})
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+@runs_cli.callback()
+def runs(
+    ctx: typer.Context,
+    status: Optional[str] = typer.Option(None, "--status", "-s", help=f"One of: {', '.join(RUN_STATUSES)}."),
+    function: Optional[str] = typer.Option(None, "--function", "-f", help="Function id."),
+    tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Tenant."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="How many (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List runs, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+    store = open_store()
+    try:
+        rows = store.read("list_runs", status=status, function_id=function, tenant=tenant, limit=limit).result()
+    finally:
+        store.close()
+    items = [run_json(r) for r in rows]
+    if as_json:
+        _print_json(items)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "function", "status", "tenant", "trigger", "created", "duration", "attempts", "reason"):
+        table.add_column(col)
+    for r in items:
+        dur = f"{r['duration_ms']} ms" if r["duration_ms"] is not None else ""
+        table.add_row(r["id"], r["function_id"], _status_style(r["status"]), r["tenant"], r["trigger"] or "",
+                      r["created_at"] or "", dur, str(r["attempts"]), r["terminal_reason"] or "")
+    out.print(table if items else "no runs")
+
+
+def _status_style(s: str) -> str:
+    color = {"completed": "green", "failed": "red", "running": "cyan", "cancelled": "yellow"}.get(s, "white")
+    return f"[{color}]{s}[/]"
+
+
+@runs_cli.command("show")
+def runs_show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """One run with its steps, attempts, output and error."""
+    store = open_store()
+    try:
+        r = store.read("get_run", run_id).result()
+    finally:
+        store.close()
+    if r is None:
+        raise NotFound(f"no run {run_id!r} in env {settings().env!r}")
+    data = run_json(r, detail=True)
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"[bold]{data['id']}[/]  {data['function_id']}  {_status_style(data['status'])}"
+              f"  tenant={data['tenant']}  attempts={data['attempts']}")
+    out.print(f"created {data['created_at']}  started {data['started_at']}  finished {data['finished_at']}")
+    if data["terminal_reason"]:
+        out.print(f"reason: {data['terminal_reason']}")
+    table = Table(box=None, header_style="bold")
+    for col in ("step", "kind", "status", "attempts", "errors"):
+        table.add_column(col)
+    for s in data["steps"]:
+        errs = "; ".join(f"{e.get('name')}: {e.get('message')}" for e in s["errors"])
+        table.add_row(s["id"], s["kind"], _status_style(s["status"]), str(s["attempts"]), errs)
+    if data["steps"]:
+        out.print(table)
+    if data["output"] is not None:
+        out.print("output: " + json.dumps(data["output"], default=str))
+    if data["error"]:
+        out.print(f"[red]error: {data['error'].get('name')}: {data['error'].get('message')}[/]")
+
+
+@runs_cli.command("cancel")
+def runs_cancel(run_id: str = typer.Argument(...)) -> None:
+    """Cancel a run that has not finished."""
+    store = open_store()
+    try:
+        ok = store.cancel_run(run_id, "cancelled by user").result()
+        if not ok:
+            r = store.read("get_run", run_id, with_steps=False).result()
+    finally:
+        store.close()
+    if not ok:
+        if r is None:
+            raise NotFound(f"no run {run_id!r} in env {settings().env!r}")
+        raise InvalidInput(f"run {run_id} is already {r['status']}; only unfinished runs can be cancelled")
+    out.print(f"cancelled {run_id}")
+
+
+@cli.command()
+def functions(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The registry: every function workers have registered, with triggers and last run."""
+    from .cron import describe
+
+    store = open_store()
+    try:
+        rows = store.read("list_functions", time.time() - 86400).result()
+    finally:
+        store.close()
+    items = []
+    for f in rows:
+        c = f["config"]
+        if c.get("internal"):
+            continue
+        last = f["last_run"]
+        items.append({
+            "id": f["id"], "app_id": f["app_id"], "triggers": c["triggers"],
+            "last_run": {"id": last["id"], "status": last["status"], "created_at": iso(last["created_at"])} if last else None,
+        })
+    if as_json:
+        _print_json(items)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "app", "triggers", "last run"):
+        table.add_column(col)
+    for f in items:
+        trig = ", ".join(t["event"] if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
+                         for t in f["triggers"])
+        last = f["last_run"]
+        table.add_row(f["id"], f["app_id"], trig, f"{_status_style(last['status'])} {last['created_at']}" if last else "")
+    out.print(table if items else "no functions registered yet (start a worker)")
+
+
+@cli.command()
+def status(tenant: str = typer.Argument(...), function: str = typer.Argument(...)) -> None:
+    """The status blob of (tenant, function)."""
+    store = open_store()
+    try:
+        blob = store.read("get_status", tenant, function).result()
+    finally:
+        store.close()
+    if blob is None:
+        raise NotFound(f"no status for tenant {tenant!r} and function {function!r}")
+    _print_json(blob)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the store's schema migrations."""
+    from .store import open_store as _open
+
+    store = _open(settings(), migrate=False)
+    try:
+        applied = store.migrate().result()
+    finally:
+        store.close()
+    out.print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+
+
+@cli.command()
+def health(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Queue health: store reachable, live workers, backlog, oldest queued age, stale leases."""
+    from .health import collect
+
+    s = settings()
+    report = collect(s)
+    if as_json:
+        _print_json(report)
+    else:
+        for k, v in report.items():
+            out.print(f"{k}: {json.dumps(v, default=str)}")
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        sys.exit(2)
+    except DurablyError as exc:
+        if _state.get("verbose"):
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

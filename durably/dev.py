@@ -1,0 +1,73 @@
+"""``durably dev``: HTTP API, dashboard, scheduler and a worker in one process on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import Settings
+
+log = logging.getLogger("durably.dev")
+
+
+def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: int, settings: Settings) -> None:
+    from .app import App
+    from .loader import load_app
+
+    port = port or settings.port
+    if app_spec:
+        app = load_app(app_spec)
+        app.configure(database_url=settings.database_url, env=settings.env)
+    else:
+        app = App("dev", settings=settings)
+    app.store  # noqa: B018 - open and migrate now, so a bad store fails before anything starts
+    asyncio.run(_main(app, host, port, concurrency))
+
+
+async def _main(app, host: str, port: int, concurrency: int) -> None:
+    from .engine.scheduler import Scheduler
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    tasks = []
+    if app.functions:
+        tasks.append(asyncio.create_task(app.worker(concurrency=concurrency).run(stop)))
+    else:
+        tasks.append(asyncio.create_task(Scheduler(app).run(stop)))
+    server = _http_server(app, host, port)
+    if server is not None:
+        tasks.append(asyncio.create_task(server.serve()))
+    url = f"http://{host}:{port}/"
+    s = app.settings
+    print(f"durably dev: env {s.env!r}, store {s.database_url}", file=sys.stderr)
+    print(f"durably dev: {len([f for f in app.functions.values() if not f.internal])} function(s) from app {app.id!r}",
+          file=sys.stderr)
+    print(f"durably dev: dashboard at {url}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        app.close()
+
+
+def _http_server(app, host: str, port: int):
+    try:
+        from .server.api import create_app
+    except ImportError:
+        return None
+    import uvicorn
+
+    asgi = create_app(app.settings, app=app)
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
