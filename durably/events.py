@@ -91,3 +91,11 @@ def coerce_events(events: Any) -> list[Event]:
             raise InvalidInput("send takes an Event, a dict, or a flat list of them")
         return out
     raise InvalidInput(f"cannot send {type(events).__name__}: pass a durably.Event or a list of them")
+
+
+def failure_event(function_id: str, run_id: str, reason: str, error: dict, event: dict) -> dict:
+    """The ``durably/function.failed`` event emitted when a run fails for good."""
+    return Event(FUNCTION_FAILED, {
+        "function_id": function_id, "run_id": run_id, "reason": reason,
+        "error": {k: error[k] for k in ("name", "message") if k in error}, "event": event,
+    }).to_dict()

@@ -23,7 +23,7 @@ from ..context import Context
 from ..durations import parse_duration
 from ..errors import (InvalidInput, LeaseLost, NonRetriableError, RetryAfterError, StepError, StepMismatch,
                       error_dict)
-from ..events import FUNCTION_FAILED, FUNCTION_INVOKED, Event
+from ..events import FUNCTION_INVOKED, Event, failure_event
 from ..expressions import compile_expr
 from ..functions import FunctionDef
 from ..ids import new_id
@@ -48,7 +48,8 @@ class Execution:
         self.store = app.store
         self.pool, self.lease = pool, lease
         self.memo: dict[str, dict] = {s["step_id"]: s for s in run.steps}
-        self._to_replay = sum(1 for s in run.steps if s["status"] in ("completed", "failed"))
+        # Every recorded step was reached by an earlier attempt: the code before it is replay.
+        self._to_replay = len(run.steps)
         self._replayed = 0
         self._seq = max((s["seq"] for s in run.steps), default=-1) + 1
         self._ids: dict[str, int] = {}
@@ -88,8 +89,7 @@ class Execution:
                 f"step {sid!r} was recorded as a {m['kind']!r} step but is now a {kind!r} step: "
                 "the function's code changed shape under a running run"
             )
-        if m["status"] in ("completed", "failed"):
-            self._replayed += 1
+        self._replayed += 1
         return m
 
     def _seq_for(self, m: dict | None) -> int:
@@ -275,10 +275,22 @@ class Execution:
         """Run this attempt to its end; returns what happened (for logs and tests)."""
         steps = Steps(self)
         loop = asyncio.get_running_loop()
+        deadline = self.run.finish_deadline
+        timeout_err = {"name": "TimeoutError", "message": "the run did not finish within Timeouts.finish"}
+        if deadline is not None and deadline <= self.now():
+            return await self._fail(timeout_err, "timeout")
         try:
             if self.fdef.is_async:
                 ctx = Context(self, steps)
-                out = await self.fdef.fn(ctx)
+                if deadline is None:
+                    out = await self.fdef.fn(ctx)
+                else:
+                    try:
+                        out = await asyncio.wait_for(self.fdef.fn(ctx), deadline - self.now())
+                    except asyncio.TimeoutError:
+                        if self.now() < deadline:
+                            raise
+                        return await self._fail(timeout_err, "timeout")
             else:
                 ctx = Context(self, SyncSteps(steps, loop))
                 call = functools.partial(contextvars.copy_context().run, self.fdef.fn, ctx)
@@ -325,7 +337,9 @@ class Execution:
 
     async def _suspend(self) -> str:
         if self.retry_at is not None:
-            status, at, inc = "queued", self.retry_at, 1
+            # A step's retry is counted on the step; the run's attempt counts body failures only,
+            # so step retries never use up the retries of code outside steps.
+            status, at, inc = "queued", self.retry_at, 0
             error = dumps(self.retry_error)
         else:
             pending_wait = bool(self.waits or self.children) or any(
@@ -341,15 +355,12 @@ class Execution:
         except LeaseLost as exc:
             log.info("%s", exc)
             return "lease_lost"
-        return "retry" if inc else status
+        return "retry" if self.retry_at is not None else status
 
     async def _fail(self, err: dict, reason: str) -> str:
         log.error("run %s of %s failed (%s): %s: %s", self.run.id, self.run.function_id, reason,
                   err.get("name"), err.get("message"))
-        failed = Event(FUNCTION_FAILED, {
-            "function_id": self.run.function_id, "run_id": self.run.id, "reason": reason,
-            "error": {k: err[k] for k in ("name", "message") if k in err}, "event": self.run.event,
-        }).to_dict()
+        failed = failure_event(self.run.function_id, self.run.id, reason, err, self.run.event)
         try:
             await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err), reason=reason,
                                            emit=[failed], plan=self.app.planner, match=flow.match))

@@ -65,6 +65,50 @@ def apply(config: dict, run: NewRun, env_vars: dict) -> None:
     timeouts = config.get("timeouts") or {}
     if timeouts.get("start"):
         run.start_timeout = float(timeouts["start"])
+    if timeouts.get("finish"):
+        run.finish_timeout = float(timeouts["finish"])
+    if run.trigger not in ("event", "cron"):
+        return  # invoke, manual and replay runs are not coalesced, throttled or dropped
+    if config.get("throttle"):
+        t = config["throttle"]
+        run.throttle = _gcra(f"throttle:{fid}", t, env_vars, t["limit"], t.get("burst", 1))
+    if config.get("rate_limit"):
+        r = config["rate_limit"]
+        run.rate_limit = _gcra(f"ratelimit:{fid}", r, env_vars, r["limit"], r["limit"])
+    if config.get("debounce"):
+        d = config["debounce"]
+        run.debounce = {"key": _key(d, env_vars), "period": d["period"], "timeout": d.get("timeout")}
+    if config.get("batch"):
+        b = config["batch"]
+        run.batch = {"key": _key(b, env_vars), "max_size": int(b["max_size"]), "timeout": b["timeout"]}
+    if config.get("singleton"):
+        sg = config["singleton"]
+        run.singleton = {"key": _key(sg, env_vars), "mode": sg.get("mode", "skip")}
+    for c in config.get("cancel_on") or []:
+        path = c.get("match")
+        if path and path.startswith("event."):
+            path = path[len("event."):]
+        run.cancel_on.append({"event": c["event"], "match_path": path,
+                              "match_value": match_value(run.event, path) if path else None,
+                              "if": c.get("if_"), "timeout": c.get("timeout")})
+
+
+def _key(opt: dict, env_vars: dict) -> str:
+    return evaluate_key(opt["key"], env_vars) if opt.get("key") else ""
+
+
+def _gcra(prefix: str, opt: dict, env_vars: dict, limit: int, burst: int) -> list:
+    """GCRA parameters: ``limit`` per ``period``, ``burst`` starts allowed back to back."""
+    interval = float(opt["period"]) / int(limit)
+    return [f"{prefix}={_key(opt, env_vars)}", interval, interval * (int(burst) - 1)]
+
+
+def gcra(tat: float | None, now: float, interval: float, tolerance: float) -> tuple[bool, float]:
+    """Generic cell rate algorithm: (allowed, new tat if allowed else when it will be)."""
+    tat = now if tat is None or tat < now else tat
+    if tat - now > tolerance + 1e-9:
+        return False, tat - tolerance
+    return True, tat + interval
 
 
 def get_path(obj: Any, path: str) -> Any:

@@ -37,6 +37,7 @@ class Scheduler:
         store = self.app.store
         next_registry = 0.0
         next_recover = 0.0
+        next_expire = 0.0
         while not stop.is_set():
             now = time.time()
             try:
@@ -44,6 +45,12 @@ class Scheduler:
                     self._configs = await aw(store.read("registry"))
                     next_registry = now + REGISTRY_REFRESH
                 await self._fire_due(now)
+                if now >= next_expire:
+                    expired = await aw(store.expire_runs(self.app.planner, flow.match))
+                    if expired["cancelled"] or expired["failed"]:
+                        log.warning("timeouts: cancelled %d run(s) not started in time, failed %d run(s) not "
+                                    "finished in time", len(expired["cancelled"]), len(expired["failed"]))
+                    next_expire = now + 1.0
                 if now >= next_recover:
                     recovered = await aw(store.recover_leases())
                     if recovered:
@@ -52,7 +59,7 @@ class Scheduler:
                     next_recover = now + max(0.2, min(self.lease / 3, 5.0))
             except Exception as exc:  # noqa: BLE001 - a scheduler duty failed: log, go on
                 log.warning("scheduler: %s", exc)
-            wait = min([next_registry, next_recover, *self._due.values()], default=now + 1) - time.time()
+            wait = min([next_registry, next_recover, next_expire, *self._due.values()], default=now + 1) - time.time()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=max(0.01, min(wait, 1.0)))
             except asyncio.TimeoutError:

@@ -45,6 +45,13 @@ class NewRun:
     replay_of: str | None = None
     start_timeout: float | None = None
     plan_error: str | None = None  # a key expression failed on the event: the run fails with this
+    finish_timeout: float | None = None
+    throttle: list | None = None  # [gcra key, interval, tolerance]: delays the first start
+    rate_limit: list | None = None  # [gcra key, interval, tolerance]: no run when over
+    debounce: dict | None = None  # {"key", "period", "timeout"}
+    batch: dict | None = None  # {"key", "max_size", "timeout"}
+    singleton: dict | None = None  # {"key", "mode"}
+    cancel_on: list[dict] = field(default_factory=list)  # [{"event", "match_path", "match_value", "if", "timeout"}]
 
 
 @dataclass
@@ -141,4 +148,5 @@ class Store(Protocol):
     def remove_worker(self, worker_id: str) -> Future: ...
     def recover_leases(self) -> Future: ...
     def fire_cron(self, function_id: str, expr: str, tz: str, plan: Callable[[dict], NewRun]) -> Future: ...
+    def dispatch(self, key: str, window: int, event: dict, plan: Planner, match: Matcher) -> Future: ...
     def close(self) -> None: ...

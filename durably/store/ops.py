@@ -13,6 +13,7 @@ from .. import status as status_mod
 from ..errors import LeaseLost
 from ..ids import new_id
 from ..jsonutil import dumps, loads
+from ..engine.flow import gcra
 from .base import ClaimedRun, IngestResult, Matcher, NewRun, Planner, Skip, StepWrite, WaitWrite
 
 KEY_TTL = 86400.0
@@ -59,43 +60,110 @@ def ingest(tx: Tx, events: list[dict], plan: Planner, match: Matcher) -> IngestR
                 _skip(tx, e["id"], planned.function_id, planned.reason)
                 res.skipped.append({"event_id": e["id"], "function_id": planned.function_id, "reason": planned.reason})
                 continue
-            run_id = create_run(tx, planned)
-            if run_id:
-                res.runs.append(run_id)
-            else:
-                res.skipped.append({"event_id": e["id"], "function_id": planned.function_id, "reason": "idempotency"})
+            created = _create(tx, planned)
+            if isinstance(created, Skip):
+                res.skipped.append({"event_id": e["id"], "function_id": created.function_id, "reason": created.reason})
+            elif created not in res.runs:
+                res.runs.append(created)
     _match_waits(tx, fresh, match)
     return res
 
 
-def _skip(tx: Tx, event_id: str, function_id: str, reason: str) -> None:
+def _skip(tx: Tx, event_id: str, function_id: str, reason: str) -> Skip:
     tx.exec("insert_skip", env=tx.env, event_id=event_id, function_id=function_id, reason=reason, now=tx.now)
+    return Skip(function_id, reason)
 
 
 def create_run(tx: Tx, run: NewRun) -> str | None:
-    """Insert a run unless one of its unique keys is held; returns its id or None."""
+    """Create a run under its flow control; returns its id (or the id of the open
+    debounce/batch run that took the event), or None when the event creates no run."""
+    res = _create(tx, run)
+    return None if isinstance(res, Skip) else res
+
+
+def _create(tx: Tx, run: NewRun) -> "str | Skip":
+    fid, event_id = run.function_id, run.event.get("id", "")
+    gcra_set = None
+    if run.rate_limit:
+        key, interval, tolerance = run.rate_limit
+        row = tx.one("gcra_get", env=tx.env, key=key)
+        ok, tat = gcra(row[0] if row else None, tx.now, interval, tolerance)
+        if not ok:
+            return _skip(tx, event_id, fid, "rate_limited")
+        gcra_set = (key, tat)
     for scope, key, ttl in run.keys:
         taken = tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + ttl, now=tx.now)
         if not taken:
-            _skip(tx, run.event.get("id", ""), run.function_id, f"duplicate {scope.split(':')[0]} key {key!r}")
-            return None
-    available = tx.now + run.delay
+            return _skip(tx, event_id, fid, f"duplicate {scope.split(':')[0]} key {key!r}")
+    singleton_key = None
+    if run.singleton:
+        scope, key = f"singleton:{fid}", run.singleton["key"]
+        holder = tx.one("key_holder", env=tx.env, scope=scope, key=key)
+        if holder is not None and holder["expires_at"] > tx.now:
+            if run.singleton["mode"] == "skip":
+                return _skip(tx, event_id, fid, f"singleton: run {holder['run_id']} is still running")
+            cancel(tx, holder["run_id"], f"singleton: replaced by run {run.id}")
+        tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + 100 * 365 * 86400.0,
+                now=tx.now + 100 * 365 * 86400.0)  # taken unconditionally: the previous holder is gone
+        singleton_key = key
+    if gcra_set:
+        tx.exec("gcra_set", env=tx.env, key=gcra_set[0], tat=gcra_set[1])
+    gathering = 0
+    delay = run.delay
+    if run.debounce:
+        d = run.debounce
+        open_ = tx.one("debounce_open", env=tx.env, function_id=fid, key=d["key"])
+        if open_ is not None:
+            at = tx.now + d["period"]
+            if d.get("timeout") is not None:
+                at = min(at, open_["first_at"] + d["timeout"])
+            tx.exec("debounce_take", run_id=open_["run_id"], event=dumps(run.event), event_id=event_id, at=at,
+                    priority=run.priority)
+            return open_["run_id"]
+        gathering, delay = 1, max(delay, d["period"])
+    elif run.batch:
+        b = run.batch
+        open_ = tx.one("batch_open", env=tx.env, function_id=fid, key=b["key"])
+        if open_ is not None:
+            full = open_["size"] + 1 >= b["max_size"]
+            tx.exec("batch_append", run_id=open_["run_id"], event=dumps(run.event), full=1 if full else 0, now=tx.now)
+            tx.exec("close_batch" if full else "batch_grow", run_id=open_["run_id"])
+            if full:
+                tx.woke = True
+            return open_["run_id"]
+        run.events = [run.event]
+        if b["max_size"] > 1:
+            gathering, delay = 1, max(delay, b["timeout"])
+    available = tx.now + delay
     tx.exec(
         "insert_run",
-        id=run.id, env=tx.env, function_id=run.function_id, tenant=run.tenant or "global",
-        trigger=run.trigger, event_id=run.event.get("id"), event=dumps(run.event),
+        id=run.id, env=tx.env, function_id=fid, tenant=run.tenant or "global",
+        trigger=run.trigger, event_id=event_id or None, event=dumps(run.event),
         events=dumps(run.events) if run.events is not None else None,
         available_at=available, sort_at=available - run.priority, now=tx.now,
         ckeys=dumps(run.ckeys) if run.ckeys else None, idempotency_key=run.idempotency_key,
         parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
         start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
+        finish_timeout=run.finish_timeout, throttle=dumps(run.throttle) if run.throttle else None,
+        singleton_key=singleton_key, gathering=gathering,
     )
     if run.plan_error:
         err = dumps({"name": "ExpressionError", "message": run.plan_error})
         tx.exec("fail_new_run", run_id=run.id, error=err, reason="expression_error", now=tx.now)
+        if singleton_key:
+            tx.exec("release_keys_of_run", run_id=run.id)
         if tx.status_in_store:
-            _status(tx, run.tenant, run.function_id, "failed", run.id, None, tx.now, 0, loads(err))
+            _status(tx, run.tenant, fid, "failed", run.id, None, tx.now, 0, loads(err))
         return run.id
+    if gathering:
+        if run.debounce:
+            tx.exec("debounce_put", env=tx.env, function_id=fid, key=run.debounce["key"], run_id=run.id, now=tx.now)
+        else:
+            tx.exec("batch_put", env=tx.env, function_id=fid, key=run.batch["key"], run_id=run.id)  # type: ignore[index]
+    for c in run.cancel_on:
+        tx.exec("insert_wait", env=tx.env, run_id=run.id, step_id="", kind="cancel", event_name=c["event"],
+                match_path=c["match_path"], match_value=c["match_value"], if_expr=c.get("if"),
+                expires_at=tx.now + c["timeout"] if c.get("timeout") else None, now=tx.now)
     tx.woke = True
     return run.id
 
@@ -138,6 +206,9 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
     for c in cands:
         if len(claimed) >= limit:
             break
+        if c["start_deadline"] is not None and c["started_at"] is None and c["start_deadline"] < tx.now:
+            cancel(tx, c["id"], "start_timeout")
+            continue
         ckeys = loads(c["ckeys"]) if c["ckeys"] else None
         if ckeys:
             full = False
@@ -148,9 +219,23 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
                     full = True
             if full:
                 continue
+        throttled = None
+        if c["throttle"] and c["started_at"] is None:
+            key, interval, tolerance = loads(c["throttle"])
+            trow = tx.one("gcra_get", env=tx.env, key=key)
+            ok, tat = gcra(trow[0] if trow else None, tx.now, interval, tolerance)
+            if not ok:
+                tx.exec("defer_run", run_id=c["id"], at=tat)
+                continue
+            throttled = (key, tat)
         row = tx.one("claim_run", id=c["id"], owner=owner, now=tx.now, lease=lease)
         if row is None:
             continue
+        if throttled:
+            tx.exec("gcra_set", env=tx.env, key=throttled[0], tat=throttled[1])
+        if row["was_gathering"]:
+            tx.exec("close_gathering", run_id=row["id"])
+            tx.exec("close_batch", run_id=row["id"])
         if ckeys:
             for key, _cap in ckeys:
                 tx.exec("take_slot", env=tx.env, key=key, run_id=row["id"])
@@ -244,6 +329,8 @@ def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str 
 def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     tx.exec("release_slots", run_id=run_id)
     tx.exec("delete_waits_of_run", run_id=run_id)
+    if row["singleton_key"] is not None:
+        tx.exec("release_keys_of_run", run_id=run_id)
     if row["parent_run_id"]:
         ok = status == "completed"
         err = error if not ok else None
@@ -257,6 +344,25 @@ def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, e
     if tx.status_in_store:
         _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
                 loads(error) if error else None)
+
+
+def expire(tx: Tx, plan: Planner, match: Matcher) -> dict:
+    """Enforce timeouts: cancel runs not started in time, fail runs not finished in time."""
+    from ..events import failure_event
+
+    cancelled = [r["id"] for r in tx.all("expired_starts", env=tx.env, now=tx.now)]
+    for rid in cancelled:
+        cancel(tx, rid, "start_timeout")
+    failed = []
+    for r in tx.all("expired_finishes", env=tx.env, now=tx.now):
+        err = {"name": "TimeoutError", "message": "the run did not finish within Timeouts.finish"}
+        row = tx.one("fail_run", run_id=r["id"], env=tx.env, reason="timeout", error=dumps(err), now=tx.now)
+        if row is None:
+            continue
+        _after_end(tx, r["id"], row, "failed", None, dumps(err))
+        ingest(tx, [failure_event(row["function_id"], r["id"], "timeout", err, loads(row["event"]))], plan, match)
+        failed.append(r["id"])
+    return {"cancelled": cancelled, "failed": failed}
 
 
 def cancel(tx: Tx, run_id: str, reason: str) -> bool:
@@ -359,3 +465,28 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str, make_run: Callable[[
 
 def new_run_id() -> str:
     return new_id()
+
+
+# --- dispatch windows (the HTTP cron endpoint) -----------------------------------------------
+
+
+def dispatch(tx: Tx, key: str, window: int, event: dict, plan: Planner, match: Matcher) -> dict:
+    """One ping of a dispatch-only cron route: the window's first ping sends the event.
+
+    The window is ``[floor(now / window) * window, + window)`` on the store's clock. The
+    window row and the event commit in one transaction, and the row's primary key decides
+    which ping is first: two pings of one window, however they race, send one event. A
+    later ping only counts itself.
+    """
+    window_start = int(tx.now // window) * window
+    event_id = f"cron:{key}:{window_start}"
+    out = {"key": key, "window": window, "window_start": window_start, "event_id": event_id}
+    if not tx.exec("insert_dispatch", env=tx.env, key=key, window_start=window_start, event_id=event_id, now=tx.now):
+        row = tx.one("ping_dispatch", env=tx.env, key=key, window_start=window_start)
+        return {**out, "duplicate": True, "event_id": row["event_id"], "first_seen": row["first_seen"],
+                "pings": row["pings"], "runs": []}
+    data = dict(event.get("data") or {})
+    data.update(dispatch_key=f"{key}:{window_start}", window_start=status_mod.iso(window_start), window=window)
+    ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
+    res = ingest(tx, [ev], plan, match)
+    return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}

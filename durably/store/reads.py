@@ -107,3 +107,53 @@ def health(tx, now: float, worker_window: float) -> dict:
 
 def registry(tx) -> dict[str, dict]:
     return {r["id"]: loads(r["config"]) for r in tx.all("list_functions", env=tx.env)}
+
+
+def list_skips(tx, *, function_id: str | None = None, limit: int = 1000) -> list[dict]:
+    return [dict(r) for r in tx.all("list_skips", env=tx.env, function_id=function_id, limit=limit)]
+
+
+def list_slots(tx) -> list[dict]:
+    return [dict(r) for r in tx.all("list_slots", env=tx.env)]
+
+
+# --- the HTTP API: registry overview, replay selection, metrics --------------------------------
+
+# Upper bounds (seconds) of the step duration buckets of ``metrics_step_durations``, in the
+# order of its CASE; a bucket index past the end is +Inf.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def functions_overview(tx, since: float) -> list[dict]:
+    """``list_functions`` plus, for functions with a cron trigger, their newest cron run."""
+    out = list_functions(tx, since)
+    for f in out:
+        last = None
+        if any("cron" in t for t in f["config"].get("triggers", [])):
+            row = tx.one("last_run_by_trigger", env=tx.env, function_id=f["id"], trigger="cron")
+            last = dict(row) if row else None
+        f["last_cron_run"] = last
+    return out
+
+
+def replay_candidates(tx, *, function_id: str, status: str, since: float | None, until: float | None,
+                      limit: int) -> list[dict]:
+    rows = tx.all("replay_candidates", env=tx.env, function_id=function_id, status=status, since=since,
+                  until=until, limit=limit)
+    return [_run_dict(r) for r in rows]
+
+
+def metrics(tx, now: float, worker_window: float) -> dict:
+    """Everything ``/metrics`` derives from the ledger, read in one snapshot."""
+    runs = [dict(r) for r in tx.all("metrics_runs", env=tx.env)]
+    dead = {r["function_id"]: r["n"] for r in tx.all("metrics_dead_letters", env=tx.env)}
+    steps: dict[str, dict] = {}
+    for r in tx.all("metrics_step_durations", env=tx.env):
+        h = steps.setdefault(r["function_id"], {"buckets": [0] * (len(STEP_BUCKETS) + 1), "sum": 0.0})
+        h["buckets"][min(int(r["b"]), len(STEP_BUCKETS))] += r["n"]
+        h["sum"] += r["total"] or 0.0
+    backlog = [dict(r) for r in tx.all("backlog", env=tx.env, now=now)]
+    workers = len(tx.all("live_workers", env=tx.env, since=now - worker_window))
+    stale = tx.one("stale_leases", env=tx.env, now=now)[0]
+    return {"runs": runs, "dead_letters": dead, "steps": steps, "backlog": backlog, "workers": workers,
+            "stale_leases": stale}

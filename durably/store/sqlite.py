@@ -252,11 +252,17 @@ class SqliteStore:
     def recover_leases(self) -> cf.Future:
         return self._write(ops.recover)
 
+    def expire_runs(self, plan, match) -> cf.Future:
+        return self._write(ops.expire, plan, match)
+
     def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
         return self._write(ops.acquire_leadership, name, owner, ttl)
 
     def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz, make_run)
+
+    def dispatch(self, key: str, window: int, event: dict, plan, match) -> cf.Future:
+        return self._write(ops.dispatch, key, window, event, plan, match)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -57,8 +57,12 @@ CREATE TABLE durably_runs (
     parent_run_id    TEXT,
     parent_step_id   TEXT,
     replay_of        TEXT,
-    start_deadline   REAL,
-    finish_deadline  REAL
+    start_deadline   REAL,                 -- Timeouts.start: cancelled if not started by then
+    finish_timeout   REAL,                 -- Timeouts.finish, seconds from the first start
+    finish_deadline  REAL,                 -- set at the first start: failed if not finished by then
+    throttle         TEXT,                 -- JSON [key, interval, tolerance]: GCRA applied at first start
+    singleton_key    TEXT,                 -- the durably_keys key this run holds while live
+    gathering        INTEGER NOT NULL DEFAULT 0   -- 1 while a debounce/batch run still takes events
 );
 -- The claim walks this index in claim order; finished runs are not in it, so a large
 -- ledger does not slow claiming down.
@@ -71,6 +75,10 @@ CREATE INDEX durably_runs_by_status ON durably_runs (env, status, created_at);
 CREATE INDEX durably_runs_by_tenant ON durably_runs (env, tenant, created_at);
 CREATE INDEX durably_runs_by_event ON durably_runs (env, event_id);
 CREATE INDEX durably_runs_by_parent ON durably_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE INDEX durably_runs_start_deadline ON durably_runs (env, start_deadline)
+    WHERE start_deadline IS NOT NULL AND status = 'queued';
+CREATE INDEX durably_runs_finish_deadline ON durably_runs (env, finish_deadline)
+    WHERE finish_deadline IS NOT NULL AND status IN ('queued', 'running', 'sleeping', 'waiting');
 
 CREATE TABLE durably_steps (
     run_id       TEXT NOT NULL,
@@ -113,6 +121,38 @@ CREATE TABLE durably_keys (
     expires_at  REAL NOT NULL,
     PRIMARY KEY (env, scope, key)
 );
+CREATE INDEX durably_keys_by_run ON durably_keys (run_id);
+CREATE INDEX durably_keys_by_expiry ON durably_keys (env, expires_at);
+
+-- GCRA state of throttles and rate limits: the theoretical arrival time per key.
+CREATE TABLE durably_gcra (
+    env   TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    tat   REAL NOT NULL,
+    PRIMARY KEY (env, key)
+);
+
+-- Open debounce windows: the queued run that takes the next event of a key.
+CREATE TABLE durably_debounce (
+    env          TEXT NOT NULL,
+    function_id  TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    first_at     REAL NOT NULL,
+    PRIMARY KEY (env, function_id, key)
+);
+CREATE INDEX durably_debounce_by_run ON durably_debounce (run_id);
+
+-- Open batches: the queued run that takes the next events of a key, until full or due.
+CREATE TABLE durably_batches (
+    env          TEXT NOT NULL,
+    function_id  TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    PRIMARY KEY (env, function_id, key)
+);
+CREATE INDEX durably_batches_by_run ON durably_batches (run_id);
 
 -- Concurrency slots held by running runs.
 CREATE TABLE durably_slots (

@@ -22,10 +22,10 @@ SELECT config FROM durably_functions WHERE env = :env AND id = :id;
 -- name: insert_run
 INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
     available_at, sort_at, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
-    replay_of, start_deadline)
+    replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering)
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
     :available_at, :sort_at, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
-    :replay_of, :start_deadline);
+    :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering);
 
 -- name: take_key
 -- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.
@@ -42,7 +42,8 @@ VALUES (:env, :event_id, :function_id, :reason, :now);
 -- Pending waits and cancel_on subscriptions for an event name, with the waiting run's trigger event.
 SELECT w.run_id, w.step_id, w.kind, w.match_path, w.match_value, w.if_expr, r.event, r.status
 FROM durably_waits w JOIN durably_runs r ON r.id = w.run_id
-WHERE w.env = :env AND w.event_name = :name AND w.created_at <= :now;
+WHERE w.env = :env AND w.event_name = :name AND w.created_at <= :now
+  AND (w.expires_at IS NULL OR w.expires_at > :now);
 
 -- name: delete_waits_of_step
 DELETE FROM durably_waits WHERE run_id = :run_id AND step_id = :step_id AND kind = 'wait';
@@ -70,8 +71,8 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 
 -- name: claim_candidates
 -- Runs ready to start or resume, in claim order, for the functions this worker runs.
-SELECT id, ckeys FROM durably_runs
-WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND sort_at <= :now + 600
+SELECT id, ckeys, throttle, started_at, start_deadline FROM durably_runs
+WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND available_at <= :now
   AND function_id IN (SELECT value FROM json_each(:functions))
 ORDER BY sort_at
@@ -81,10 +82,12 @@ LIMIT :limit;
 -- Lease one run to a worker; bumps the fencing token.
 UPDATE durably_runs
 SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
-    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now)
+    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
+    finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
 WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
+    (gathering = 1) AS was_gathering;
 
 -- name: next_available
 -- When the next run becomes claimable (the worker sleeps until then at most).
@@ -138,7 +141,7 @@ UPDATE durably_runs
 SET status = :status, output = :output, error = :error, terminal_reason = :reason,
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
 
 -- name: cancel_run
 -- Cancel a run that has not finished. Bumping the token fences out a worker that runs it now.
@@ -146,7 +149,7 @@ UPDATE durably_runs
 SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
 
 -- name: heartbeat_runs
 UPDATE durably_runs SET lease_expires_at = :now + :lease
@@ -294,3 +297,170 @@ WHERE id = :run_id;
 -- name: get_step
 SELECT step_id, kind, status, seq, attempts, output, error, started_at, finished_at, wake_at
 FROM durably_steps WHERE run_id = :run_id AND step_id = :step_id;
+
+-- name: gcra_get
+-- The theoretical arrival time of a throttle / rate-limit key (absent: never used).
+SELECT tat FROM durably_gcra WHERE env = :env AND key = :key;
+
+-- name: gcra_set
+INSERT INTO durably_gcra (env, key, tat) VALUES (:env, :key, :tat)
+ON CONFLICT (env, key) DO UPDATE SET tat = excluded.tat;
+
+-- name: defer_run
+-- A throttled run: not before :at (its place in line is kept by sort_at).
+UPDATE durably_runs SET available_at = :at WHERE id = :run_id AND status = 'queued';
+
+-- name: key_holder
+SELECT run_id, expires_at FROM durably_keys WHERE env = :env AND scope = :scope AND key = :key;
+
+-- name: release_keys_of_run
+-- A singleton key is held while its run is live and released when it ends.
+DELETE FROM durably_keys WHERE run_id = :run_id AND scope LIKE 'singleton:%';
+
+-- name: debounce_open
+-- The queued run still gathering events for a debounce key, if any.
+SELECT d.run_id, d.first_at FROM durably_debounce d JOIN durably_runs r ON r.id = d.run_id
+WHERE d.env = :env AND d.function_id = :function_id AND d.key = :key
+  AND r.status = 'queued' AND r.gathering = 1;
+
+-- name: debounce_put
+INSERT INTO durably_debounce (env, function_id, key, run_id, first_at)
+VALUES (:env, :function_id, :key, :run_id, :now)
+ON CONFLICT (env, function_id, key) DO UPDATE SET run_id = excluded.run_id, first_at = excluded.first_at;
+
+-- name: debounce_take
+-- Give the debounced run the newer event and push its start to :at.
+UPDATE durably_runs SET event = :event, event_id = :event_id, available_at = :at, sort_at = :at - :priority
+WHERE id = :run_id AND status = 'queued' AND gathering = 1;
+
+-- name: batch_open
+SELECT b.run_id, b.size FROM durably_batches b JOIN durably_runs r ON r.id = b.run_id
+WHERE b.env = :env AND b.function_id = :function_id AND b.key = :key
+  AND r.status = 'queued' AND r.gathering = 1;
+
+-- name: batch_put
+INSERT INTO durably_batches (env, function_id, key, run_id, size)
+VALUES (:env, :function_id, :key, :run_id, 1)
+ON CONFLICT (env, function_id, key) DO UPDATE SET run_id = excluded.run_id, size = 1;
+
+-- name: batch_append
+-- Add an event to an open batch; a full batch becomes claimable now and stops gathering.
+UPDATE durably_runs
+SET events = json_insert(events, '$[#]', json(:event)),
+    available_at = CASE WHEN :full = 1 THEN :now ELSE available_at END,
+    sort_at = CASE WHEN :full = 1 THEN MIN(sort_at, :now) ELSE sort_at END,
+    gathering = CASE WHEN :full = 1 THEN 0 ELSE 1 END
+WHERE id = :run_id AND status = 'queued' AND gathering = 1;
+
+-- name: batch_grow
+UPDATE durably_batches SET size = size + 1 WHERE run_id = :run_id;
+
+-- name: close_gathering
+-- A debounce/batch run that starts (or is full) takes no more events.
+DELETE FROM durably_debounce WHERE run_id = :run_id;
+
+-- name: close_batch
+DELETE FROM durably_batches WHERE run_id = :run_id;
+
+-- name: expired_starts
+-- Runs never started within Timeouts.start.
+SELECT id FROM durably_runs
+WHERE env = :env AND status = 'queued' AND start_deadline IS NOT NULL AND start_deadline < :now
+  AND started_at IS NULL
+LIMIT 500;
+
+-- name: expired_finishes
+-- Runs not finished within Timeouts.finish of their first start.
+SELECT id FROM durably_runs
+WHERE env = :env AND finish_deadline IS NOT NULL AND finish_deadline < :now
+  AND status IN ('queued', 'running', 'sleeping', 'waiting')
+LIMIT 500;
+
+-- name: fail_run
+-- Fail an unfinished run from outside (a finish timeout); the token bump fences out its worker.
+UPDATE durably_runs
+SET status = 'failed', terminal_reason = :reason, error = :error, finished_at = :now, lease_owner = NULL,
+    lease_expires_at = NULL, lease_gen = lease_gen + 1
+WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+
+-- name: list_skips
+SELECT event_id, function_id, reason, created_at FROM durably_skips
+WHERE env = :env AND (:function_id IS NULL OR function_id = :function_id)
+ORDER BY created_at DESC LIMIT :limit;
+
+-- name: list_slots
+SELECT key, run_id FROM durably_slots WHERE env = :env ORDER BY key, run_id;
+
+-- name: insert_dispatch
+-- The first ping of a dispatch window (HTTP cron endpoint): rowcount 1. A later ping of the
+-- same (key, window_start) conflicts and writes nothing (rowcount 0).
+INSERT INTO durably_dispatches (env, key, window_start, event_id, first_seen, pings)
+VALUES (:env, :key, :window_start, :event_id, :now, 1)
+ON CONFLICT (env, key, window_start) DO NOTHING;
+
+-- name: ping_dispatch
+-- A later ping of a dispatch window: count it, return what the first ping recorded.
+UPDATE durably_dispatches SET pings = pings + 1
+WHERE env = :env AND key = :key AND window_start = :window_start
+RETURNING event_id, first_seen, pings;
+
+-- name: last_run_by_trigger
+-- The newest run of a function created by one kind of trigger (e.g. its last cron run).
+SELECT id, status, created_at, started_at, finished_at FROM durably_runs
+WHERE env = :env AND function_id = :function_id AND trigger = :trigger
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: replay_candidates
+-- Bulk replay: finished runs of a function in a time range, oldest first, skipping runs
+-- that were already replayed (so running the same bulk replay twice replays nothing new).
+SELECT * FROM durably_runs
+WHERE env = :env AND function_id = :function_id AND status = :status
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND id NOT IN (SELECT replay_of FROM durably_runs
+                 WHERE env = :env AND function_id = :function_id AND replay_of IS NOT NULL)
+ORDER BY created_at, id
+LIMIT :limit;
+
+-- name: metrics_runs
+-- Metrics: runs in the ledger per function and status; how many have started, and the
+-- retries they took (attempt counts failures that were retried).
+SELECT function_id, status, COUNT(*) AS n,
+       SUM(CASE WHEN started_at IS NOT NULL THEN 1 ELSE 0 END) AS started,
+       COALESCE(SUM(attempt), 0) AS retries
+FROM durably_runs WHERE env = :env
+GROUP BY function_id, status;
+
+-- name: metrics_dead_letters
+-- Metrics: failed runs not replayed yet (the failures view), per function.
+SELECT function_id, COUNT(*) AS n FROM durably_runs
+WHERE env = :env AND status = 'failed'
+  AND id NOT IN (SELECT replay_of FROM durably_runs WHERE env = :env AND replay_of IS NOT NULL)
+GROUP BY function_id;
+
+-- name: metrics_step_durations
+-- Metrics: finished ``step.run`` steps per function and duration bucket (seconds from the
+-- step's first attempt to its end). The bucket bounds are reads.STEP_BUCKETS, in order.
+SELECT function_id, b, COUNT(*) AS n, SUM(d) AS total FROM (
+    SELECT r.function_id AS function_id, s.finished_at - s.started_at AS d,
+           CASE WHEN s.finished_at - s.started_at <= 0.005 THEN 0
+                WHEN s.finished_at - s.started_at <= 0.01 THEN 1
+                WHEN s.finished_at - s.started_at <= 0.025 THEN 2
+                WHEN s.finished_at - s.started_at <= 0.05 THEN 3
+                WHEN s.finished_at - s.started_at <= 0.1 THEN 4
+                WHEN s.finished_at - s.started_at <= 0.25 THEN 5
+                WHEN s.finished_at - s.started_at <= 0.5 THEN 6
+                WHEN s.finished_at - s.started_at <= 1 THEN 7
+                WHEN s.finished_at - s.started_at <= 2.5 THEN 8
+                WHEN s.finished_at - s.started_at <= 5 THEN 9
+                WHEN s.finished_at - s.started_at <= 10 THEN 10
+                WHEN s.finished_at - s.started_at <= 30 THEN 11
+                WHEN s.finished_at - s.started_at <= 60 THEN 12
+                WHEN s.finished_at - s.started_at <= 300 THEN 13
+                ELSE 14 END AS b
+    FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
+    WHERE r.env = :env AND s.kind = 'run' AND s.status IN ('completed', 'failed')
+      AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL
+) t
+GROUP BY function_id, b;
