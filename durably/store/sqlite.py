@@ -266,7 +266,7 @@ class SqliteStore:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def read(self, name: str, *args: Any, **kwargs: Any) -> cf.Future:
+    def read(self, name: str, /, *args: Any, **kwargs: Any) -> cf.Future:
         """Run a read-only query function of ``reads`` by name."""
         fn = getattr(reads, name)
         return self._read(lambda tx: fn(tx, *args, **kwargs))
