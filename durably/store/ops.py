@@ -198,12 +198,30 @@ def _match_waits(tx: Tx, events: list[dict], match: Matcher) -> None:
 # --- claiming ------------------------------------------------------------------------------
 
 
+CLAIM_SCAN_MAX = 5000  # candidates one claim may look at when most are blocked by their keys
+
+
+def _candidates(tx: Tx, functions: str, limit: int):
+    """Ready runs in claim order, fetched page by page until the caller has enough."""
+    page = limit * 2 + 16
+    after_sort = after_id = None
+    seen = 0
+    while seen < CLAIM_SCAN_MAX:
+        rows = tx.all("claim_candidates", env=tx.env, now=tx.now, functions=functions, limit=page,
+                      after_sort=after_sort, after_id=after_id)
+        yield from rows
+        seen += len(rows)
+        if len(rows) < page:
+            return
+        after_sort, after_id = rows[-1]["sort_at"], rows[-1]["id"]
+        page = min(page * 4, 1000)
+
+
 def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple[list[ClaimedRun], float | None, float]:
     """Lease up to ``limit`` ready runs, taking their concurrency slots in this transaction."""
-    cands = tx.all("claim_candidates", env=tx.env, now=tx.now, functions=functions, limit=limit * 4 + 16)
     claimed: list[ClaimedRun] = []
     slot_counts: dict[str, int] = {}
-    for c in cands:
+    for c in _candidates(tx, functions, limit):
         if len(claimed) >= limit:
             break
         if c["start_deadline"] is not None and c["started_at"] is None and c["start_deadline"] < tx.now:

@@ -314,3 +314,47 @@ def test_concurrency_key_serializes_in_process(app_factory):
                  what="40 runs")
     assert all(v == 1 for k, v in peak.items() if k != "*")
     assert peak["*"] <= 3
+
+
+def test_blocked_key_does_not_starve_other_keys(app_factory):
+    """200 queued runs of one key (limit 1) ahead of another key's run: the other key still runs."""
+    app = app_factory()
+    release = threading.Event()
+
+    @app.function(id="hog", trigger=durably.on_event("hog"), concurrency=[durably.Concurrency(limit=1, key="event.data.k")])
+    def hog(ctx):
+        if ctx.event.data["k"] == "busy":
+            release.wait(20)
+        return ctx.event.data["k"]
+
+    app.send([durably.Event("hog", {"k": "busy"}) for _ in range(200)])
+    late = app.send(durably.Event("hog", {"k": "other"})).runs[0]
+    try:
+        with running_worker(app, concurrency=4):
+            assert wait_run(app, late)["status"] == "completed"
+            release.set()
+    finally:
+        release.set()
+
+
+def test_env_scoped_concurrency_is_shared_across_functions(app_factory):
+    app = app_factory()
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    import asyncio
+
+    async def body(ctx):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        await asyncio.sleep(0.02)
+        with lock:
+            active[0] -= 1
+
+    shared = durably.Concurrency(limit=2, key="'openai'", scope="env")
+    app.function(id="a", trigger=durably.on_event("ab"), concurrency=[shared])(body)
+    app.function(id="b", trigger=durably.on_event("ab"), concurrency=[shared])(body)
+    app.send([durably.Event("ab") for _ in range(10)])
+    with running_worker(app, concurrency=10):
+        wait_for(lambda: sum(r["status"] == "completed" for r in runs_of(app)) == 20, 30, what="20 runs")
+    assert peak[0] == 2

@@ -71,11 +71,14 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 
 -- name: claim_candidates
 -- Runs ready to start or resume, in claim order, for the functions this worker runs.
-SELECT id, ckeys, throttle, started_at, start_deadline FROM durably_runs
+-- Paged by (sort_at, id) after the last row seen, so runs blocked by a full concurrency key
+-- do not hide ready runs of other keys behind them.
+SELECT id, ckeys, throttle, started_at, start_deadline, sort_at FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND available_at <= :now
   AND function_id IN (SELECT value FROM json_each(:functions))
-ORDER BY sort_at
+  AND (:after_sort IS NULL OR sort_at > :after_sort OR (sort_at = :after_sort AND id > :after_id))
+ORDER BY sort_at, id
 LIMIT :limit;
 
 -- name: claim_run
