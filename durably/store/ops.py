@@ -117,8 +117,7 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
             at = tx.now + d["period"]
             if d.get("timeout") is not None:
                 at = min(at, open_["first_at"] + d["timeout"])
-            tx.exec("debounce_take", run_id=open_["run_id"], event=dumps(run.event), event_id=event_id, at=at,
-                    priority=run.priority)
+            tx.exec("debounce_take", run_id=open_["run_id"], event=dumps(run.event), event_id=event_id, at=at)
             return open_["run_id"]
         gathering, delay = 1, max(delay, d["period"])
     elif run.batch:
@@ -140,7 +139,7 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
         id=run.id, env=tx.env, function_id=fid, tenant=run.tenant or "global",
         trigger=run.trigger, event_id=event_id or None, event=dumps(run.event),
         events=dumps(run.events) if run.events is not None else None,
-        available_at=available, sort_at=available - run.priority, now=tx.now,
+        available_at=available, sort_at=available - run.priority, priority=run.priority, now=tx.now,
         ckeys=dumps(run.ckeys) if run.ckeys else None, idempotency_key=run.idempotency_key,
         parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
         start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
@@ -324,7 +323,7 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
     tx.exec("release_slots", run_id=run.id)
     tx.exec("suspend_run", run_id=run.id, lease_gen=run.lease_gen, status=status,
             available_at=max(available_at, tx.now) if status == "queued" else available_at,
-            priority_shift=0.0, attempt_inc=attempt_inc, error=error)
+            attempt_inc=attempt_inc, error=error)
     tx.woke = True
     if tx.status_in_store and status == "queued" and attempt_inc:
         _status(tx, run.tenant, run.function_id, "retrying", run.id, run.started_at, None, run.attempt + attempt_inc,

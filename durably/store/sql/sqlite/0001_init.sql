@@ -42,6 +42,7 @@ CREATE TABLE durably_runs (
     events           TEXT,                 -- JSON list of events for a batch
     available_at     REAL NOT NULL,        -- not claimable before
     sort_at          REAL NOT NULL,        -- available_at shifted by priority: the claim order
+    priority         REAL NOT NULL DEFAULT 0,  -- seconds ahead in line (Priority), kept across resumes
     created_at       REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL,

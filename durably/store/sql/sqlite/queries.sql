@@ -21,10 +21,10 @@ SELECT config FROM durably_functions WHERE env = :env AND id = :id;
 
 -- name: insert_run
 INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
-    available_at, sort_at, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
+    available_at, sort_at, priority, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
     replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering)
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
-    :available_at, :sort_at, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
+    :available_at, :sort_at, :priority, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
     :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering);
 
 -- name: take_key
@@ -66,7 +66,7 @@ WHERE run_id = :run_id AND step_id = :step_id AND status IN ('sleeping', 'waitin
 
 -- name: wake_run
 -- Make a suspended run claimable now.
-UPDATE durably_runs SET available_at = :now, sort_at = MIN(sort_at, :now)
+UPDATE durably_runs SET available_at = :now, sort_at = MIN(sort_at, :now - priority)
 WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 
 -- name: claim_candidates
@@ -134,7 +134,7 @@ WHERE durably_steps.status NOT IN ('completed', 'failed');
 -- name: suspend_run
 -- Park a run until available_at (sleep, wait, invoke, retry backoff) and free its lease.
 UPDATE durably_runs
-SET status = :status, available_at = :available_at, sort_at = :available_at - :priority_shift,
+SET status = :status, available_at = :available_at, sort_at = :available_at - priority,
     lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + :attempt_inc,
     error = COALESCE(:error, error)
 WHERE id = :run_id AND lease_gen = :lease_gen;
@@ -175,7 +175,7 @@ LIMIT 500;
 -- Give a run back to the queue (lease expired, or a worker shutting down); the token bump
 -- fences out the previous holder.
 UPDATE durably_runs
-SET status = 'queued', available_at = :now, sort_at = MIN(sort_at, :now), lease_owner = NULL,
+SET status = 'queued', available_at = :now, sort_at = MIN(sort_at, :now - priority), lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND status = 'running' AND (:owner IS NULL OR lease_owner = :owner);
 
@@ -333,7 +333,7 @@ ON CONFLICT (env, function_id, key) DO UPDATE SET run_id = excluded.run_id, firs
 
 -- name: debounce_take
 -- Give the debounced run the newer event and push its start to :at.
-UPDATE durably_runs SET event = :event, event_id = :event_id, available_at = :at, sort_at = :at - :priority
+UPDATE durably_runs SET event = :event, event_id = :event_id, available_at = :at, sort_at = :at - priority
 WHERE id = :run_id AND status = 'queued' AND gathering = 1;
 
 -- name: batch_open
@@ -351,7 +351,7 @@ ON CONFLICT (env, function_id, key) DO UPDATE SET run_id = excluded.run_id, size
 UPDATE durably_runs
 SET events = json_insert(events, '$[#]', json(:event)),
     available_at = CASE WHEN :full = 1 THEN :now ELSE available_at END,
-    sort_at = CASE WHEN :full = 1 THEN MIN(sort_at, :now) ELSE sort_at END,
+    sort_at = CASE WHEN :full = 1 THEN MIN(sort_at, :now - priority) ELSE sort_at END,
     gathering = CASE WHEN :full = 1 THEN 0 ELSE 1 END
 WHERE id = :run_id AND status = 'queued' AND gathering = 1;
 
