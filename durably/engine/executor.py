@@ -62,6 +62,7 @@ class Execution:
         self.wake_times: list[float | None] = []
         self.retry_at: float | None = None
         self.retry_error: dict | None = None
+        self.lease_lost: LeaseLost | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -100,7 +101,13 @@ class Execution:
 
     async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
         """Commit a step; returns the stored row if someone else resolved it first."""
-        res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit, self.app.planner, flow.match))
+        try:
+            res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit, self.app.planner, flow.match))
+        except LeaseLost as exc:
+            # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
+            # ``except Exception`` in the function cannot swallow it and go on running steps.
+            self.lease_lost = exc
+            raise Interrupt() from exc
         return res
 
     # --- steps -----------------------------------------------------------------------------
@@ -296,6 +303,9 @@ class Execution:
                 call = functools.partial(contextvars.copy_context().run, self.fdef.fn, ctx)
                 out = await loop.run_in_executor(self.pool, call)
         except Interrupt:
+            if self.lease_lost is not None:
+                log.info("%s", self.lease_lost)
+                return "lease_lost"
             return await self._suspend()
         except LeaseLost as exc:
             log.info("%s", exc)
