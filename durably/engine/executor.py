@@ -314,7 +314,8 @@ class Execution:
             return await self._fail(error_dict(exc), "non_retriable")
         except StepError as exc:
             return await self._fail(error_dict(exc), "non_retriable" if exc.non_retriable else "retries_exhausted")
-        except NonRetriableError as exc:
+        except (NonRetriableError, InvalidInput) as exc:  # bad input to durably (an unserializable
+            # event, a bad step argument) is the same on every attempt: fail now, do not retry it
             return await self._fail(error_dict(exc), "non_retriable")
         except Exception as exc:  # noqa: BLE001 - the function body failed: retry the run or fail it
             return await self._body_failed(exc)
