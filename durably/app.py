@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
@@ -59,6 +60,8 @@ class App:
         self._store = None
         self._registered = False
         self._lock = threading.Lock()
+        self.clock: Callable[[], float] = time.time  # the store's clock (a test may control it)
+        self._observers: list[Any] = []  # e.g. the HTTP API's metrics (status_sink_failed)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -90,7 +93,7 @@ class App:
                 if self._store is None:
                     from .store import open_store
 
-                    self._store = open_store(self.settings)
+                    self._store = open_store(self.settings, clock=None if self.clock is time.time else self.clock)
         return self._store
 
     def close(self) -> None:
@@ -238,6 +241,24 @@ class App:
 
     def _run_finished(self, run: Any, status: str) -> None:
         """Hook after a run ends (status sinks outside the store, metrics)."""
+
+    def _status_sink_failed(self, sink: str, exc: BaseException) -> None:
+        """Hook for a status sink outside the store (Redis) whose write failed: counted in metrics."""
+        for observer in list(self._observers):
+            observer.status_sink_failed(sink, exc)
+
+    # --- web apps --------------------------------------------------------------------------
+
+    def asgi(self):
+        """The HTTP API as an ASGI app, to mount in FastAPI or Starlette (``mount("/durably", app.asgi())``).
+
+        Its cron endpoint can fall back to running this app's functions inline when the store
+        is unreachable (``DURABLY_INLINE_FALLBACK=true``). Raises ConfigError outside ``dev``
+        when a key is missing.
+        """
+        from .server.api import create_app
+
+        return create_app(self.settings, app=self)
 
     def __repr__(self) -> str:
         return f"<durably.App {self.id!r} functions={len(self.functions)}>"

@@ -41,7 +41,7 @@ def run_json(r: dict, *, detail: bool = False) -> dict:
 
 
 def step_json(s: dict) -> dict:
-    log = s.get("log") or []
+    log = [a for a in (s.get("log") or []) if a]
     return {
         "id": s["step_id"],
         "kind": s["kind"],

@@ -39,7 +39,7 @@ class Scheduler:
         next_recover = 0.0
         next_expire = 0.0
         while not stop.is_set():
-            now = time.time()
+            now = self.app.clock()
             try:
                 if now >= next_registry:
                     self._configs = await aw(store.read("registry"))
@@ -59,7 +59,7 @@ class Scheduler:
                     next_recover = now + max(0.2, min(self.lease / 3, 5.0))
             except Exception as exc:  # noqa: BLE001 - a scheduler duty failed: log, go on
                 log.warning("scheduler: %s", exc)
-            wait = min([next_registry, next_recover, next_expire, *self._due.values()], default=now + 1) - time.time()
+            wait = min([next_registry, next_recover, next_expire, *self._due.values()], default=now + 1) - self.app.clock()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=max(0.01, min(wait, 1.0)))
             except asyncio.TimeoutError:
@@ -78,14 +78,14 @@ class Scheduler:
                     continue
 
                 def make_run(event: dict, config: dict = config) -> NewRun:
-                    planned = flow.plan(config, event, None, time.time(), trigger="cron")
+                    planned = flow.plan(config, event, None, self.app.clock(), trigger="cron")
                     assert isinstance(planned, NewRun)
                     return planned
 
                 run_id = await aw(store.fire_cron(fid, t["cron"], t["tz"], make_run))
                 if run_id:
                     log.info("cron %s (%s %s): run %s", fid, t["cron"], t["tz"], run_id)
-                self._due[key] = next_tick(t["cron"], t["tz"], time.time())
+                self._due[key] = next_tick(t["cron"], t["tz"], self.app.clock())
         for key in list(self._due):
             if key not in live:
                 del self._due[key]

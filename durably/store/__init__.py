@@ -9,7 +9,7 @@ from .base import ClaimedRun, IngestResult, NewRun, Skip, StepWrite, Store, Wait
 __all__ = ["open_store", "Store", "ClaimedRun", "IngestResult", "NewRun", "Skip", "StepWrite", "WaitWrite", "aw"]
 
 
-def open_store(settings: Settings, *, migrate: bool = True):
+def open_store(settings: Settings, *, migrate: bool = True, clock=None):
     """Open the store that ``DURABLY_DATABASE_URL`` names (and apply migrations)."""
     url = settings.database_url
     status_in_store = not settings.redis_url
@@ -17,7 +17,7 @@ def open_store(settings: Settings, *, migrate: bool = True):
         from .sqlite import SqliteStore
 
         store = SqliteStore(url, env=settings.env, synchronous=settings.sqlite_synchronous,
-                            status_in_store=status_in_store)
+                            status_in_store=status_in_store, **({"clock": clock} if clock else {}))
     elif url.startswith(("postgresql:", "postgres:")):
         try:
             from .postgres import PostgresStore  # type: ignore[import-not-found]

@@ -28,9 +28,10 @@ BUSY_TIMEOUT_MS = 30_000
 class SqliteTx:
     __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke")
 
-    def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool):
+    def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
+                 clock: Callable[[], float] = time.time):
         self.conn, self.q, self.env = conn, q, env
-        self.now = time.time()
+        self.now = clock()
         self.status_in_store = status_in_store
         self.woke = False
 
@@ -70,12 +71,13 @@ class SqliteStore:
     dialect = "sqlite"
 
     def __init__(self, url: str, *, env: str = "dev", synchronous: str = "full", status_in_store: bool = True,
-                 create_dirs: bool = True):
+                 create_dirs: bool = True, clock: Callable[[], float] = time.time):
         self.url = url
         self.env = env
         self.path = path_from_url(url)
         self.synchronous = synchronous
         self.status_in_store = status_in_store
+        self.clock = clock  # the store's clock: this host's, unless a test controls it
         if create_dirs:
             d = os.path.dirname(os.path.abspath(self.path))
             try:
@@ -116,7 +118,7 @@ class SqliteStore:
 
     def _begin(self, conn: sqlite3.Connection) -> SqliteTx:
         conn.execute("BEGIN IMMEDIATE")
-        return SqliteTx(conn, self.q, self.env, self.status_in_store)
+        return SqliteTx(conn, self.q, self.env, self.status_in_store, self.clock)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -131,7 +133,7 @@ class SqliteStore:
     def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         def run() -> Any:
             conn = self._reader()
-            tx = SqliteTx(conn, self.q, self.env, self.status_in_store)
+            tx = SqliteTx(conn, self.q, self.env, self.status_in_store, self.clock)
             try:
                 conn.execute("BEGIN")
                 try:
@@ -164,6 +166,10 @@ class SqliteStore:
                     self._listeners.remove(callback)
 
         return unsubscribe
+
+    def wake(self) -> None:
+        """Tell this process's workers that runs may be ready (e.g. after a clock change)."""
+        self._notify()
 
     def _notify(self) -> None:
         with self._listeners_lock:
@@ -210,7 +216,7 @@ class SqliteStore:
 
     def now(self) -> cf.Future:
         fut: cf.Future = cf.Future()
-        fut.set_result(time.time())  # one host: the store's clock is this host's clock
+        fut.set_result(self.clock())  # one host: the store's clock is this host's clock
         return fut
 
     def register(self, app_id: str, configs: list[dict]) -> cf.Future:

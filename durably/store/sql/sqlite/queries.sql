@@ -122,7 +122,8 @@ WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running';
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 VALUES (:run_id, :step_id, :kind, :status, :seq, :attempts, :output, :error,
-    json_array(json(:attempt_log)), :started_at, :finished_at, :wake_at)
+    CASE WHEN :attempt_log IS NULL THEN '[]' ELSE json_array(json(:attempt_log)) END,
+    :started_at, :finished_at, :wake_at)
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     error = excluded.error,

@@ -1,0 +1,73 @@
+"""durably.testing: the real engine on a throwaway store, with time the test controls."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import durably
+from durably.testing import TestEnv
+
+
+def make_app():
+    app = durably.App("testing-demo")
+    calls = {"flaky": 0}
+
+    @app.function(id="slow-greeter", trigger=durably.on_event("greet"), retries=durably.Retry(attempts=3, initial="1h", max="1h"))
+    async def greeter(ctx):
+        name = await ctx.step.run("name", lambda: ctx.event.data.get("name", "world"))
+        await ctx.step.sleep("a-day", "1d")
+
+        def flaky():
+            calls["flaky"] += 1
+            if calls["flaky"] < 2:
+                raise RuntimeError("not yet")
+            return "ok"
+
+        await ctx.step.run("flaky", flaky)
+        return f"hello {name}"
+
+    @app.function(id="approval", trigger=durably.on_event("request"))
+    async def approval(ctx):
+        ev = await ctx.step.wait_for_event("approved", "approve", match="data.id", timeout="2h")
+        return "approved" if ev else "expired"
+
+    return app, calls
+
+
+def test_sleeps_and_backoffs_are_skipped():
+    app, calls = make_app()
+    t0 = time.monotonic()
+    with TestEnv(app) as env:
+        run = env.run("slow-greeter", {"name": "Ada"})
+        assert run.status == "completed" and run.output == "hello Ada"
+        assert run.steps["flaky"]["attempts"] == 2
+        assert run.steps["a-day"]["status"] == "completed"
+        assert env.now() - time.time() >= 86400 + 1800  # a day of sleep and a jittered 1 h backoff passed
+    assert time.monotonic() - t0 < 10
+    assert calls["flaky"] == 2
+
+
+def test_wait_for_event_then_send_or_time_out():
+    app, _ = make_app()
+    with TestEnv(app) as env:
+        a = env.send(durably.Event("request", {"id": "a"})).runs[0]
+        b = env.send(durably.Event("request", {"id": "b"})).runs[0]
+        assert env.result(a).status == "waiting"
+        env.send(durably.Event("approve", {"id": "a"}))
+        assert env.result(a).output == "approved"
+        assert env.result(b).status == "waiting"
+        env.advance("3h")
+        assert env.result(b).output == "expired"
+
+
+def test_store_must_not_be_open_yet(tmp_path):
+    app, _ = make_app()
+    app.configure(database_url=f"sqlite:///{tmp_path}/x.db")
+    app.store  # noqa: B018
+    try:
+        with pytest.raises(durably.InvalidInput):
+            TestEnv(app).start()
+    finally:
+        app.close()
