@@ -53,8 +53,10 @@ class Context:
 
     @property
     def attempt(self) -> int:
-        """How many times this run has failed and been retried so far (0 on the first try)."""
-        return self._ex.run.attempt
+        """0 on the first try. Inside a step: how many times that step failed before; outside
+        steps: how many times the run was retried."""
+        step_attempt = self._ex.current_attempt.get()
+        return self._ex.run.attempt if step_attempt is None else step_attempt
 
     @property
     def step_key(self) -> str | None:

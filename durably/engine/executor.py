@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durably.executor")
 
 _current_step: ContextVar[str | None] = ContextVar("durably_current_step", default=None)
+_current_attempt: ContextVar[int | None] = ContextVar("durably_current_attempt", default=None)
 
 FOREVER = 10 * 365 * 86400.0
 
@@ -55,6 +56,7 @@ class Execution:
         self._ids: dict[str, int] = {}
         self._mono = time.monotonic()
         self.current_step = _current_step
+        self.current_attempt = _current_attempt
         # What a suspension writes:
         self.pending_steps: list[StepWrite] = []
         self.waits: list[WaitWrite] = []
@@ -126,6 +128,7 @@ class Execution:
             attempts = m["attempts"]
         seq = self._seq_for(m)
         token = _current_step.set(sid)
+        atoken = _current_attempt.set(attempts)
         started = time.time()
         try:
             if inspect.iscoroutinefunction(fn):
@@ -141,6 +144,7 @@ class Execution:
             return await self._step_failed(sid, "run", seq, attempts, started, exc)
         finally:
             _current_step.reset(token)
+            _current_attempt.reset(atoken)
         try:
             output = dumps(result, what=f"step {sid!r} output", limit=STEP_OUTPUT_MAX_BYTES)
         except InvalidInput as exc:

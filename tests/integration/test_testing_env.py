@@ -71,3 +71,25 @@ def test_store_must_not_be_open_yet(tmp_path):
             TestEnv(app).start()
     finally:
         app.close()
+
+
+def test_ctx_attempt_counts_the_current_steps_tries():
+    app = durably.App("attempts")
+    seen = []
+
+    @app.function(id="att", trigger=durably.on_event("att"), retries=3)
+    async def att(ctx):
+        def first():
+            seen.append(("first", ctx.attempt))
+            if ctx.attempt < 2:
+                raise RuntimeError("again")
+
+        def second():
+            seen.append(("second", ctx.attempt))
+
+        await ctx.step.run("first", first)
+        await ctx.step.run("second", second)
+
+    with TestEnv(app) as env:
+        assert env.run("att").status == "completed"
+    assert seen == [("first", 0), ("first", 1), ("first", 2), ("second", 0)]
