@@ -216,26 +216,32 @@ def _candidates(tx: Tx, functions: str, limit: int):
         page = min(page * 4, 1000)
 
 
+def _take_slots(tx: Tx, run_id: str, ckeys: list, full_keys: set[str]) -> bool:
+    """Take one slot of every concurrency key of a run, or none (keys in a fixed order)."""
+    for key, cap in sorted(ckeys):
+        if key in full_keys:
+            break
+        used = {r[0] for r in tx.all("slots_used", env=tx.env, key=key)}
+        if not any(slot not in used and tx.exec("take_slot", env=tx.env, key=key, slot=slot, run_id=run_id)
+                   for slot in range(int(cap))):
+            full_keys.add(key)
+            break
+    else:
+        return True
+    tx.exec("release_slots", run_id=run_id)
+    return False
+
+
 def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple[list[ClaimedRun], float | None, float]:
     """Lease up to ``limit`` ready runs, taking their concurrency slots in this transaction."""
     claimed: list[ClaimedRun] = []
-    slot_counts: dict[str, int] = {}
+    full_keys: set[str] = set()
     for c in _candidates(tx, functions, limit):
         if len(claimed) >= limit:
             break
         if c["start_deadline"] is not None and c["started_at"] is None and c["start_deadline"] < tx.now:
             cancel(tx, c["id"], "start_timeout")
             continue
-        ckeys = loads(c["ckeys"]) if c["ckeys"] else None
-        if ckeys:
-            full = False
-            for key, cap in ckeys:
-                if key not in slot_counts:
-                    slot_counts[key] = tx.one("slot_count", env=tx.env, key=key)[0]
-                if slot_counts[key] >= cap:
-                    full = True
-            if full:
-                continue
         throttled = None
         if c["throttle"] and c["started_at"] is None:
             key, interval, tolerance = loads(c["throttle"])
@@ -244,19 +250,20 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             if not ok:
                 tx.exec("defer_run", run_id=c["id"], at=tat)
                 continue
-            throttled = (key, tat)
+            throttled = (key, tat)  # consumed only if the run is claimed below
+        ckeys = loads(c["ckeys"]) if c["ckeys"] else None
+        if ckeys and not _take_slots(tx, c["id"], ckeys, full_keys):
+            continue
         row = tx.one("claim_run", id=c["id"], owner=owner, now=tx.now, lease=lease)
         if row is None:
+            if ckeys:
+                tx.exec("release_slots", run_id=c["id"])
             continue
         if throttled:
             tx.exec("gcra_set", env=tx.env, key=throttled[0], tat=throttled[1])
         if row["was_gathering"]:
             tx.exec("close_gathering", run_id=row["id"])
             tx.exec("close_batch", run_id=row["id"])
-        if ckeys:
-            for key, _cap in ckeys:
-                tx.exec("take_slot", env=tx.env, key=key, run_id=row["id"])
-                slot_counts[key] += 1
         run = ClaimedRun(
             id=row["id"], function_id=row["function_id"], tenant=row["tenant"], trigger=row["trigger"],
             event=loads(row["event"]), events=loads(row["events"]), attempt=row["attempt"],

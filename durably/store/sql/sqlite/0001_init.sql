@@ -67,7 +67,7 @@ CREATE TABLE durably_runs (
 );
 -- The claim walks this index in claim order; finished runs are not in it, so a large
 -- ledger does not slow claiming down.
-CREATE INDEX durably_runs_ready ON durably_runs (env, sort_at) WHERE status IN ('queued', 'sleeping', 'waiting');
+CREATE INDEX durably_runs_ready ON durably_runs (env, sort_at, id) WHERE status IN ('queued', 'sleeping', 'waiting');
 CREATE INDEX durably_runs_leased ON durably_runs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX durably_runs_owner ON durably_runs (lease_owner) WHERE status = 'running';
 CREATE INDEX durably_runs_by_time ON durably_runs (env, created_at);
@@ -155,12 +155,14 @@ CREATE TABLE durably_batches (
 );
 CREATE INDEX durably_batches_by_run ON durably_batches (run_id);
 
--- Concurrency slots held by running runs.
+-- Concurrency slots held by running runs: slot numbers 0..limit-1 of a key. A slot is a
+-- unique row, so two workers racing for the last slot of a key cannot both take it.
 CREATE TABLE durably_slots (
     env     TEXT NOT NULL,
     key     TEXT NOT NULL,
+    slot    INTEGER NOT NULL,
     run_id  TEXT NOT NULL,
-    PRIMARY KEY (env, key, run_id)
+    PRIMARY KEY (env, key, slot)
 );
 CREATE INDEX durably_slots_by_run ON durably_slots (run_id);
 

@@ -98,11 +98,12 @@ SELECT MIN(available_at) FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND function_id IN (SELECT value FROM json_each(:functions));
 
--- name: slot_count
-SELECT COUNT(*) FROM durably_slots WHERE env = :env AND key = :key;
+-- name: slots_used
+SELECT slot FROM durably_slots WHERE env = :env AND key = :key;
 
 -- name: take_slot
-INSERT INTO durably_slots (env, key, run_id) VALUES (:env, :key, :run_id) ON CONFLICT DO NOTHING;
+-- Take slot number :slot of a key; rowcount 0 = somebody holds it (the unique key decides).
+INSERT INTO durably_slots (env, key, slot, run_id) VALUES (:env, :key, :slot, :run_id) ON CONFLICT DO NOTHING;
 
 -- name: release_slots
 DELETE FROM durably_slots WHERE run_id = :run_id;
