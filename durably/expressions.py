@@ -7,17 +7,22 @@ compiled when a function is declared, so a typo fails at import time, not at 3 a
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
-
-import cel
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExpressionError
+
+if TYPE_CHECKING:
+    import cel
 
 
 @lru_cache(maxsize=4096)
 def compile_expr(source: str) -> "cel.Program":
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError(f"invalid CEL expression {source!r}: must be a non-empty string")
+    # Imported on first use: the binding's package also loads its own CLI (prompt_toolkit),
+    # about a second that commands such as `durably send` or `durably runs` never need.
+    import cel
+
     try:
         return cel.compile(source)
     except Exception as exc:  # the binding raises ValueError with a caret diagram
