@@ -1,0 +1,138 @@
+"""Done-when 7: from a fresh working directory, ``durably dev examples/hello.py`` runs a worker
+and the scheduler on ``.durably/durably.db``; ``durably send`` from another process triggers a
+run that ``durably runs`` shows completed. Plus the CLI's error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from tests.helpers import durably_cmd, wait_for
+
+import subprocess
+import sys
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = str(ROOT / "examples" / "hello.py")
+
+
+def _env() -> dict[str, str]:
+    """The user's shell: no DURABLY_* settings, so every default applies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_") and k != "CRON_SECRET"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(durably_cmd(*args), env=_env(), cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def _one_line_error(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode != 0, p
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: "), p.stderr
+    return lines[0]
+
+
+def test_dev_send_runs_from_a_fresh_directory(tmp_path, procs):
+    work = tmp_path / "project"
+    work.mkdir()
+    dev = procs.start(["dev", HELLO, "--port", str(_free_port())], _env(), cwd=str(work))
+    wait_for(lambda: "dashboard at" in procs.log(dev) or dev.poll() is not None, timeout=30, what="durably dev")
+    assert dev.poll() is None, procs.log(dev)
+    assert (work / ".durably" / "durably.db").is_file()
+
+    sent = cli(work, "send", "hello", "--data", '{"name": "Ada"}')
+    assert sent.returncode == 0, sent.stderr
+    result = json.loads(sent.stdout)
+    assert len(result["ids"]) == 1 and len(result["runs"]) == 1
+    rid = result["runs"][0]
+
+    def completed():
+        p = cli(work, "runs", "--json")
+        assert p.returncode == 0, p.stderr
+        runs = {r["id"]: r for r in json.loads(p.stdout)}
+        return runs[rid] if runs.get(rid, {}).get("status") == "completed" else None
+
+    run = wait_for(completed, timeout=40, interval=0.2, what="durably runs to show the run completed")
+    for key in ("id", "function_id", "status", "tenant", "event_id", "created_at", "started_at", "finished_at",
+                "attempts", "terminal_reason"):
+        assert key in run
+    assert run["function_id"] == "say-hello" and run["event_id"] == result["ids"][0]
+    assert run["tenant"] == "global" and run["attempts"] == 1 and run["terminal_reason"] == "completed"
+
+    shown = cli(work, "runs", "show", rid, "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["output"] == {"greeting": "Hello, Ada!", "shout": "HELLO, ADA!"}
+    assert detail["error"] is None
+    assert [(s["id"], s["status"], s["attempts"]) for s in detail["steps"]] == [
+        ("greet", "completed", 1), ("pause", "completed", 1), ("shout", "completed", 1)]
+    assert all("errors" in s for s in detail["steps"])
+
+    table = cli(work, "runs")
+    assert table.returncode == 0 and rid in table.stdout and "completed" in table.stdout
+
+    assert procs.stop(dev) == 0, procs.log(dev)
+
+    # With nothing running, a sent event waits in the queue; cancel it from the CLI.
+    queued = json.loads(cli(work, "send", "hello").stdout)["runs"][0]
+    cancelled = cli(work, "runs", "cancel", queued)
+    assert cancelled.returncode == 0 and queued in cancelled.stdout, cancelled.stderr
+    status = json.loads(cli(work, "runs", "show", queued, "--json").stdout)["status"]
+    assert status == "cancelled"
+    again = _one_line_error(cli(work, "runs", "cancel", queued))
+    assert "already cancelled" in again
+    assert "no run" in _one_line_error(cli(work, "runs", "cancel", "no-such-run"))
+    assert "no run" in _one_line_error(cli(work, "runs", "show", "no-such-run"))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    missing = _one_line_error(cli(tmp_path, "worker", "no.such:app"))
+    assert "no.such:app" in missing and "no module named" in missing
+    assert "no such file" in _one_line_error(cli(tmp_path, "worker", "nothere.py"))
+    bad_json = _one_line_error(cli(tmp_path, "send", "hello", "--data", "{not json"))
+    assert "--data is not valid JSON" in bad_json
+    assert "JSON object" in _one_line_error(cli(tmp_path, "send", "hello", "--data", "[1, 2]"))
+    assert "unknown status" in _one_line_error(cli(tmp_path, "runs", "--status", "exploded"))
+    bad_url = subprocess.run(durably_cmd("runs"), env={**_env(), "DURABLY_DATABASE_URL": "mysql://x"},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "DURABLY_DATABASE_URL" in _one_line_error(bad_url)
+    # Nothing was sent: the failed sends wrote no event.
+    assert json.loads(cli(tmp_path, "runs", "--json").stdout) == []
+
+
+def test_worker_loads_an_app_by_module_path(tmp_path, procs):
+    """``durably worker module:attribute`` from the project directory."""
+    (tmp_path / "jobs.py").write_text(
+        "import durably\n"
+        "app = durably.App('jobs')\n"
+        "@app.function(id='double', trigger=durably.on_event('num'))\n"
+        "def double(ctx):\n"
+        "    return ctx.step.run('x2', lambda: ctx.event.data['n'] * 2)\n"
+    )
+    w = procs.start(["worker", "jobs:app"], _env(), cwd=str(tmp_path))
+    wait_for(lambda: (tmp_path / ".durably" / "durably.db").exists() or w.poll() is not None, timeout=30,
+             what="the worker to open its store")
+    functions = wait_for(lambda: json.loads(cli(tmp_path, "functions", "--json").stdout) or w.poll() is not None,
+                         timeout=30, what="the registry")
+    assert w.poll() is None, procs.log(w)
+    assert [f["id"] for f in functions] == ["double"]
+    rid = json.loads(cli(tmp_path, "send", "num", "--data", '{"n": 21}').stdout)["runs"][0]
+
+    def output():
+        p = cli(tmp_path, "runs", "show", rid, "--json")
+        d = json.loads(p.stdout)
+        return d if d["status"] == "completed" else None
+
+    assert wait_for(output, timeout=30, interval=0.2, what="the run")["output"] == 42
+    assert procs.stop(w) == 0, procs.log(w)
