@@ -80,9 +80,10 @@ class Worker:
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
                     wake.clear()
+                    asked = time.monotonic()
                     runs, next_at, now = await aw(store.claim_runs(self.id, functions, free, self.lease))
                     for run in runs:
-                        self._start(run, pool, wake)
+                        self._start(run, pool, wake, asked)
                     if len(runs) == free and free > 0:
                         continue  # there may be more; claim again once a slot frees up
                     if next_at is not None:
@@ -107,9 +108,9 @@ class Worker:
             pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
 
-    def _start(self, run: ClaimedRun, pool: ThreadPoolExecutor, wake: asyncio.Event) -> None:
+    def _start(self, run: ClaimedRun, pool: ThreadPoolExecutor, wake: asyncio.Event, asked: float | None = None) -> None:
         fdef = self.app.functions.get(run.function_id)
-        ex = Execution(self.app, fdef, run, pool=pool, lease=self.lease)  # type: ignore[arg-type]
+        ex = Execution(self.app, fdef, run, pool=pool, lease=self.lease, clock_anchor=asked)  # type: ignore[arg-type]
 
         async def go() -> None:
             try:

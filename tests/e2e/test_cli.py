@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 from tests.helpers import durably_cmd, wait_for
-
-import subprocess
-import sys
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = str(ROOT / "examples" / "hello.py")
@@ -97,16 +95,29 @@ def test_dev_send_runs_from_a_fresh_directory(tmp_path, procs):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    missing = _one_line_error(cli(tmp_path, "worker", "no.such:app"))
+    cases = {
+        "module": (["worker", "no.such:app"], {}),
+        "file": (["worker", "nothere.py"], {}),
+        "json": (["send", "hello", "--data", "{not json"], {}),
+        "object": (["send", "hello", "--data", "[1, 2]"], {}),
+        "status": (["runs", "--status", "exploded"], {}),
+        "url": (["runs"], {"DURABLY_DATABASE_URL": "mysql://x"}),
+    }
+    # One process each, all at once: the CLI's start-up time is the cost of this test.
+    started = {k: subprocess.Popen(durably_cmd(*args), env={**_env(), **extra}, cwd=tmp_path, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for k, (args, extra) in cases.items()}
+    done = {}
+    for k, p in started.items():
+        out, err = p.communicate(timeout=60)
+        done[k] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    missing = _one_line_error(done["module"])
     assert "no.such:app" in missing and "no module named" in missing
-    assert "no such file" in _one_line_error(cli(tmp_path, "worker", "nothere.py"))
-    bad_json = _one_line_error(cli(tmp_path, "send", "hello", "--data", "{not json"))
-    assert "--data is not valid JSON" in bad_json
-    assert "JSON object" in _one_line_error(cli(tmp_path, "send", "hello", "--data", "[1, 2]"))
-    assert "unknown status" in _one_line_error(cli(tmp_path, "runs", "--status", "exploded"))
-    bad_url = subprocess.run(durably_cmd("runs"), env={**_env(), "DURABLY_DATABASE_URL": "mysql://x"},
-                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert "DURABLY_DATABASE_URL" in _one_line_error(bad_url)
+    assert "no such file" in _one_line_error(done["file"])
+    assert "--data is not valid JSON" in _one_line_error(done["json"])
+    assert "JSON object" in _one_line_error(done["object"])
+    assert "unknown status" in _one_line_error(done["status"])
+    assert "DURABLY_DATABASE_URL" in _one_line_error(done["url"])
     # Nothing was sent: the failed sends wrote no event.
     assert json.loads(cli(tmp_path, "runs", "--json").stdout) == []
 
