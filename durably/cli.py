@@ -82,6 +82,7 @@ def dev(
     from .dev import run_dev
 
     run_dev(app, host=host, port=port, concurrency=concurrency, settings=settings())
+    _exit_past_stuck_steps()
 
 
 @cli.command()
@@ -105,6 +106,22 @@ def worker(
         application.run_worker(concurrency=concurrency, scheduler=not no_scheduler)
     finally:
         application.close()
+    _exit_past_stuck_steps()
+
+
+def _exit_past_stuck_steps() -> None:
+    """Exit now if a step is still blocked in a thread after a graceful stop.
+
+    The worker has handed that run back to the queue (its late writes are fenced out), but
+    the interpreter would join the step's thread at exit and hang until the step returns.
+    """
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
 
 
 def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -> int:
