@@ -155,5 +155,10 @@ def metrics(tx, now: float, worker_window: float) -> dict:
     backlog = [dict(r) for r in tx.all("backlog", env=tx.env, now=now)]
     workers = len(tx.all("live_workers", env=tx.env, since=now - worker_window))
     stale = tx.one("stale_leases", env=tx.env, now=now)[0]
-    return {"runs": runs, "dead_letters": dead, "steps": steps, "backlog": backlog, "workers": workers,
-            "stale_leases": stale}
+    step_retries = {r["function_id"]: r["retries"] or 0 for r in tx.all("metrics_step_retries", env=tx.env)}
+    return {"runs": runs, "dead_letters": dead, "steps": steps, "step_retries": step_retries, "backlog": backlog,
+            "workers": workers, "stale_leases": stale}
+
+
+def finished_per_minute(tx, since: float) -> list[dict]:
+    return [dict(r) for r in tx.all("finished_per_minute", env=tx.env, since=since)]

@@ -469,3 +469,67 @@ SELECT function_id, b, COUNT(*) AS n, SUM(d) AS total FROM (
       AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL
 ) t
 GROUP BY function_id, b;
+
+-- name: metrics_step_retries
+-- Metrics: step retries per function. A step's attempts count its tries: a finished step
+-- was retried attempts - 1 times; a step waiting to be retried, once per failed attempt.
+SELECT r.function_id AS function_id,
+       SUM(CASE WHEN s.status = 'retrying' THEN s.attempts ELSE s.attempts - 1 END) AS retries
+FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
+WHERE r.env = :env AND (s.attempts > 1 OR s.status = 'retrying')
+GROUP BY r.function_id;
+
+-- name: finished_per_minute
+-- Runs finished per minute since :since (bucket 0 = the first minute), by status.
+SELECT CAST((finished_at - :since) / 60 AS INTEGER) AS bucket, status, COUNT(*) AS n FROM durably_runs
+WHERE env = :env AND finished_at >= :since AND status IN ('completed', 'failed', 'cancelled')
+GROUP BY bucket, status;
+
+-- name: leader_release
+-- A leader shutting down cleanly gives its row up, so a standby takes over at once.
+DELETE FROM durably_leaders WHERE env = :env AND name = :name AND owner = :owner;
+
+-- name: prunable_runs
+-- Retention: finished runs that ended before :before (created before it too, which lets
+-- the (env, status, created_at) index bound the scan).
+SELECT id FROM durably_runs
+WHERE env = :env AND status IN ('completed', 'failed', 'cancelled')
+  AND created_at < :before AND finished_at < :before
+LIMIT :limit;
+
+-- name: prune_steps
+DELETE FROM durably_steps WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_run_waits
+DELETE FROM durably_waits WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_run_slots
+DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_runs
+DELETE FROM durably_runs WHERE env = :env AND id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_events
+DELETE FROM durably_events WHERE env = :env AND id IN (
+    SELECT id FROM durably_events WHERE env = :env AND received_at < :before LIMIT :limit);
+
+-- name: prune_skips
+DELETE FROM durably_skips WHERE rowid IN (
+    SELECT rowid FROM durably_skips WHERE env = :env AND created_at < :before LIMIT :limit);
+
+-- name: prune_keys
+-- Unique keys past their expiry hold nothing (take_key already ignores them).
+DELETE FROM durably_keys WHERE env = :env AND (scope, key) IN (
+    SELECT scope, key FROM durably_keys WHERE env = :env AND expires_at < :now LIMIT :limit);
+
+-- name: prune_gcra
+-- A throttle/rate-limit key whose theoretical arrival time is long past is the same as no key.
+DELETE FROM durably_gcra WHERE env = :env AND key IN (
+    SELECT key FROM durably_gcra WHERE env = :env AND tat < :before LIMIT :limit);
+
+-- name: prune_dispatches
+DELETE FROM durably_dispatches WHERE env = :env AND (key, window_start) IN (
+    SELECT key, window_start FROM durably_dispatches WHERE env = :env AND first_seen < :before LIMIT :limit);
+
+-- name: prune_workers
+DELETE FROM durably_workers WHERE env = :env AND heartbeat_at < :before;

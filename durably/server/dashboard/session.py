@@ -1,0 +1,55 @@
+"""Dashboard sessions: the admin token buys a signed, HttpOnly, SameSite=Strict cookie;
+every form POST carries a CSRF token bound to that session."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+COOKIE = "durably_session"
+MAX_AGE = 12 * 3600
+
+
+class Sessions:
+    def __init__(self, env: str, admin_token: bytes | None, secret_key: str | None):
+        if secret_key:
+            key = secret_key.encode()
+        elif admin_token:
+            # Derived from the token: sessions survive restarts and end when the token changes.
+            key = hmac.new(admin_token, b"durably dashboard session", hashlib.sha256).digest()
+        else:
+            key = secrets.token_bytes(32)  # dev without a token: per process
+        self.env = env
+        self.admin_token = admin_token
+        self._signer = URLSafeTimedSerializer(key, salt=f"durably-dashboard:{env}")
+        self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
+
+    @property
+    def open(self) -> bool:
+        """No admin token (allowed only in dev): the dashboard needs no login."""
+        return self.admin_token is None
+
+    def check_token(self, token: str) -> bool:
+        return self.admin_token is not None and hmac.compare_digest(token.strip().encode(), self.admin_token)
+
+    def new(self, authenticated: bool) -> tuple[str, dict]:
+        data = {"sid": secrets.token_urlsafe(16), "auth": authenticated, "env": self.env}
+        return self._signer.dumps(data), data
+
+    def read(self, cookie: str | None) -> dict | None:
+        if not cookie:
+            return None
+        try:
+            data = self._signer.loads(cookie, max_age=MAX_AGE)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) and data.get("env") == self.env else None
+
+    def csrf(self, session: dict) -> str:
+        return hmac.new(self._csrf_key, session["sid"].encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, session: dict | None, token: str | None) -> bool:
+        return bool(session and token) and hmac.compare_digest(self.csrf(session), token or "")  # type: ignore[arg-type]
