@@ -348,6 +348,105 @@ def health(as_json: bool = typer.Option(False, "--json")) -> None:
         raise typer.Exit(1)
 
 
+@cli.command()
+def server(
+    host: str = typer.Option("127.0.0.1", "--host", envvar="DURABLY_HOST", show_envvar=True, help="HTTP host."),
+    port: int = typer.Option(None, "--port", envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288)."),
+) -> None:
+    """HTTP API and scheduler; needs no user code (functions come from the registry in the store).
+
+    Outside DURABLY_ENV=dev it refuses to start unless DURABLY_EVENT_KEY, DURABLY_ADMIN_TOKEN
+    and CRON_SECRET are set.
+    """
+    _logging(logging.WARNING)
+    from .server.run import run_server
+
+    s = settings()
+    run_server(s, host=host, port=port or s.port)
+
+
+@cli.command()
+def replay(
+    function: str = typer.Option(..., "--function", "-f", help="Function id."),
+    status: str = typer.Option("failed", "--status", "-s", help="Runs to replay: failed, completed or cancelled."),
+    since: Optional[str] = typer.Option(None, "--since", help="Created at or after: ISO-8601, or a duration ago (1h)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Created before: ISO-8601, or a duration ago."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, max=1000, help="At most this many (oldest first)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1,
+                                              help="At most this many replays run at once (on all workers)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be replayed; create nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the replays until they have all finished."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Re-run finished runs of a function as new runs (runs already replayed are left out)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import admin
+
+    err = Console(stderr=True, highlight=False)
+    store = open_store()
+    try:
+        now = store.now().result()
+        # The bar starts with the first replay created, so bad input stays a one-line error.
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=err)
+        tasks: list[Any] = []
+
+        def progress(done: int, total: int) -> None:
+            if not tasks:
+                bar.start()
+                tasks.append(bar.add_task("creating replays", total=total))
+            bar.update(tasks[0], completed=done, total=total)
+
+        try:
+            res = asyncio.run(admin.bulk_replay(
+                store, function_id=function, status=status, since=admin.parse_time(since, name="--since", now=now),
+                until=admin.parse_time(until, name="--until", now=now), limit=limit, concurrency=concurrency,
+                dry_run=dry_run, progress=progress))
+            if wait and tasks and res["count"]:
+                _follow_replays(store, res, bar)
+        finally:
+            if tasks:
+                bar.stop()
+    finally:
+        store.close()
+    if as_json:
+        _print_json(res)
+        return
+    if dry_run:
+        table = Table(box=None, header_style="bold")
+        for col in ("run", "status", "created", "error"):
+            table.add_column(col)
+        for r in res["runs"]:
+            e = r.get("error") or {}
+            table.add_row(r["id"], _status_style(r["status"]), r["created_at"] or "",
+                          f"{e.get('name')}: {e.get('message')}" if e else "")
+        out.print(table if res["runs"] else f"no {status} runs of {function!r} to replay")
+        out.print(f"dry run: {res['count']} run(s) would be replayed")
+        return
+    cap = f", at most {concurrency} at once (concurrency key replay:{res['batch_id']})" if concurrency else ""
+    out.print(f"replayed {res['count']} run(s) of {function!r}{cap}")
+
+
+def _follow_replays(store: Any, res: dict, bar: Any) -> None:
+    """Poll the ledger until every replay of a bulk replay has finished (Ctrl-C stops following)."""
+    pending = {r["replay_id"] for r in res["runs"] if r["replay_id"]}
+    task = bar.add_task("replays finished", total=len(pending))
+    outcome: dict[str, int] = {}
+    while pending:
+        for rid in list(pending):
+            r = store.read("get_run", rid, with_steps=False).result()
+            if r is None or r["status"] in ("completed", "failed", "cancelled"):
+                pending.discard(rid)
+                status = r["status"] if r else "gone"
+                outcome[status] = outcome.get(status, 0) + 1
+        bar.update(task, completed=len(res["runs"]) - len(pending),
+                   description="replays finished " + " ".join(f"{k}={v}" for k, v in sorted(outcome.items())))
+        if pending:
+            time.sleep(0.5)
+    res["outcome"] = outcome
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

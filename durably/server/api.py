@@ -1,0 +1,650 @@
+"""The HTTP API (DESIGN §4): events, the dispatch-only cron endpoint, the run ledger, "Run
+now", replay, the registry, status blobs, health and metrics.
+
+``create_app(settings, app=None)`` returns a Starlette ASGI app. ``durably server`` serves
+it without user code (functions come from the registry in the store); ``durably dev`` and
+``app.asgi()`` pass the App, whose code then also backs the cron endpoint's emergency
+inline fallback.
+
+Every request goes through the same steps, in this order: body size limit and the
+``X-Durably-Env`` response header (ASGI middleware), then per route: the env guard (409),
+the credential (401), query and body validation (400/413), the handler. Every error is
+``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__, admin
+from ..config import Settings
+from ..cron import describe, next_tick
+from ..errors import DurablyError, InvalidInput, LeaseLost, NotFound, PayloadTooLarge, StoreUnavailable, UnknownFunction
+from ..events import Event
+from ..jsonutil import EVENT_MAX_BYTES, MiB
+from ..serialize import event_json, run_json
+from ..status import iso, redis_key
+from ..store.base import aw
+from . import dashboard, auth, openapi, schemas
+from .auth import Kind
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("durably.server")
+
+MAX_BODY_BYTES = 5 * MiB
+RESERVED_PREFIX = "durably/"
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (auth.Unauthorized, 401), (auth.EnvMismatch, 409), (admin.Conflict, 409), (LeaseLost, 409),
+    (PayloadTooLarge, 413), (InvalidInput, 400), (NotFound, 404), (UnknownFunction, 404), (StoreUnavailable, 503),
+]
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSON:
+    return JSON({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def error_response(exc: BaseException) -> JSON:
+    if isinstance(exc, BodyTooLarge):
+        return error(413, "payload_too_large", f"request body is over the limit of {MAX_BODY_BYTES:,} bytes")
+    if isinstance(exc, DurablyError):
+        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+        if status == 500:
+            log.error("%s: %s", type(exc).__name__, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error(status, exc.code, exc.message, headers)
+    log.exception("unexpected error in the HTTP API")
+    return error(500, "internal_error", "internal error (logged by the server)")
+
+
+def _field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def describe_validation(exc: ValidationError, what: str) -> str:
+    """The first problem of a validation error, naming the field."""
+    err = exc.errors()[0]
+    name = _field(tuple(err.get("loc", ())))
+    if err["type"] == "extra_forbidden":
+        return f"unknown {what} {name!r}"
+    if err["type"] == "missing":
+        return f"{what} {name!r} is required"
+    msg = err["msg"]
+    if err["type"] == "string_pattern_mismatch":
+        msg = "must not be blank or hold NUL characters"
+    return f"{what} {name!r}: {msg}" if name else f"{what}: {msg}"
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    api: "Api"
+    request: Request
+    query: Any
+    body: Any
+
+    def path(self, name: str) -> str:
+        return self.request.path_params[name]
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass
+class Op:
+    """One operation: its route, its guard, what it accepts and what it answers."""
+
+    name: str
+    method: str
+    path: str  # as in the OpenAPI document
+    handler: Handler
+    auth: Kind
+    summary: str
+    tag: str
+    responses: list[tuple[int, type[BaseModel] | None, str]]
+    query: type[BaseModel] = schemas.NoQuery
+    body: type[BaseModel] | str | None = None
+    body_required: bool = True
+    errors: list[int] = field(default_factory=lambda: [503])
+    path_params: dict[str, str] = field(default_factory=dict)
+    path_schemas: dict[str, dict] = field(default_factory=dict)  # default: a non-empty string
+    route: str | None = None  # the Starlette path, when it differs (":path" parameters)
+    media_type: str = "application/json"
+    description: str | None = None
+
+
+class Api:
+    def __init__(self, settings: Settings, app: "App", *, owns_app: bool, code_loaded: bool):
+        self.settings = settings
+        self.app = app
+        self.owns_app = owns_app
+        self.code_loaded = code_loaded
+        self.keys = auth.Keys.from_settings(settings)
+        self.metrics = Metrics(worker_window=settings.lease_seconds)
+        self.inline_windows: OrderedDict[str, int] = OrderedDict()
+        self._redis: Any = None
+
+    async def store(self) -> Any:
+        if self.app._store is not None:
+            return self.app._store
+        return await run_in_threadpool(lambda: self.app.store)  # opens (and migrates) once
+
+    async def try_store(self) -> Any:
+        try:
+            return await self.store()
+        except DurablyError:
+            return None
+
+    async def redis(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return self._redis
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+        if self.owns_app:
+            await run_in_threadpool(self.app.close)
+
+
+def _query(model: type[BaseModel], request: Request) -> BaseModel:
+    data: dict[str, str] = {}
+    for k, v in request.query_params.multi_items():
+        if k in data:
+            raise InvalidInput(f"query parameter {k!r} is given more than once")
+        data[k] = v
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation(exc, "query parameter")) from None
+
+
+async def _body(op: Op, request: Request) -> Any:
+    if op.body is None:
+        return None
+    raw = await request.body()
+    if not raw.strip():
+        if op.body_required:
+            raise InvalidInput("request body: a JSON body is required")
+        return op.body() if isinstance(op.body, type) else None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body: malformed JSON ({exc})") from None
+    if not isinstance(op.body, type):
+        return data
+    try:
+        return op.body.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation(exc, "field")) from None
+
+
+def endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            auth.check_env(request, api.settings.env)
+            auth.authorize(request, api.keys, op.auth)
+            call = Call(api, request, _query(op.query, request), await _body(op, request))
+            response = await op.handler(call)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            response = error_response(exc)
+        api.metrics.observe_request(op.path, op.method, response.status_code, time.perf_counter() - started)
+        return response
+
+    handle.__name__ = op.name
+    return handle
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _check_name(name: str, what: str) -> None:
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidInput(f"{what}: names starting with {RESERVED_PREFIX!r} are reserved for durably's own events")
+
+
+def _events(body: Any) -> list[dict]:
+    if isinstance(body, dict):
+        items, prefix = [body], lambda i: "event"
+    elif isinstance(body, list):
+        if not body:
+            raise InvalidInput("request body: an empty list sends nothing; send one event or a list of 1 to 1000")
+        if len(body) > admin.MAX_LIST:
+            raise InvalidInput(f"request body: {len(body)} events in one request; at most {admin.MAX_LIST}")
+        items, prefix = body, lambda i: f"events[{i}]"
+    else:
+        raise InvalidInput("request body: must be an event object or a list of events")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            _check_name(item["name"], f"{prefix(i)}.name")
+        try:
+            model = schemas.EventIn.model_validate(item)
+        except ValidationError as exc:
+            err = describe_validation(exc, "field")
+            raise InvalidInput(f"{prefix(i)}: {err}") from None
+        event = Event(name=model.name, data=model.data, id=model.id, ts=model.ts, user=model.user)
+        try:
+            event.encode()
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"{prefix(i)}: {exc} (the limit is {EVENT_MAX_BYTES:,} bytes per event)") from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"{prefix(i)}: {exc}") from None
+        out.append(event.to_dict())
+    return out
+
+
+async def post_events(c: Call) -> Response:
+    events = _events(c.body)
+    api = c.api
+    if api.code_loaded:
+        res = await api.app.send_async(events)
+        ids, runs, dups, skipped = res.ids, res.runs, res.duplicates, res.skipped
+    else:
+        from ..engine import flow
+
+        r = await aw((await api.store()).ingest(events, flow.plan, flow.match))
+        ids, runs, dups, skipped = r.ids, r.runs, r.duplicates, r.skipped
+    return JSON({"ids": ids, "runs": runs, "duplicates": dups, "skipped": skipped})
+
+
+async def list_events(c: Call) -> Response:
+    q: schemas.EventsQuery = c.query
+    cursor = admin.decode_cursor(q.cursor) if q.cursor else None
+    rows = await aw((await c.api.store()).read("list_events", name=q.name, cursor=cursor, limit=q.limit + 1))
+    more = len(rows) > q.limit
+    rows = rows[:q.limit]
+    nxt = admin.encode_cursor(rows[-1]["received_at"], rows[-1]["id"]) if more else None
+    return JSON({"events": [event_json(e) for e in rows], "next_cursor": nxt})
+
+
+async def get_event(c: Call) -> Response:
+    e = await aw((await c.api.store()).read("get_event", c.path("id")))
+    if e is None:
+        raise NotFound(f"no event {c.path('id')!r} in env {c.api.settings.env!r}")
+    out = event_json(e)
+    out["skipped"] = [{"function_id": s["function_id"], "reason": s["reason"], "created_at": iso(s["created_at"])}
+                      for s in e.get("skipped", [])]
+    return JSON(out)
+
+
+# --- cron dispatch ---------------------------------------------------------------------------
+
+
+async def post_cron(c: Call) -> Response:
+    api, name = c.api, c.path("event_name")
+    window: int = c.query.window
+    _check_name(name, "event_name")
+    if len(name) > 256 or not re.fullmatch(schemas.PATH_NAME_PATTERN, name):
+        raise InvalidInput("event_name: must be 1 to 256 characters, not blank, without control characters")
+    event = {"name": name, "data": {}}
+    try:
+        if api.code_loaded:
+            await api.app.register_async()
+        from ..engine import flow
+
+        d = await aw((await api.store()).dispatch(name, window, event, flow.plan, flow.match))
+    except StoreUnavailable as exc:
+        if api.settings.inline_fallback and api.code_loaded:
+            return await _inline(api, name, window, exc)
+        api.metrics.cron_pings.labels("unavailable").inc()
+        raise StoreUnavailable(f"cannot dispatch {name!r}: {exc}") from None
+    api.metrics.cron_pings.labels("duplicate" if d["duplicate"] else "dispatched").inc()
+    body = {"dispatchKey": f"{name}:{d['window_start']}", "eventId": d["event_id"], "duplicate": d["duplicate"],
+            "mode": "dispatch", "window": window, "windowStart": iso(d["window_start"]), "pings": d["pings"],
+            "runs": d["runs"]}
+    return JSON(body, status_code=200 if d["duplicate"] else 202)
+
+
+async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Response:
+    from .inline import run_inline
+
+    window_start = int(time.time() // window) * window
+    key = f"{name}:{window_start}"
+    body: dict[str, Any] = {"dispatchKey": key, "eventId": f"cron:{key}", "mode": "inline", "window": window,
+                            "windowStart": iso(window_start), "pings": 0, "runs": []}
+    if key in api.inline_windows:  # no store to dedupe in: this process remembers its own windows
+        api.metrics.cron_pings.labels("duplicate").inc()
+        return JSON({**body, "duplicate": True, "inline": []})
+    api.inline_windows[key] = window_start
+    while len(api.inline_windows) > 1024:
+        api.inline_windows.popitem(last=False)
+    api.metrics.cron_pings.labels("inline").inc()
+    event = Event(name, {"dispatch_key": key, "window_start": iso(window_start), "window": window}, id=f"cron:{key}")
+    log.error(json.dumps({"event": "durably.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
+                          "eventName": name, "error": str(cause),
+                          "message": "the store is unreachable: running the triggered functions inline"}))
+    results = await run_inline(api.app, event.to_dict())
+    return JSON({**body, "duplicate": False, "inline": results})
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+async def list_runs(c: Call) -> Response:
+    q: schemas.RunsQuery = c.query
+    now = time.time()
+    since = admin.parse_time(q.since, name="since", now=now)
+    until = admin.parse_time(q.until, name="until", now=now)
+    cursor = admin.decode_cursor(q.cursor) if q.cursor else None
+    rows = await aw((await c.api.store()).read("list_runs", status=q.status, function_id=q.function, tenant=q.tenant,
+                                                since=since, until=until, cursor=cursor, limit=q.limit + 1))
+    more = len(rows) > q.limit
+    rows = rows[:q.limit]
+    nxt = admin.encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return JSON({"runs": [run_json(r) for r in rows], "next_cursor": nxt})
+
+
+async def get_run(c: Call) -> Response:
+    r = await aw((await c.api.store()).read("get_run", c.path("id")))
+    if r is None:
+        raise NotFound(f"no run {c.path('id')!r} in env {c.api.settings.env!r}")
+    return JSON(run_json(r, detail=True))
+
+
+async def cancel_run(c: Call) -> Response:
+    return JSON(await admin.cancel_run(await c.api.store(), c.path("id")))
+
+
+async def replay_run(c: Call) -> Response:
+    return JSON(await admin.replay_run(await c.api.store(), c.path("id")), status_code=201)
+
+
+async def bulk_replay(c: Call) -> Response:
+    b: schemas.BulkReplayIn = c.body
+    now = time.time()
+    res = await admin.bulk_replay(
+        await c.api.store(), function_id=b.function, status=b.status,
+        since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
+        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run)
+    return JSON(res, status_code=200 if b.dry_run else 201)
+
+
+# --- functions, status -----------------------------------------------------------------------
+
+
+def _last(r: dict | None) -> dict | None:
+    if r is None:
+        return None
+    return {"id": r["id"], "status": r["status"], "created_at": iso(r["created_at"]),
+            "started_at": iso(r.get("started_at")), "finished_at": iso(r.get("finished_at"))}
+
+
+def function_json(f: dict, now: float) -> dict:
+    config = f["config"]
+    triggers, ticks = [], []
+    for t in config.get("triggers", []):
+        if "cron" in t:
+            try:
+                nxt: float | None = next_tick(t["cron"], t["tz"], now)
+            except Exception:  # noqa: BLE001 - a schedule this version cannot read: show it, no tick
+                nxt = None
+            if nxt is not None:
+                ticks.append(nxt)
+            triggers.append({"cron": t["cron"], "tz": t["tz"], "description": describe(t["cron"], t["tz"]),
+                             "next_run_at": iso(nxt)})
+        else:
+            triggers.append({"event": t.get("event"), "if": t.get("if")})
+    last = f.get("last_run")
+    return {
+        "id": f["id"], "name": config.get("name") or f["id"], "app_id": f["app_id"], "triggers": triggers,
+        "next_run_at": iso(min(ticks)) if ticks else None, "last_run": _last(last),
+        "last_status": last["status"] if last else None, "last_cron_run": _last(f.get("last_cron_run")),
+        "stats_24h": f.get("stats_24h") or {}, "config": config, "updated_at": iso(f.get("updated_at")),
+    }
+
+
+async def list_functions(c: Call) -> Response:
+    now = time.time()
+    rows = await aw((await c.api.store()).read("functions_overview", now - 86400))
+    return JSON({"functions": [function_json(f, now) for f in rows if not f["config"].get("internal")]})
+
+
+async def invoke_function(c: Call) -> Response:
+    body: schemas.InvokeIn = c.body
+    return JSON(await admin.run_now(await c.api.store(), c.path("id"), body.data), status_code=201)
+
+
+async def get_status(c: Call) -> Response:
+    api, tenant, fid = c.api, c.path("tenant"), c.path("function")
+    if api.settings.redis_url:
+        key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
+        try:
+            raw = await (await api.redis()).get(key)
+        except Exception as exc:  # noqa: BLE001 - Redis down is a 503, not a crash
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from None
+        blob = orjson.loads(raw) if raw is not None else None
+    else:
+        blob = await aw((await api.store()).read("get_status", tenant, fid))
+    if blob is None:
+        raise NotFound(f"no status for tenant {tenant!r} and function {fid!r} in env {api.settings.env!r}")
+    return JSON(blob)
+
+
+# --- health, metrics, the document -----------------------------------------------------------
+
+
+async def health(c: Call) -> Response:
+    from ..health import collect
+
+    store = await c.api.try_store()
+    report = await run_in_threadpool(collect, c.api.settings, store)
+    return JSON(report, status_code=200 if report["ok"] else 503)
+
+
+async def metrics(c: Call) -> Response:
+    text = await c.api.metrics.render(await c.api.try_store())
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+def _ok(status: int, model: type[BaseModel] | None, desc: str = "") -> tuple[int, type[BaseModel] | None, str]:
+    return (status, model, desc)
+
+
+RUN_ID = {"id": "Run id."}
+OPS: list[Op] = [
+    Op("send_events", "POST", "/api/v1/events", post_events, "event", "Send one event or a list", "events",
+       [_ok(200, schemas.SendOut)], body="events", errors=[413, 503],
+       description="A list is recorded in one transaction. An event id seen within 24 h is accepted and "
+                   "triggers nothing again. Each event is at most 1 MiB; names starting with 'durably/' are reserved."),
+    Op("list_events", "GET", "/api/v1/events", list_events, "admin", "Events, newest first", "events",
+       [_ok(200, schemas.EventsPage)], query=schemas.EventsQuery),
+    Op("get_event", "GET", "/api/v1/events/{id}", get_event, "admin", "One event with the runs it triggered",
+       "events", [_ok(200, schemas.EventDetailOut)], errors=[404, 503], path_params={"id": "Event id."},
+       route="/api/v1/events/{id:path}"),
+    Op("cron_dispatch", "POST", "/api/v1/cron/{event_name}", post_cron, "cron",
+       "Dispatch-only cron ping: one event per window", "cron",
+       [_ok(202, schemas.CronOut, "The window's first ping: the event was sent"),
+        _ok(200, schemas.CronOut, "A later ping in the same window (duplicate), or inline mode")],
+       query=schemas.CronQuery, errors=[404, 503], path_params={"event_name": "The event to send; may contain '/'."},
+       path_schemas={"event_name": {"type": "string", "minLength": 1, "maxLength": 256,
+                                    "pattern": schemas.PATH_NAME_PATTERN}},
+       route="/api/v1/cron/{event_name:path}",
+       description="Sends event_name with id cron:{event_name}:{window_start} (window_start = now rounded down to "
+                   "the window, store clock) and records the dispatch window in the same transaction. Never runs "
+                   "work inline unless DURABLY_INLINE_FALLBACK=true, the store is unreachable and the app's code "
+                   "is loaded in this process."),
+    Op("list_runs", "GET", "/api/v1/runs", list_runs, "admin", "The run ledger, newest first", "runs",
+       [_ok(200, schemas.RunsPage)], query=schemas.RunsQuery),
+    Op("get_run", "GET", "/api/v1/runs/{id}", get_run, "admin", "One run with its steps and attempts", "runs",
+       [_ok(200, schemas.RunDetailOut)], errors=[404, 503], path_params=RUN_ID),
+    Op("cancel_run", "POST", "/api/v1/runs/{id}/cancel", cancel_run, "admin", "Cancel an unfinished run", "runs",
+       [_ok(200, schemas.CancelOut)], errors=[404, 503], path_params=RUN_ID),
+    Op("replay_run", "POST", "/api/v1/runs/{id}/replay", replay_run, "admin",
+       "Replay a finished run as a new run (same function, same trigger event)", "runs",
+       [_ok(201, schemas.ReplayOut)], errors=[404, 503], path_params=RUN_ID),
+    Op("bulk_replay", "POST", "/api/v1/replay", bulk_replay, "admin", "Replay many finished runs of a function",
+       "runs", [_ok(201, schemas.BulkReplayOut, "Replays created"), _ok(200, schemas.BulkReplayOut, "Dry run")],
+       body=schemas.BulkReplayIn, errors=[404, 413, 503]),
+    Op("list_functions", "GET", "/api/v1/functions", list_functions, "admin",
+       "The registry, with next and last cron run and last status", "functions", [_ok(200, schemas.FunctionsOut)]),
+    Op("invoke_function", "POST", "/api/v1/functions/{id}/invoke", invoke_function, "admin",
+       "Run now: a new run with a manual trigger event", "functions", [_ok(201, schemas.InvokeOut)],
+       body=schemas.InvokeIn, body_required=False, errors=[404, 413, 503], path_params={"id": "Function id."},
+       route="/api/v1/functions/{id:path}/invoke"),
+    Op("get_status", "GET", "/api/v1/status/{tenant}/{function}", get_status, "admin",
+       "The status blob of (tenant, function)", "status", [_ok(200, schemas.StatusOut)], errors=[404, 503],
+       path_params={"tenant": "Tenant ('global' by default).", "function": "Function id."},
+       route="/api/v1/status/{tenant}/{function:path}"),
+    Op("health", "GET", "/api/v1/health", health, "none", "Store and Redis reachable, workers, backlog, alerts",
+       "health", [_ok(200, schemas.HealthOut, "Healthy"), _ok(503, schemas.HealthOut, "Store or Redis unreachable")],
+       errors=[]),
+    Op("metrics", "GET", "/metrics", metrics, "admin", "Prometheus metrics", "health",
+       [_ok(200, None, "Prometheus text exposition format")], errors=[], media_type=CONTENT_TYPE_LATEST),
+]
+
+
+def create_app(settings: Settings, app: "App | None" = None) -> Starlette:
+    """The HTTP API as an ASGI app. Raises ConfigError when a required key is missing."""
+    from ..app import App
+
+    owns = app is None
+    api = Api(settings, app if app is not None else App("durably-server", settings=settings),
+              owns_app=owns, code_loaded=not owns)
+    if api.keys.open_kinds():
+        log.warning("env %r: %s unset, so %s routes are open (allowed in dev only)", settings.env,
+                    ", ".join(auth.SETTINGS[k][1] for k in api.keys.open_kinds()),
+                    "/".join(api.keys.open_kinds()))
+    if app is not None:
+        app._observers.append(api.metrics)
+
+    async def openapi_json(request: Request) -> Response:
+        try:
+            auth.check_env(request, settings.env)
+        except auth.EnvMismatch as exc:
+            return error_response(exc)
+        doc = openapi.build(OPS, env=settings.env, keys=api.keys, version=__version__,
+                            server_url=request.scope.get("root_path") or "/")
+        return JSON(doc)
+
+    # One route per path with all its methods, so a 405 lists every method of the path in Allow.
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for op in OPS:
+        by_path.setdefault(op.route or op.path, {})[op.method] = endpoint(api, op)
+    routes = [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    routes.extend(dashboard.routes(api))  # the dashboard: same store, same admin auth
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = f"no route {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return error(exc.status_code, code, message, headers=exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette):  # type: ignore[no-untyped-def]
+        try:
+            yield
+        finally:
+            await api.close()
+
+    asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                     middleware=[Middleware(EnvHeader, env=settings.env), Middleware(BodyLimit, limit=MAX_BODY_BYTES)])
+    asgi.state.durably = api
+    return asgi
+
+
+def _by_method(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> Callable[[Request], Awaitable[Response]]:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return dispatch
+
+
+# --- ASGI middleware -------------------------------------------------------------------------
+
+
+class EnvHeader:
+    """Adds ``X-Durably-Env`` to every response."""
+
+    def __init__(self, app: ASGIApp, env: str):
+        self.app, self.header = app, (auth.ENV_HEADER.lower().encode(), env.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_env(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_env)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes (413), by Content-Length or as they stream in."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return await error(400, "invalid_input", "Content-Length is not a number")(scope, receive, send)
+                if length > self.limit:
+                    return await error_response(BodyTooLarge())(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)

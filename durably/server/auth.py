@@ -1,0 +1,107 @@
+"""Who may call what: the event key, the cron secret and the admin token, and the env guard.
+
+A key that is configured is always required, in every env. Only with ``DURABLY_ENV=dev``
+may a key be unset, and then the routes it guards are open; outside ``dev`` a missing key
+stops the server before it serves anything. Keys are compared in constant time.
+
+Envs never mix: every env has its own keys, so a key of another env simply does not
+match (401), and a request that says it is for another env (``X-Durably-Env``) is refused
+(409) before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+
+from ..config import Settings
+from ..errors import ConfigError, DurablyError
+
+Kind = Literal["event", "cron", "admin", "none"]
+ENV_HEADER = "X-Durably-Env"
+EVENT_KEY_HEADER = "X-Durably-Event-Key"
+
+# What guards each kind of route, and the setting that configures it.
+SETTINGS = {"event": ("event_key", "DURABLY_EVENT_KEY"), "cron": ("cron_secret", "CRON_SECRET"),
+            "admin": ("admin_token", "DURABLY_ADMIN_TOKEN")}
+
+
+class Unauthorized(DurablyError):
+    """Missing or wrong credentials."""
+
+    code = "unauthorized"
+
+
+class EnvMismatch(DurablyError):
+    """The request is for another env."""
+
+    code = "env_mismatch"
+
+
+@dataclass(frozen=True)
+class Keys:
+    env: str
+    event: bytes | None
+    cron: bytes | None
+    admin: bytes | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Keys":
+        """The configured keys; outside ``dev``, a missing one is a ConfigError naming it."""
+        values: dict[str, bytes | None] = {}
+        missing = []
+        for kind, (attr, var) in SETTINGS.items():
+            secret = getattr(settings, attr)
+            raw = secret.get_secret_value() if secret is not None else ""
+            values[kind] = raw.encode() if raw else None
+            if not raw:
+                missing.append(var)
+        if missing and settings.env != "dev":
+            raise ConfigError(
+                f"DURABLY_ENV={settings.env} requires {', '.join(missing)} to be set (only DURABLY_ENV=dev may "
+                "run with open routes)")
+        return cls(env=settings.env, event=values["event"], cron=values["cron"], admin=values["admin"])
+
+    def required(self, kind: Kind) -> bool:
+        return kind != "none" and getattr(self, kind) is not None
+
+    def open_kinds(self) -> list[str]:
+        return [k for k in SETTINGS if getattr(self, k) is None]
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(given: str | None, expected: bytes) -> bool:
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
+
+
+def check_env(request: Request, env: str) -> None:
+    """Refuse a request addressed to another env (checked before anything else)."""
+    claimed = request.headers.get(ENV_HEADER)
+    if claimed is not None and claimed != env:
+        raise EnvMismatch(f"this server serves env {env!r}; the request is for env {claimed!r}")
+
+
+def authorize(request: Request, keys: Keys, kind: Kind) -> None:
+    """Raise Unauthorized unless the request carries the credential that ``kind`` needs."""
+    if not keys.required(kind):
+        return
+    expected: bytes = getattr(keys, kind)
+    if kind == "event" and _matches(request.headers.get(EVENT_KEY_HEADER), expected):
+        return
+    if _matches(_bearer(request), expected):
+        return
+    what = {"event": "event key (DURABLY_EVENT_KEY)", "cron": "cron secret (CRON_SECRET)",
+            "admin": "admin token (DURABLY_ADMIN_TOKEN)"}[kind]
+    raise Unauthorized(f"missing or wrong {what} of env {keys.env!r}: send 'Authorization: Bearer <key>'")

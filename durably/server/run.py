@@ -1,0 +1,96 @@
+"""``durably server``: the HTTP API and the scheduler in one process, with no user code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from ..config import Settings
+from ..errors import ConfigError
+
+log = logging.getLogger("durably.server")
+
+
+def masked(url: str) -> str:
+    """A database URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def run_server(settings: Settings, *, host: str, port: int) -> None:
+    from .api import create_app
+
+    asgi = create_app(settings)  # ConfigError on a missing key, before anything starts
+    app = asgi.state.durably.app  # the API's own App (no functions): the scheduler shares its store
+    sock = bind(host, port)
+    try:
+        app.store  # noqa: B018 - open and migrate now, so a bad store fails before serving
+        asyncio.run(_main(app, asgi, sock, host, port))
+    finally:
+        sock.close()
+        app.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen here, or fail with one clear line (uvicorn would exit the process instead)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _main(app, asgi, sock: socket.socket, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from ..engine.scheduler import Scheduler
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    scheduler = asyncio.create_task(Scheduler(app).run(stop), name="durably-scheduler")
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="durably-http")
+    started = asyncio.create_task(_wait_started(server))
+    done, _ = await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+    if serving in done:  # it stopped before it listened: the port is taken, or the host is wrong
+        started.cancel()
+        stop.set()
+        await asyncio.gather(scheduler, return_exceptions=True)
+        exc = serving.exception()
+        raise ConfigError(f"cannot listen on {host}:{port}" + (f": {exc}" if exc and str(exc) else
+                                                                 " (is the port in use?)"))
+    s = app.settings
+    print(f"durably server: env {s.env!r}, store {masked(s.database_url)}", file=sys.stderr)
+    print(f"durably server: API at http://{host}:{port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr,
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await asyncio.gather(scheduler, return_exceptions=True)
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+async def _wait_started(server) -> None:  # type: ignore[no-untyped-def]
+    while not server.started:
+        await asyncio.sleep(0.01)

@@ -1,0 +1,355 @@
+"""The shapes the HTTP API accepts and returns, as pydantic models.
+
+Request models validate what the handlers receive (unknown fields, wrong types and
+out-of-range values are a 400 naming the field); response models document what the
+handlers return. ``openapi.py`` builds ``/openapi.json`` from these same models, so the
+document and the handlers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from ..admin import MAX_LIST, REPLAYABLE, RUN_STATUSES
+
+RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+Replayable = Literal["failed", "completed", "cancelled"]
+assert set(RunStatus.__args__) == set(RUN_STATUSES) and set(Replayable.__args__) == set(REPLAYABLE)  # type: ignore[attr-defined]
+
+# A name or id: at most 256 characters, no NUL, and at least one character that is neither
+# whitespace nor a control character (so it is never blank once trimmed).
+NAME_PATTERN = r"^[^\x00]*[^\s\x00-\x1f][^\x00]*$"
+# Event names sent through the API: the same, and not in durably's own namespace.
+EVENT_NAME_PATTERN = r"^(?!durably/)[^\x00]*[^\s\x00-\x1f][^\x00]*$"
+# In a URL path (the cron endpoint): no control characters either.
+PATH_NAME_PATTERN = r"^(?!durably/)[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+MAX_TS_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 5.0 is the integer 5 (as JSON Schema says), 5.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _int(ge: int, le: int) -> Any:
+    """An integer in [ge, le] that also takes 5.0 (constraints first, so the schema shows them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
+def _time_filter(value: str) -> str:
+    if re.fullmatch(DURATION_PATTERN, value):
+        return value
+    if _RFC3339.fullmatch(value):
+        try:
+            datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+            return value
+        except ValueError:
+            pass
+    raise ValueError("must be an RFC 3339 time such as 2025-01-31T09:00:00Z, or a duration ago such as 30m, 1h or 7d")
+
+
+TimeFilter = Annotated[str, AfterValidator(_time_filter), WithJsonSchema({
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": DURATION_PATTERN}],
+    "description": "An RFC 3339 time, or a duration ago such as 30m, 1h or 7d.",
+    "examples": ["1h", "2025-01-31T09:00:00Z"]})]
+
+
+class _Body(BaseModel):
+    """Request bodies: JSON types are taken as they are (no coercion), unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+
+
+class _Query(BaseModel):
+    """Query parameters arrive as text: numbers are parsed, unknown parameters refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+class EventIn(_Body):
+    """An event. ``id`` defaults to a new time-ordered id, ``ts`` to now (milliseconds)."""
+
+    name: str = Field(max_length=256, pattern=EVENT_NAME_PATTERN, examples=["inbox.counts.dirty"],
+                      description="Names starting with 'durably/' are reserved for durably's own events.")
+    data: dict[str, Any] | None = None
+    id: str | None = Field(None, max_length=256, pattern=NAME_PATTERN,
+                           description="A second event with the same id within 24 h is accepted and triggers nothing.")
+    ts: _int(0, MAX_TS_MS) | None = Field(None, description="Milliseconds since the epoch.")
+    user: dict[str, Any] | None = None
+
+
+class InvokeIn(_Body):
+    """"Run now": the data of the manual trigger event (``durably/function.run``)."""
+
+    data: dict[str, Any] | None = None
+
+
+class BulkReplayIn(_Body):
+    """Replay the finished runs of a function (oldest first); already replayed runs are left out."""
+
+    function: str = Field(min_length=1, max_length=256)
+    status: Replayable = "failed"
+    since: TimeFilter | None = None
+    until: TimeFilter | None = None
+    limit: _int(1, MAX_LIST) = 100
+    concurrency: _int(1, 10_000) | None = Field(None,
+                                    description="At most this many of these replays run at once, across all workers.")
+    dry_run: bool = Field(False, description="List what would be replayed; create nothing.")
+
+
+class RunsQuery(_Query):
+    status: RunStatus | None = None
+    function: str | None = Field(None, max_length=256, description="Function id.")
+    tenant: str | None = Field(None, max_length=256)
+    since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
+    until: TimeFilter | None = Field(None, description="Runs created before this time.")
+    limit: int = Field(50, ge=1, le=MAX_LIST)
+    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+
+
+class EventsQuery(_Query):
+    name: str | None = Field(None, max_length=256, description="Event name.")
+    limit: int = Field(50, ge=1, le=MAX_LIST)
+    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+
+
+class CronQuery(_Query):
+    window: int = Field(60, ge=1, le=86400, description="Dispatch window in seconds: one event per window.")
+
+
+class NoQuery(_Query):
+    pass
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class SkipOut(_Out):
+    event_id: str
+    function_id: str
+    reason: str
+
+
+class SendOut(_Out):
+    ids: list[str] = Field(description="The ids of the events, in order (duplicates included).")
+    runs: list[str] = Field(description="The ids of the runs the events created.")
+    duplicates: list[str] = Field(description="Event ids seen within 24 h: accepted, triggered nothing.")
+    skipped: list[SkipOut] = Field(description="Functions that, on purpose, created no run for an event.")
+
+
+class InlineRunOut(_Out):
+    function_id: str
+    run_id: str
+    status: Literal["completed", "failed", "timeout"]
+    output: Any = None
+    error: Any = None
+
+
+class CronOut(_Out):
+    dispatchKey: str = Field(description="'{event_name}:{window_start}': one dispatch per key.")
+    eventId: str = Field(description="'cron:{event_name}:{window_start}'.")
+    duplicate: bool
+    mode: Literal["dispatch", "inline"]
+    window: int
+    windowStart: str
+    pings: int = Field(description="Pings received in this window so far (0 when not recorded, inline).")
+    runs: list[str] = Field(description="Runs the first ping created (empty for a duplicate).")
+    inline: list[InlineRunOut] | None = Field(None, description="Inline mode only: what ran in this request.")
+
+
+class RunRef(_Out):
+    id: str
+    function_id: str
+    status: RunStatus
+
+
+class RunOut(_Out):
+    id: str
+    function_id: str
+    status: RunStatus
+    tenant: str
+    trigger: str | None
+    event_id: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    terminal_reason: str | None
+    duration_ms: int | None
+    replay_of: str | None = None
+    parent_run_id: str | None = None
+
+
+class AttemptOut(_Out):
+    attempt: int | None
+    started_at: str | None
+    finished_at: str | None
+    error: Any = None
+
+
+class StepOut(_Out):
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+    wake_at: str | None
+    output: Any = None
+    error: Any = None
+    errors: list[Any]
+    attempt_log: list[AttemptOut]
+
+
+class RunDetailOut(RunOut):
+    event: Any = None
+    events: list[Any] | None = None
+    output: Any = None
+    error: Any = None
+    steps: list[StepOut]
+
+
+class RunsPage(_Out):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class CancelOut(_Out):
+    id: str
+    status: Literal["cancelled"]
+
+
+class ReplayOut(_Out):
+    id: str = Field(description="The new run.")
+    replay_of: str
+    function_id: str
+
+
+class BulkReplayItem(_Out):
+    id: str = Field(description="The original run.")
+    status: str
+    created_at: str | None
+    error: Any = None
+    replay_id: str | None = Field(description="The new run (null in a dry run).")
+
+
+class BulkReplayOut(_Out):
+    dry_run: bool
+    function_id: str
+    count: int = Field(description="Replays created (in a dry run: that would be created).")
+    runs: list[BulkReplayItem]
+    batch_id: str | None = Field(description="The concurrency key of this batch is 'replay:{batch_id}'.")
+    concurrency: int | None
+
+
+class InvokeOut(_Out):
+    id: str = Field(description="The new run.")
+    function_id: str
+    event_id: str
+
+
+class LastRunOut(_Out):
+    id: str
+    status: RunStatus
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+class TriggerOut(_Out):
+    event: str | None = None
+    if_: str | None = Field(None, alias="if")
+    cron: str | None = None
+    tz: str | None = None
+    description: str | None = Field(None, description="Cron only: a reading of the schedule.")
+    next_run_at: str | None = Field(None, description="Cron only: the next tick.")
+
+
+class FunctionOut(_Out):
+    id: str
+    name: str
+    app_id: str
+    triggers: list[TriggerOut]
+    next_run_at: str | None = Field(description="The next cron tick of any of its schedules.")
+    last_run: LastRunOut | None
+    last_status: RunStatus | None
+    last_cron_run: LastRunOut | None
+    stats_24h: dict[str, int] = Field(description="Runs created in the last 24 h, by status.")
+    config: dict[str, Any]
+    updated_at: str | None
+
+
+class FunctionsOut(_Out):
+    functions: list[FunctionOut]
+
+
+class EventOut(_Out):
+    id: str
+    name: str | None
+    data: Any = None
+    ts: int | None
+    user: Any = None
+    received_at: str | None
+    runs: list[RunRef]
+
+
+class EventSkipOut(_Out):
+    function_id: str
+    reason: str
+    created_at: str | None
+
+
+class EventDetailOut(EventOut):
+    skipped: list[EventSkipOut]
+
+
+class EventsPage(_Out):
+    events: list[EventOut]
+    next_cursor: str | None
+
+
+class StatusOut(_Out):
+    status: str
+    runId: str
+    startedAt: str | None
+    finishedAt: str | None
+    durationMs: int | None
+    attempt: int
+    lastError: Any = None
+
+
+class HealthOut(_Out):
+    ok: bool
+    env: str
+    store: dict[str, Any]
+    redis: dict[str, Any] | None
+    workers: list[dict[str, Any]] | None = None
+    backlog: int | None = None
+    oldest_queued_age_s: float | None = None
+    stale_leases: int | None = None
+    alerts: dict[str, bool] | None = None
