@@ -1,8 +1,16 @@
 """The worker: claims ready runs under a lease, executes them concurrently, heartbeats.
 
-The loop is bounded by ``concurrency``; it wakes when the store says runs may be ready
-(in-process commit, another process's commit), when a run of its own ends, when a
-sleeping run comes due, or at the poll interval, whichever is first. On stop it lets
+``concurrency`` bounds the function bodies executing at once. A slot frees as soon as a
+run's body has ended and its final write (finish or suspend) is on its way to the store:
+the next run starts while that write commits, and the claim that refills the slot joins
+the same group commit. When runs are short, the worker also claims a few runs ahead
+(``prefetch``) so that a slot never waits for a claim round trip; a run claimed ahead
+that has not started within ``hold`` seconds goes back to the queue, so long runs never
+keep work away from other workers.
+
+The loop wakes when the store says runs may be ready (in-process commit, another
+process's commit), when a slot frees, when a sleeping run comes due, or at the poll
+interval, whichever is first. On stop it hands runs claimed ahead back at once, lets
 in-flight runs finish for ``grace`` seconds, then hands the rest back to the queue.
 """
 
@@ -13,8 +21,9 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..ids import new_id
 from ..jsonutil import dumps
@@ -27,10 +36,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("durably.worker")
 
+SHORT_RUN = 0.05  # claim ahead only while runs take less than this (seconds, moving average)
+
+
+class _RunStore:
+    """The store as one execution sees it: its final write (finish or suspend) frees the
+    worker slot at once, before that write has committed."""
+
+    __slots__ = ("_store", "_release")
+
+    def __init__(self, store: Any, release: Callable[[], None]):
+        self._store = store
+        self._release = release
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def finish_run(self, *args: Any, **kwargs: Any) -> Any:
+        self._release()
+        return self._store.finish_run(*args, **kwargs)
+
+    def suspend_run(self, *args: Any, **kwargs: Any) -> Any:
+        self._release()
+        return self._store.suspend_run(*args, **kwargs)
+
 
 class Worker:
     def __init__(self, app: "App", *, concurrency: int = 8, scheduler: bool = True, poll_interval: float = 1.0,
-                 grace: float | None = None):
+                 grace: float | None = None, prefetch: int | None = None, hold: float = 0.5):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.app = app
@@ -39,9 +72,14 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease = app.settings.lease_seconds
         self.grace = grace if grace is not None else max(1.0, self.lease * 0.8)
+        self.prefetch = concurrency if prefetch is None else max(0, prefetch)
+        self.hold = hold
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping: asyncio.Event | None = None  # set by run()
         self._inflight: dict[str, asyncio.Task] = {}
+        self._busy = 0  # bodies executing (slots taken)
+        self._ahead: deque[tuple[ClaimedRun, float]] = deque()  # claimed ahead: (run, monotonic at claim)
+        self._avg_run = 1.0  # moving average of body durations (seconds); pessimistic until measured
         self.started = None  # set once claiming has begun
 
     def info(self) -> dict:
@@ -57,17 +95,31 @@ class Worker:
         stop = stop or asyncio.Event()
         self.stopping = stop
         wake = asyncio.Event()
+        self._wake = wake
         self.started = asyncio.Event()
+        poked = [False]  # a wake-up is already on its way to the loop: do not queue another
 
-        def poke() -> None:
-            loop.call_soon_threadsafe(wake.set)
+        def on_poke() -> None:
+            poked[0] = False
+            wake.set()
+
+        def poke() -> None:  # from the store's threads, after each commit that made runs ready
+            if not poked[0]:
+                poked[0] = True
+                loop.call_soon_threadsafe(on_poke)
 
         unsubscribe = store.subscribe(poke)
         pool = ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="durably-run")
+        self._pool = pool
         functions = dumps(sorted(fid for fid in app.functions))
         side = [asyncio.create_task(self._heartbeat(stop), name="durably-heartbeat")]
         if self.with_scheduler:
             side.append(asyncio.create_task(Scheduler(app).run(stop), name="durably-scheduler"))
+        # One waiting point for the claim loop: stopping, a side task dying, a slot freeing,
+        # the store's wake-ups and the poll timer all set ``wake``.
+        stop_waiter = asyncio.create_task(stop.wait(), name="durably-stop")
+        for t in (stop_waiter, *side):
+            t.add_done_callback(lambda _t: wake.set())
         log.info("worker %s started: %d function(s), concurrency %d", self.id, len(app.functions), self.concurrency)
         try:
             await aw(store.heartbeat(self.info(), self.lease))
@@ -77,26 +129,33 @@ class Worker:
                     if t.done() and t.exception() is not None:
                         raise RuntimeError(f"worker side task {t.get_name()} died") from t.exception()
                 timeout = self.poll_interval
-                free = self.concurrency - len(self._inflight)
-                if free > 0:
+                if self._ahead:
+                    timeout = await self._hand_back_stale(timeout)
+                ahead = self.prefetch if self._avg_run < SHORT_RUN else 0
+                free = self.concurrency - self._busy
+                want = free + ahead - len(self._ahead)
+                # Claim when a slot has nothing to start next, or when the runs claimed ahead
+                # have run low: one claim per refill, not one per freed slot.
+                if want > 0 and (free > len(self._ahead) or want >= max(1, ahead // 2)):
                     wake.clear()
-                    asked = time.monotonic()
-                    runs, next_at, now = await aw(store.claim_runs(self.id, functions, free, self.lease))
+                    runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
+                    at = time.monotonic()
                     for run in runs:
-                        self._start(run, pool, wake, asked)
-                    if len(runs) == free and free > 0:
+                        self._ahead.append((run, at))
+                    self._fill()
+                    if len(runs) == want:
                         continue  # there may be more; claim again once a slot frees up
                     if next_at is not None:
                         timeout = min(timeout, max(0.0, next_at - now) + 0.001)
-                stopper = asyncio.ensure_future(stop.wait())
-                waker = asyncio.ensure_future(wake.wait())
-                try:
-                    await asyncio.wait({stopper, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopper.cancel()
-                    waker.cancel()
+                if not wake.is_set():
+                    timer = loop.call_later(timeout, wake.set)
+                    await wake.wait()
+                    timer.cancel()
+                wake.clear()
         finally:
+            stop_waiter.cancel()
             unsubscribe()
+            await self._hand_back(list(self._ahead))
             await self._drain(pool)
             for t in side:
                 t.cancel()
@@ -108,9 +167,60 @@ class Worker:
             pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
 
-    def _start(self, run: ClaimedRun, pool: ThreadPoolExecutor, wake: asyncio.Event, asked: float | None = None) -> None:
+    def _fill(self) -> None:
+        """Start runs claimed ahead while slots are free."""
+        while self._busy < self.concurrency and self._ahead and not self.stopping.is_set():  # type: ignore[union-attr]
+            run, claimed_at = self._ahead.popleft()
+            # The run's clock was read at claim: carry it forward to now, so durations
+            # computed from it (sleeps, timeouts) never start in the past.
+            run.now += time.monotonic() - claimed_at
+            self._start(run)
+
+    async def _hand_back_stale(self, timeout: float) -> float:
+        """Give runs claimed ahead that waited longer than ``hold`` back to the queue."""
+        now = time.monotonic()
+        stale = []
+        while self._ahead and now - self._ahead[0][1] >= self.hold:
+            stale.append(self._ahead.popleft())
+        if stale:
+            await self._hand_back(stale)
+        if self._ahead:
+            timeout = min(timeout, max(0.0, self._ahead[0][1] + self.hold - now) + 0.001)
+        return timeout
+
+    async def _hand_back(self, claimed: list[tuple[ClaimedRun, float]]) -> None:
+        if not claimed:
+            return
+        for run, _at in claimed:
+            try:
+                self._ahead.remove((run, _at))
+            except ValueError:
+                pass
+        try:
+            await aw(self.app.store.release_runs(self.id, [run.id for run, _at in claimed]))
+        except Exception as exc:  # noqa: BLE001 - their leases will expire
+            log.warning("could not hand back %d run(s) claimed ahead (their leases will expire): %s",
+                        len(claimed), exc)
+
+    def _start(self, run: ClaimedRun) -> None:
+        self.app._run_started(run)
         fdef = self.app.functions.get(run.function_id)
-        ex = Execution(self.app, fdef, run, pool=pool, lease=self.lease, clock_anchor=asked)  # type: ignore[arg-type]
+        ex = Execution(self.app, fdef, run, pool=self._pool, lease=self.lease)  # type: ignore[arg-type]
+        self._busy += 1
+        started = time.monotonic()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._busy -= 1
+            self._avg_run += (time.monotonic() - started - self._avg_run) * 0.2
+            self._fill()
+            self._wake.set()
+
+        ex.store = _RunStore(ex.store, release)
 
         async def go() -> None:
             try:
@@ -125,7 +235,7 @@ class Worker:
 
         def done(_t: asyncio.Task, rid: str = run.id) -> None:
             self._inflight.pop(rid, None)
-            wake.set()
+            release()
 
         task.add_done_callback(done)
 

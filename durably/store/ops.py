@@ -399,6 +399,11 @@ def cancel(tx: Tx, run_id: str, reason: str) -> bool:
 
 def _status(tx: Tx, tenant: str, function_id: str, status: str, run_id: str, started: float | None,
             finished: float | None, attempt: int, error: Any) -> None:
+    stage = getattr(tx, "stage_status", None)
+    if stage is not None:  # the dialect writes the last blob per (tenant, function) at commit
+        stage(tenant or "global", function_id,
+              lambda: status_mod.blob(status, run_id, started, finished, attempt, error))
+        return
     b = status_mod.blob(status, run_id, started, finished, attempt, error)
     tx.exec("upsert_status", env=tx.env, tenant=tenant or "global", function_id=function_id, blob=dumps(b), now=tx.now)
 

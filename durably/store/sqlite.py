@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import StoreUnavailable
+from ..jsonutil import dumps
 from . import ops, reads
 from .base import ClaimedRun, NewRun, StepWrite, WaitWrite
 from .queries import load, migrations
@@ -26,7 +27,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class SqliteTx:
-    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke")
+    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke", "_status")
 
     def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
                  clock: Callable[[], float] = time.time):
@@ -34,6 +35,22 @@ class SqliteTx:
         self.now = clock()
         self.status_in_store = status_in_store
         self.woke = False
+        self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
+
+    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
+        """Status blobs are written once per (tenant, function), just before the commit:
+        the last one staged wins, as it would have if each had been written in turn."""
+        if self._status is None:
+            self._status = {}
+        self._status[(tenant, function_id)] = make_blob
+
+    def flush_status(self) -> None:
+        if self._status:
+            sql = self.q["upsert_status"]
+            for (tenant, function_id), make_blob in self._status.items():
+                self.conn.execute(sql, {"env": self.env, "tenant": tenant, "function_id": function_id,
+                                        "blob": dumps(make_blob()), "now": self.now})
+            self._status = None
 
     def one(self, name: str, /, **params: Any) -> Any:
         return self.conn.execute(self.q[name], params).fetchone()
@@ -95,7 +112,7 @@ class SqliteStore:
             name="sqlite", connect=self._connect, begin=self._begin,
             commit=lambda c: c.execute("COMMIT"), rollback=lambda c: c.execute("ROLLBACK") if c.in_transaction else None,
             savepoint=lambda c, s: c.execute(s), is_retryable=_retryable, translate=_translate,
-            on_commit=self._after_commit,
+            on_commit=self._after_commit, before_commit=SqliteTx.flush_status,
         )
 
     # --- connections --------------------------------------------------------------------

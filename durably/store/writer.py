@@ -1,9 +1,9 @@
 """Group commit: one thread owns the write connection and runs queued operations in batches.
 
 Operations submitted while a transaction commits wait in the queue and share the next
-transaction, so N concurrent checkpoints cost one commit (one fsync), not N. Each
-operation runs inside its own savepoint: one that fails (a lease lost, a constraint)
-rolls back alone and the rest of the batch commits.
+transaction, so N concurrent checkpoints cost one commit (one fsync), not N. An
+operation that fails (a lease lost, a constraint) changes nothing: the transaction is
+rolled back and the rest of the batch runs again without it, then commits.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ class BatchWriter:
         is_retryable: Callable[[BaseException], bool],
         translate: Callable[[BaseException], BaseException],
         on_commit: Callable[[Any], None] | None = None,
+        before_commit: Callable[[Any], None] | None = None,
         max_batch: int = 512,
     ):
         self._connect, self._begin = connect, begin
         self._commit, self._rollback, self._savepoint = commit, rollback, savepoint
         self._is_retryable, self._translate = is_retryable, translate
         self._on_commit = on_commit
+        self._before_commit = before_commit
         self._max_batch = max_batch
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -94,50 +96,73 @@ class BatchWriter:
             pass
 
     def _run_batch(self, conn: Any, batch: list) -> Any:
+        # No savepoint per operation (two more statements each): an operation that fails
+        # rolls the whole transaction back, and the batch runs again without it. Operations
+        # are functions of the database state, so the survivors end exactly as if the failed
+        # one had been rolled back alone. Failures are rare; the common batch pays nothing.
+        failed: dict[int, BaseException] = {}
         delay = 0.005
-        for attempt in range(60):
-            results: list[tuple[bool, Any]] = []
+        attempt = 0
+        while True:
+            live = [i for i in range(len(batch)) if i not in failed]
+            results: dict[int, Any] = {}
+            tx = None
             try:
-                tx = self._begin(conn)
-                for i, (_fut, fn, args) in enumerate(batch):
-                    sp = f"op{i}"
-                    self._savepoint(conn, f"SAVEPOINT {sp}")
-                    try:
-                        results.append((True, fn(tx, *args)))
-                        self._savepoint(conn, f"RELEASE {sp}")
-                    except Exception as exc:  # noqa: BLE001 - handed to the caller
-                        if self._is_retryable(exc):
-                            raise
-                        self._savepoint(conn, f"ROLLBACK TO {sp}")
-                        self._savepoint(conn, f"RELEASE {sp}")
-                        results.append((False, exc))
-                self._commit(conn)
+                if live:
+                    tx = self._begin(conn)
+                    for i in live:
+                        _fut, fn, args = batch[i]
+                        try:
+                            results[i] = fn(tx, *args)
+                        except Exception as exc:  # noqa: BLE001 - handed to the caller
+                            if self._is_retryable(exc):
+                                raise
+                            failed[i] = exc
+                            raise _OpFailed() from None
+                    if self._before_commit is not None:
+                        self._before_commit(tx)
+                    self._commit(conn)
+            except _OpFailed:
+                self._safe_rollback(conn)
+                continue
             except Exception as exc:  # noqa: BLE001
-                try:
-                    self._rollback(conn)
-                except Exception:  # noqa: BLE001
-                    pass
+                self._safe_rollback(conn)
                 if self._is_retryable(exc) and attempt < 59:
+                    attempt += 1
                     time.sleep(delay)
                     delay = min(delay * 2, 0.25)
                     continue
                 err = self._translate(exc)
-                for fut, _fn, _args in batch:
-                    fut.set_exception(err)
+                for i, (fut, _fn, _args) in enumerate(batch):
+                    value = failed.get(i)
+                    if value is None:
+                        fut.set_exception(err)
+                    else:
+                        fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
                 log.error("store transaction failed: %s", err)
                 return conn
-            for (fut, _fn, _args), (ok, value) in zip(batch, results):
-                if ok:
-                    fut.set_result(value)
+            for i, (fut, _fn, _args) in enumerate(batch):
+                value = failed.get(i)
+                if value is None:
+                    fut.set_result(results[i])
                 else:
                     fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
-            if self._on_commit is not None:
+            if self._on_commit is not None and tx is not None:
                 try:
                     self._on_commit(tx)
                 except Exception:  # noqa: BLE001
                     log.exception("on_commit hook failed")
             return conn
-        return conn
+
+    def _safe_rollback(self, conn: Any) -> None:
+        try:
+            self._rollback(conn)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class _OpFailed(Exception):
+    """One operation of a batch failed: roll back and run the others again."""
 
 
 def _is_driver_error(exc: BaseException) -> bool:
