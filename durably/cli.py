@@ -447,6 +447,32 @@ def _follow_replays(store: Any, res: dict, bar: Any) -> None:
     res["outcome"] = outcome
 
 
+@cli.command()
+def prune(
+    older_than: str = typer.Option(..., "--older-than", help="Retention: delete what finished longer ago than this "
+                                                           "(e.g. 30d, 12h). Events are always kept 24 h."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=100_000, help="Rows per table per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Delete finished runs, their steps, old events and spent keys, in small batches."""
+    from .durations import parse_duration
+    from .retention import prune as run_prune
+
+    seconds = parse_duration(older_than, name="--older-than")
+    if seconds <= 0:
+        raise InvalidInput(f"--older-than must be a positive duration, got {older_than!r}")
+    store = open_store()
+    try:
+        totals = run_prune(store, seconds, batch=batch_size)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(totals)
+        return
+    done = ", ".join(f"{v} {k}" for k, v in totals.items() if v)
+    out.print(f"pruned {done}" if done else f"nothing older than {older_than} to prune")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

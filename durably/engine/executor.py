@@ -44,8 +44,7 @@ FOREVER = 10 * 365 * 86400.0
 
 
 class Execution:
-    def __init__(self, app: "App", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor, lease: float,
-                 clock_anchor: float | None = None):
+    def __init__(self, app: "App", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor, lease: float):
         self.app, self.fdef, self.run = app, fdef, run
         self.store = app.store
         self.pool, self.lease = pool, lease
@@ -55,9 +54,7 @@ class Execution:
         self._replayed = 0
         self._seq = max((s["seq"] for s in run.steps), default=-1) + 1
         self._ids: dict[str, int] = {}
-        # The monotonic time at which the claim was sent (before the store read its clock), so
-        # now() never runs behind the store: a sleep or a backoff never ends early.
-        self._mono = clock_anchor if clock_anchor is not None else time.monotonic()
+        self._mono = time.monotonic()
         self.current_step = _current_step
         self.current_attempt = _current_attempt
         # What a suspension writes:

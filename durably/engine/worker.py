@@ -138,8 +138,10 @@ class Worker:
                 # have run low: one claim per refill, not one per freed slot.
                 if want > 0 and (free > len(self._ahead) or want >= max(1, ahead // 2)):
                     wake.clear()
-                    runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
+                    # Taken before the claim, so a run's clock (read by the store during the
+                    # claim) carried forward from here never runs behind the store's.
                     at = time.monotonic()
+                    runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
                     for run in runs:
                         self._ahead.append((run, at))
                     self._fill()
