@@ -34,22 +34,38 @@ def store_url(request, tmp_path):
     yield from _pg_url(request)
 
 
-def _pg_url(request):
-    import psycopg
+@pytest.fixture(scope="session")
+def pg_schemas():
+    """Fresh, migrated PostgreSQL schemas, one per test (see tests/pg.py)."""
+    from tests.pg import SchemaPool
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+        pool = SchemaPool(PG_DSN)
     except Exception as exc:  # noqa: BLE001
         if CI:
             pytest.fail(f"PostgreSQL at {PG_DSN} is unreachable in CI: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
-    sep = "&" if "?" in PG_DSN else "?"
+    yield pool
+    pool.close()
+
+
+def _pg_url(request):
+    """A fresh schema per test, named on the URL (``?schema=``) so that every way a test
+    opens the store (an App, the CLI in a subprocess, a worker process) lands in it."""
+    from tests.pg import schema_url
+
+    pool = request.getfixturevalue("pg_schemas")
+    schema = pool.take()
     try:
-        yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}#schema={schema}"
+        yield schema_url(PG_DSN, schema)
     finally:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        conn.close()
+        pool.give_back(schema)
+
+
+@pytest.fixture
+def pg_url(request):
+    """A PostgreSQL store URL (fresh migrated schema) for PostgreSQL-only tests."""
+    yield from _pg_url(request)
 
 
 @pytest.fixture

@@ -11,7 +11,10 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 
 
 @lru_cache(maxsize=None)
-def load(dialect: str) -> dict[str, LiteralString]:
+def load(dialect: str, paramstyle: str = "named") -> dict[str, LiteralString]:
+    """``{name: sql}``. ``paramstyle="pyformat"`` rewrites ``:name`` to ``%(name)s`` (psycopg)."""
+    if paramstyle not in ("named", "pyformat"):
+        raise ValueError(f"unknown paramstyle {paramstyle!r}")
     text = resources.files("durably.store").joinpath(f"sql/{dialect}/queries.sql").read_text()
     parts = _NAME.split(text)
     out: dict[str, str] = {}
@@ -20,8 +23,27 @@ def load(dialect: str) -> dict[str, LiteralString]:
         sql = "\n".join(lines).strip().rstrip(";")
         if name in out:
             raise RuntimeError(f"duplicate query name {name!r} in {dialect}/queries.sql")
-        out[name] = sql
+        out[name] = to_pyformat(sql) if paramstyle == "pyformat" else sql
     return out  # type: ignore[return-value]
+
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([A-Za-z_]\w*)|%")
+
+
+def to_pyformat(sql: str) -> str:
+    """``:name`` -> ``%(name)s`` and ``%`` -> ``%%``; string literals and ``::type`` casts are kept."""
+
+    def sub(m: re.Match) -> str:
+        tok = m.group(0)
+        if tok == "%":
+            return "%%"
+        if m.group(1):
+            return f"%({m.group(1)})s"
+        if tok.startswith("'"):
+            return tok.replace("%", "%%")
+        return tok
+
+    return _TOKEN.sub(sub, sql)
 
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:

@@ -1,0 +1,605 @@
+"""The PostgreSQL store: many processes on many hosts share one database.
+
+The transactional bodies are the same as SQLite's (``ops.py``, ``reads.py``) and so is the
+group commit (``writer.py``): one thread per process owns the write connection, and the
+operations queued while a transaction commits share the next one. What is PostgreSQL's
+own lives here and in ``sql/postgres/``:
+
+* ``tx.now`` is the database server's clock, read inside the transaction: leases, timers
+  and cron never depend on a worker's clock.
+* Claims lock their candidates with ``FOR UPDATE SKIP LOCKED``; concurrency slots are
+  counted under an advisory lock (see ``durably_slot_count``).
+* A transaction that made runs ready sends ``NOTIFY`` on a channel of its (schema, env);
+  it is delivered on commit to every process listening, which claims at once.
+* Control statements (BEGIN, NOTIFY, COMMIT, and savepoints if the writer uses them) are
+  buffered and sent with the next statement: BEGIN and reading the clock share one round
+  trip, NOTIFY and COMMIT another.
+* The tables live in one schema (``DURABLY_SCHEMA``, or ``?schema=`` on the URL), set as
+  the ``search_path`` of every connection; migrations are tracked in
+  ``<schema>.durably_migrations`` and applied under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import re
+import threading
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pgerr
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from ..errors import ConfigError, DurablyError, StoreUnavailable
+from ..jsonutil import dumps
+from . import ops, reads
+from .base import ClaimedRun, NewRun, StepWrite
+from .queries import load, migrations
+from .writer import BatchWriter
+
+log = logging.getLogger("durably.store")
+
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_NOW_SQL = "SELECT CAST(extract(epoch from clock_timestamp()) AS double precision)"
+_IDLE = pq.TransactionStatus.IDLE
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+class Row:
+    """A result row readable as ``row["col"]``, ``row[0]`` and ``dict(row)`` (like sqlite3.Row)."""
+
+    __slots__ = ("_v", "_k")
+
+    def __init__(self, values: tuple, keys: dict[str, int]):
+        self._v, self._k = values, keys
+
+    def __getitem__(self, i: Any) -> Any:
+        if type(i) is str:
+            return self._v[self._k[i]]
+        return self._v[i]
+
+    def keys(self) -> list[str]:
+        return list(self._k)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._k.get(key)
+        return default if i is None else self._v[i]
+
+    def __iter__(self):
+        return iter(self._v)
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self._v) == (tuple(other) if isinstance(other, (Row, tuple)) else other)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._k, self._v))!r})"
+
+
+def row_factory(cursor: Any) -> Callable[[Any], Row]:
+    desc = cursor.description
+    keys = {d.name: i for i, d in enumerate(desc)} if desc else {}
+
+    def make(values: Any) -> Row:
+        return Row(values, keys)
+
+    return make
+
+
+# --- URLs and errors -------------------------------------------------------------------------
+
+
+def split_url(url: str, schema: str | None = None) -> tuple[str, str]:
+    """``(libpq conninfo, schema)`` of a ``postgresql://`` URL.
+
+    A ``schema`` query parameter on the URL (not a libpq option) is taken out and wins
+    over the ``schema`` argument (``DURABLY_SCHEMA``); the default schema is ``durably``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"not a PostgreSQL URL: {url!r} (use postgresql://user@host:5432/db)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    from_url = [v for k, v in query if k == "schema"]
+    rest = [(k, v) for k, v in query if k != "schema"]
+    schema = (from_url[-1] if from_url else None) or schema or "durably"
+    if not _SCHEMA_RE.match(schema):
+        raise ConfigError(f"invalid schema name {schema!r}: use letters, digits and '_' (at most 63), "
+                          "not starting with a digit")
+    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return clean, schema
+
+
+def _conninfo(url: str, schema: str) -> str:
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid DURABLY_DATABASE_URL: {exc}") from None
+    options = params.get("options") or ""
+    options = (options + f" -c search_path={schema}").strip()
+    extra: dict[str, Any] = {"options": options}
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = 5
+    if "application_name" not in params:
+        extra["application_name"] = f"durably {schema}"  # which schema a server connection serves
+    # Notice a dead peer (a host gone without closing TCP) within about a minute.
+    for k, v in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10), ("keepalives_count", 3)):
+        params.setdefault(k, v)
+        extra[k] = params[k]
+    return make_conninfo(url, **extra)
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        cred, host = netloc.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        netloc = f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_RETRY_STATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Serialization failures, deadlocks and lost connections: the whole batch is run again."""
+    if isinstance(exc, _AmbiguousCommit):
+        return False
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        # Raised by the client, not the server: the connection is gone.
+        return isinstance(exc, psycopg.OperationalError)
+    return state in _RETRY_STATES or state.startswith("08")
+
+
+class _AmbiguousCommit(StoreUnavailable):
+    """The connection was lost while COMMIT was in flight: the outcome is unknown, so the
+    batch is not run again (it may have been applied)."""
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, DurablyError):
+        return exc
+    if isinstance(exc, pgerr.UndefinedTable) or isinstance(exc, pgerr.UndefinedFunction):
+        return StoreUnavailable(f"PostgreSQL store: {_first_line(exc)} (is the schema migrated? run `durably migrate`)")
+    if isinstance(exc, psycopg.IntegrityError):
+        diag = getattr(exc, "diag", None)
+        name = getattr(diag, "constraint_name", None) if diag else None
+        return StoreUnavailable(f"PostgreSQL store rejected a write ({name or 'constraint'}): {_first_line(exc)}")
+    if isinstance(exc, psycopg.Error) or isinstance(exc, RuntimeError):
+        return StoreUnavailable(f"PostgreSQL store error: {_first_line(exc)}")
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- connections and transactions ------------------------------------------------------------
+
+
+class _Conn:
+    """A write connection that reconnects, with a buffer of control statements.
+
+    Control statements are queued and sent in one simple-protocol message right before the
+    next parameterized statement (or at commit): BEGIN + SAVEPOINT + reading the clock cost
+    one round trip, RELEASE of one operation travels with the SAVEPOINT of the next.
+    """
+
+    def __init__(self, conninfo: str):
+        self.conninfo = conninfo
+        self.raw: psycopg.Connection | None = None
+        self.cur: Any = None
+        self.pending: list[str] = []
+        self.backend_pid: int | None = None
+        self.tx: PgTx | None = None
+        self.ensure()
+
+    @classmethod
+    def wrap(cls, raw: psycopg.Connection) -> "_Conn":
+        """A pooled (read) connection with the same statement buffer."""
+        c = cls.__new__(cls)
+        c.conninfo, c.raw, c.cur, c.pending, c.backend_pid, c.tx = "", raw, raw.cursor(row_factory=row_factory), [], None, None
+        return c
+
+    def ensure(self) -> None:
+        raw = self.raw
+        if raw is not None and not raw.closed and not raw.broken:
+            return
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.raw = None
+        raw = psycopg.connect(self.conninfo, autocommit=True)
+        self.raw = raw
+        self.cur = raw.cursor(row_factory=row_factory)
+        self.backend_pid = raw.info.backend_pid
+        self.pending = []
+
+    def flush(self, then: str | None = None) -> Any:
+        """Send the queued control statements (and ``then``); returns the cursor."""
+        stmts = self.pending
+        if then is not None:
+            stmts.append(then)
+        if not stmts:
+            return self.cur
+        self.pending = []
+        self.cur.execute("; ".join(stmts))
+        if then is not None:
+            while self.cur.nextset():  # the last result is ``then``'s
+                pass
+        return self.cur
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+
+
+class PgTx:
+    """An open transaction: named statements, the store's clock, the env."""
+
+    __slots__ = ("c", "q", "env", "_now", "status_in_store", "woke", "_status")
+
+    def __init__(self, c: _Conn, q: dict, env: str, status_in_store: bool, now: float | None = None):
+        self.c, self.q, self.env = c, q, env
+        self._now = now
+        self.status_in_store = status_in_store
+        self.woke = False
+        self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
+
+    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
+        """Status blobs are written once per (tenant, function), just before the commit:
+        the last one staged wins, as it would have if each had been written in turn."""
+        if self._status is None:
+            self._status = {}
+        self._status[(tenant, function_id)] = make_blob
+
+    def flush_status(self) -> None:
+        if self._status:
+            staged, self._status = self._status, None
+            for (tenant, function_id), make_blob in staged.items():
+                self.exec("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
+                          blob=dumps(make_blob()), now=self.now)
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        return self.c.raw  # type: ignore[return-value]
+
+    @property
+    def now(self) -> float:
+        if self._now is None:
+            self._now = float(self.c.flush(_NOW_SQL).fetchone()[0])
+        return self._now
+
+    def _run(self, name: str, params: dict) -> Any:
+        c = self.c
+        if c.pending:
+            c.flush()
+        c.cur.execute(self.q[name], params)
+        return c.cur
+
+    def one(self, name: str, /, **params: Any) -> Any:
+        return self._run(name, params).fetchone()
+
+    def all(self, name: str, /, **params: Any) -> list[Any]:
+        return self._run(name, params).fetchall()
+
+    def exec(self, name: str, /, **params: Any) -> int:
+        return self._run(name, params).rowcount
+
+    def script(self, sql: str) -> None:
+        """Run a parameterless script (several statements) in this transaction."""
+        self.c.flush()
+        self.c.cur.execute(sql)
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, env: str = "dev", schema: str | None = None, status_in_store: bool = True,
+                 readers: int = 4):
+        clean, self.schema = split_url(url, schema)
+        self.url = _safe_url(clean)
+        self.env = env
+        self.status_in_store = status_in_store
+        self.conninfo = _conninfo(clean, self.schema)
+        self.q = load("postgres", "pyformat")
+        digest = hashlib.sha1(f"{self.schema}\0{env}".encode()).hexdigest()[:20]
+        self.channel = f"durably_{digest}"
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._listen_thread: threading.Thread | None = None
+        self._listen_conn: psycopg.Connection | None = None
+        self._wconn: _Conn | None = None
+        self._writer = BatchWriter(
+            name="postgres", connect=self._connect, begin=self._begin, commit=self._commit,
+            rollback=self._rollback, savepoint=self._savepoint, is_retryable=_retryable, translate=self._translate,
+            on_commit=self._after_commit, before_commit=PgTx.flush_status,
+        )
+        self._pool = ConnectionPool(self.conninfo, min_size=1, max_size=readers, open=False,
+                                    kwargs={"autocommit": True}, name="durably-read", timeout=15.0,
+                                    reconnect_timeout=30.0)
+        try:
+            self._pool.open(wait=True, timeout=10.0)
+        except Exception as exc:  # noqa: BLE001
+            self._writer.close()
+            raise StoreUnavailable(f"cannot open the PostgreSQL store {self.url}: {_first_line(exc)}") from None
+        self._readers = cf.ThreadPoolExecutor(max_workers=readers, thread_name_prefix="durably-pg-read")
+
+    # --- connections --------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+            return StoreUnavailable(f"cannot reach the PostgreSQL store {self.url}: {_first_line(exc)}")
+        return _translate(exc)
+
+    def _connect(self) -> _Conn:
+        try:
+            c = _Conn(self.conninfo)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot open the PostgreSQL store {self.url}: {_first_line(exc)}") from None
+        self._wconn = c
+        return c
+
+    def _begin(self, c: _Conn) -> PgTx:
+        c.ensure()  # after a lost connection, the retried batch runs on a new one
+        c.pending = ["BEGIN"]
+        c.tx = PgTx(c, self.q, self.env, self.status_in_store)
+        return c.tx
+
+    def _savepoint(self, c: _Conn, stmt: str) -> None:
+        c.pending.append(stmt)
+
+    def _commit(self, c: _Conn) -> None:
+        tx, c.tx = c.tx, None
+        if c.pending and c.pending[0] == "BEGIN":
+            c.pending = []  # BEGIN was never sent: no operation ran a statement
+            return
+        if tx is not None and tx.woke:
+            c.pending.append(f"NOTIFY {self.channel}")
+        c.pending.append("COMMIT")
+        try:
+            c.flush()
+        except psycopg.OperationalError as exc:
+            if _retryable(exc):
+                raise _AmbiguousCommit(f"the connection to the PostgreSQL store was lost during COMMIT; the outcome "
+                                       f"of the transaction is unknown: {_first_line(exc)}") from None
+            raise
+
+    def _rollback(self, c: _Conn) -> None:
+        c.pending, c.tx = [], None
+        raw = c.raw
+        if raw is None or raw.closed or raw.broken:
+            return
+        if raw.info.transaction_status != _IDLE:
+            c.cur.execute("ROLLBACK")
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        return self._writer.submit(fn, *args)
+
+    def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        def run() -> Any:
+            try:
+                with self._pool.connection() as raw:
+                    c = _Conn.wrap(raw)
+                    # One snapshot for the whole read (a run and its steps agree).
+                    c.pending = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
+                    tx = PgTx(c, self.q, self.env, self.status_in_store)
+                    try:
+                        return fn(tx, *args)
+                    finally:
+                        if c.pending:
+                            c.pending = []
+                        elif raw.info.transaction_status != _IDLE:
+                            raw.execute("ROLLBACK")
+            except DurablyError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, psycopg.Error) or type(exc).__module__.startswith("psycopg_pool"):
+                    raise self._translate(exc) from None
+                raise
+
+        try:
+            return self._readers.submit(run)
+        except RuntimeError as exc:  # executor shut down
+            fut: cf.Future = cf.Future()
+            fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))
+            return fut
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread) whenever runs may have become ready."""
+        with self._listeners_lock:
+            self._listeners.append(callback)
+            if self._listen_thread is None:
+                ready = threading.Event()
+                self._listen_thread = threading.Thread(target=self._listen, args=(ready,), name="durably-pg-listen",
+                                                       daemon=True)
+                self._listen_thread.start()
+                ready.wait(10)  # LISTEN is in place before the caller claims: no wake-up lost
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _notify(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for cb in listeners:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _after_commit(self, tx: PgTx) -> None:
+        if tx.woke:
+            self._notify()  # this process's own workers: no need to wait for the round trip
+
+    def _listen(self, ready: threading.Event) -> None:
+        delay = 0.1
+        while not self._closed.is_set():
+            try:
+                conn = psycopg.connect(self.conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection to the PostgreSQL store failed (retrying): %s", _first_line(exc))
+                ready.set()
+                if self._closed.wait(delay):
+                    return
+                delay = min(delay * 2, 5.0)
+                continue
+            self._listen_conn = conn
+            try:
+                conn.execute(f"LISTEN {self.channel}")
+                ready.set()
+                delay = 0.1
+                self._notify()  # anything committed while we were not listening
+                while not self._closed.is_set():
+                    own = self._wconn.backend_pid if self._wconn is not None else None
+                    for n in conn.notifies(timeout=0.5):
+                        if n.pid != own:  # our own commits woke our workers already
+                            self._notify()
+            except Exception as exc:  # noqa: BLE001
+                if self._closed.is_set():
+                    break
+                log.warning("LISTEN connection to the PostgreSQL store lost (reconnecting): %s", _first_line(exc))
+            finally:
+                self._listen_conn = None
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def migrate(self) -> cf.Future:
+        return self._write(_migrate_txn, self.schema)
+
+    def ping(self) -> cf.Future:
+        return self._read(lambda tx: tx.c.flush("SELECT 1").fetchone()[0] == 1)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._writer.close()
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        self._pool.close(timeout=5.0)
+        t = self._listen_thread
+        if t is not None:
+            t.join(timeout=2.0)
+
+    # --- verbs (each one transaction) ---------------------------------------------------
+
+    def now(self) -> cf.Future:
+        """The database server's clock (epoch seconds): the clock of leases, timers and cron."""
+        return self._read(lambda tx: float(tx.c.flush(_NOW_SQL).fetchone()[0]))
+
+    def register(self, app_id: str, configs: list[dict]) -> cf.Future:
+        return self._write(ops.register, app_id, configs)
+
+    def ingest(self, events: list[dict], plan, match) -> cf.Future:
+        return self._write(ops.ingest, events, plan, match)
+
+    def create_runs(self, runs: list[NewRun]) -> cf.Future:
+        return self._write(ops.create_runs, runs)
+
+    def claim_runs(self, owner: str, functions_json: str, limit: int, lease: float) -> cf.Future:
+        return self._write(ops.claim, owner, functions_json, limit, lease)
+
+    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite, emit=None, plan=None, match=None) -> cf.Future:
+        return self._write(ops.checkpoint, run, lease, step, emit, plan, match)
+
+    def suspend_run(self, run: ClaimedRun, *, steps, waits, children, status: str, available_at: float,
+                    attempt_inc: int = 0, error: str | None = None, lease: float = 30.0) -> cf.Future:
+        return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
+
+    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
+                   emit=None, plan=None, match=None) -> cf.Future:
+        return self._write(ops.finish, run, status, output, error, reason, emit, plan, match)
+
+    def cancel_run(self, run_id: str, reason: str) -> cf.Future:
+        return self._write(ops.cancel, run_id, reason)
+
+    def heartbeat(self, worker: dict, lease: float) -> cf.Future:
+        return self._write(ops.heartbeat, worker, lease)
+
+    def remove_worker(self, worker_id: str) -> cf.Future:
+        return self._write(ops.remove_worker, worker_id)
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> cf.Future:
+        return self._write(ops.release, owner, run_ids)
+
+    def recover_leases(self) -> cf.Future:
+        return self._write(ops.recover)
+
+    def expire_runs(self, plan, match) -> cf.Future:
+        return self._write(ops.expire, plan, match)
+
+    def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
+        return self._write(ops.acquire_leadership, name, owner, ttl)
+
+    def release_leadership(self, name: str, owner: str) -> cf.Future:
+        return self._write(ops.release_leadership, name, owner)
+
+    def prune(self, older_than: float, limit: int = 1000) -> cf.Future:
+        return self._write(ops.prune, older_than, limit)
+
+    def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
+        return self._write(ops.fire_cron, function_id, expr, tz, make_run)
+
+    def dispatch(self, key: str, window: int, event: dict, plan, match) -> cf.Future:
+        return self._write(ops.dispatch, key, window, event, plan, match)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def read(self, name: str, /, *args: Any, **kwargs: Any) -> cf.Future:
+        """Run a read-only query function of ``reads`` by name."""
+        fn = getattr(reads, name)
+        return self._read(lambda tx: fn(tx, *args, **kwargs))
+
+
+def _migrate_txn(tx: PgTx, schema: str) -> list[int]:
+    c = tx.c
+    # One migrator at a time per schema (several workers may start together).
+    c.flush()
+    c.cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"durably-migrate {schema}"])
+    c.cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+    if c.cur.fetchone() is None:  # checked first: CREATE needs a privilege an existing schema does not
+        c.cur.execute(f'CREATE SCHEMA "{schema}"')
+    c.cur.execute(
+        "CREATE TABLE IF NOT EXISTS durably_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied_at double precision NOT NULL)"
+    )
+    c.cur.execute("SELECT version FROM durably_migrations")
+    done = {r[0] for r in c.cur.fetchall()}
+    applied = []
+    for version, name, sql in migrations("postgres"):
+        if version in done:
+            continue
+        c.cur.execute(sql)  # a parameterless script: may hold several statements
+        c.cur.execute("INSERT INTO durably_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                      (version, name, tx.now))
+        applied.append(version)
+    return applied
