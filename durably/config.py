@@ -45,6 +45,21 @@ class Settings(BaseSettings):
             raise ValueError("DURABLY_SQLITE_SYNCHRONOUS must be 'full' or 'normal'")
         return v
 
+    @field_validator("prune_after")
+    @classmethod
+    def _prune_after(cls, v: str | None) -> str | None:
+        if v is None or not str(v).strip():
+            return None
+        from .durations import parse_duration
+
+        try:
+            seconds = parse_duration(str(v).strip(), name="DURABLY_PRUNE_AFTER")
+        except Exception as exc:  # noqa: BLE001 - reported as a settings error
+            raise ValueError(str(exc)) from None
+        if seconds <= 0:
+            raise ValueError("DURABLY_PRUNE_AFTER must be a positive duration such as 30d")
+        return str(v).strip()
+
     @field_validator("lease_seconds")
     @classmethod
     def _lease(cls, v: float) -> float:

@@ -18,8 +18,13 @@ def collect(settings: Settings, store: Any = None) -> dict:
             from .store import open_store
 
             store = open_store(settings, migrate=False)
-        now = time.time()
+        try:
+            now = store.now().result()  # the store's clock: heartbeats and leases are on it
+        except Exception:  # noqa: BLE001 - reported by the read below
+            now = time.time()
         h = store.read("health", now, settings.lease_seconds).result()
+        for b in h["backlog"]:
+            b["alert"] = b["oldest_age_s"] > settings.backlog_alert_seconds
         report["store"] = {"ok": True, "dialect": store.dialect}
         report["workers"] = [{"id": w["id"], "host": w["host"], "pid": w["pid"], "concurrency": w["concurrency"],
                               "heartbeat_age_s": round(now - w["heartbeat_at"], 3)} for w in h["workers"]]

@@ -281,6 +281,12 @@ class SqliteStore:
     def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
         return self._write(ops.acquire_leadership, name, owner, ttl)
 
+    def release_leadership(self, name: str, owner: str) -> cf.Future:
+        return self._write(ops.release_leadership, name, owner)
+
+    def prune(self, older_than: float, limit: int = 1000) -> cf.Future:
+        return self._write(ops.prune, older_than, limit)
+
     def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz, make_run)
 

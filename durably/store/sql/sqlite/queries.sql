@@ -506,6 +506,12 @@ DELETE FROM durably_waits WHERE run_id IN (SELECT value FROM json_each(:ids));
 -- name: prune_run_slots
 DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
 
+-- name: prune_run_debounce
+DELETE FROM durably_debounce WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_run_batches
+DELETE FROM durably_batches WHERE run_id IN (SELECT value FROM json_each(:ids));
+
 -- name: prune_runs
 DELETE FROM durably_runs WHERE env = :env AND id IN (SELECT value FROM json_each(:ids));
 
