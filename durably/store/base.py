@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -22,7 +24,61 @@ PENDING = ("queued", "sleeping", "waiting")
 
 
 async def aw(fut: cf.Future) -> Any:
-    return await asyncio.wrap_future(fut)
+    """Await a store Future from async code.
+
+    Like ``asyncio.wrap_future``, but the results of one group commit reach the event loop
+    in one wake-up: each loop has one queue of settled futures and one pending hand-off.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        bridge = _bridges[loop]
+    except KeyError:
+        bridge = _bridges[loop] = _Bridge(loop)
+    except TypeError:  # a loop that cannot be weakly referenced
+        return await asyncio.wrap_future(fut)
+    afut = loop.create_future()
+    afut.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
+    fut.add_done_callback(lambda f: bridge.post(afut, f))
+    return await afut
+
+
+class _Bridge:
+    """Settles asyncio futures from concurrent ones, one loop wake-up per burst."""
+
+    __slots__ = ("loop", "settled", "scheduled", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.settled: deque = deque()
+        self.scheduled = False
+
+    def post(self, afut: asyncio.Future, fut: cf.Future) -> None:  # any thread
+        self.settled.append((afut, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop is closed: nobody awaits any more
+                pass
+
+    def drain(self) -> None:  # the loop's thread
+        self.scheduled = False
+        settled = self.settled
+        while settled:
+            afut, fut = settled.popleft()
+            if afut.done():
+                continue
+            if fut.cancelled():
+                afut.cancel()
+                continue
+            exc = fut.exception()
+            if exc is None:
+                afut.set_result(fut.result())
+            else:
+                afut.set_exception(exc)
+
+
+_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridge]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
