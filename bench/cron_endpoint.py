@@ -1,7 +1,7 @@
 """Cron endpoint latency: `durably server` as a subprocess on a fresh SQLite store (default,
-durable settings: synchronous=full), pinged over loopback HTTP with keep-alive.
+durable settings: synchronous=full unless --synchronous normal), pinged over loopback HTTP with keep-alive.
 
-    python bench/cron_endpoint.py [--pings 200] [--window 60]
+    python bench/cron_endpoint.py [--pings 200] [--window 60] [--synchronous full|normal]
 
 Two cases, each --pings requests, timed at the client from request to full response:
 - "first ping": every ping names a new event, so each is the first of its window: it
@@ -65,13 +65,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pings", type=int, default=200)
     p.add_argument("--window", type=int, default=60)
+    p.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                   help="DURABLY_SQLITE_SYNCHRONOUS of the server (full: the durable default)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         db_url = f"sqlite:///{d}/durably.db"
         register(db_url, args.pings)
         port = free_port()
         env = dict(os.environ, DURABLY_DATABASE_URL=db_url, DURABLY_ENV="production", CRON_SECRET=SECRET,
-                   DURABLY_EVENT_KEY="bench-event-key", DURABLY_ADMIN_TOKEN="bench-admin-token")
+                   DURABLY_EVENT_KEY="bench-event-key", DURABLY_ADMIN_TOKEN="bench-admin-token",
+                   DURABLY_SQLITE_SYNCHRONOUS=args.synchronous)
         server = subprocess.Popen([sys.executable, "-m", "durably", "server", "--port", str(port)], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{port}"
@@ -110,7 +113,9 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
-    print(f"cron endpoint, SQLite synchronous=full, {args.pings} sequential pings each, keep-alive:")
+    load = os.getloadavg()[0]
+    print(f"cron endpoint, SQLite synchronous={args.synchronous}, {args.pings} sequential pings each, keep-alive, "
+          f"load average {load:.2f} on {os.cpu_count()} CPUs:")
     for name, (ms, statuses) in results.items():
         print(f"  {name:22s} {percentiles(ms)}  statuses {sorted(statuses)}")
 
