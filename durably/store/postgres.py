@@ -444,6 +444,10 @@ class PostgresStore:
 
         return unsubscribe
 
+    def wake(self) -> None:
+        """Tell this process's workers that runs may be ready."""
+        self._notify()
+
     def _notify(self) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
@@ -459,6 +463,7 @@ class PostgresStore:
 
     def _listen(self, ready: threading.Event) -> None:
         delay = 0.1
+        first = True
         while not self._closed.is_set():
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
@@ -474,7 +479,9 @@ class PostgresStore:
                 conn.execute(f"LISTEN {self.channel}")
                 ready.set()
                 delay = 0.1
-                self._notify()  # anything committed while we were not listening
+                if not first:
+                    self._notify()  # anything committed while we were not listening
+                first = False
                 while not self._closed.is_set():
                     own = self._wconn.backend_pid if self._wconn is not None else None
                     for n in conn.notifies(timeout=0.5):
