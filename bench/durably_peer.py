@@ -7,9 +7,9 @@ bench/README.md). The driver imports this module as its adapter; each worker pro
 META = {
     "name": "durably",
     "requirements": ["-e", "$DURABLY_SRC"],
-    # PostgreSQL joins these lists once durably.store.postgres exists.
-    "workloads": {"w1": ["sqlite"], "w2": ["sqlite"], "w3": ["sqlite"]},
-    "config": "default durable settings (SQLite WAL synchronous=FULL); enqueue with one app.send "
+    "workloads": {"w1": ["sqlite", "postgres"], "w2": ["sqlite", "postgres"], "w3": ["sqlite", "postgres"]},
+    "config": "default durable settings (SQLite WAL synchronous=FULL; PostgreSQL synchronous_commit as the "
+              "server has it, on); enqueue with one app.send "
               "of a list (one transaction); each worker process = `durably worker durably_peer:app "
               "--concurrency 8` (asyncio tasks, scheduler on); a W1 job is an async function with no "
               "steps, a W2 run an async function with 3 ctx.step.run checkpoints",

@@ -80,6 +80,7 @@ class Worker:
         self._busy = 0  # bodies executing (slots taken)
         self._ahead: deque[tuple[ClaimedRun, float]] = deque()  # claimed ahead: (run, monotonic at claim)
         self._avg_run = 1.0  # moving average of body durations (seconds); pessimistic until measured
+        self._idle = False  # nothing running or claimed ahead: the store may claim for us on commit
         self.started = None  # set once claiming has begun
 
     def info(self) -> dict:
@@ -109,9 +110,25 @@ class Worker:
                 loop.call_soon_threadsafe(on_poke)
 
         unsubscribe = store.subscribe(poke)
+        functions = dumps(sorted(fid for fid in app.functions))
+
+        def want() -> int:  # the store's writer thread, inside a transaction that made runs ready
+            if not self._idle:
+                return 0
+            self._idle = False
+            return self.concurrency
+
+        def accept(runs: list[ClaimedRun]) -> None:
+            at = time.monotonic()
+            self._ahead.extend((run, at) for run in runs)
+            self._fill()
+            wake.set()
+
+        handoff = getattr(store, "handoff", None)
+        no_handoff = handoff(self.id, functions, self.lease, want,
+                             lambda runs: loop.call_soon_threadsafe(accept, runs)) if handoff else None
         pool = ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="durably-run")
         self._pool = pool
-        functions = dumps(sorted(fid for fid in app.functions))
         side = [asyncio.create_task(self._heartbeat(stop), name="durably-heartbeat")]
         if self.with_scheduler:
             side.append(asyncio.create_task(Scheduler(app).run(stop), name="durably-scheduler"))
@@ -150,14 +167,20 @@ class Worker:
                     if next_at is not None:
                         timeout = min(timeout, max(0.0, next_at - now) + 0.001)
                 if not wake.is_set():
+                    self._idle = self._busy == 0 and not self._ahead
                     timer = loop.call_later(timeout, wake.set)
                     await wake.wait()
                     timer.cancel()
+                    self._idle = False
                 wake.clear()
         finally:
             stop_waiter.cancel()
+            self._idle = False
+            if no_handoff is not None:
+                no_handoff()
             unsubscribe()
             await self._hand_back(list(self._ahead))
+            await self._hand_back(list(self._ahead))  # any handed to us by a commit in flight meanwhile
             await self._drain(pool)
             for t in side:
                 t.cancel()

@@ -10,6 +10,7 @@ watching ``PRAGMA data_version``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import os
 import sqlite3
 import threading
@@ -25,9 +26,11 @@ from .writer import BatchWriter
 
 BUSY_TIMEOUT_MS = 30_000
 
+log = logging.getLogger("durably.store")
+
 
 class SqliteTx:
-    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke", "_status")
+    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke", "_status", "handed")
 
     def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
                  clock: Callable[[], float] = time.time):
@@ -36,6 +39,7 @@ class SqliteTx:
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
+        self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
 
     def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
         """Status blobs are written once per (tenant, function), just before the commit:
@@ -104,6 +108,7 @@ class SqliteStore:
         self.q = load("sqlite")
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
+        self._handoffs: list[tuple] = []
         self._local = threading.local()
         self._readers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="durably-sqlite-read")
         self._watch_thread: threading.Thread | None = None
@@ -112,7 +117,7 @@ class SqliteStore:
             name="sqlite", connect=self._connect, begin=self._begin,
             commit=lambda c: c.execute("COMMIT"), rollback=lambda c: c.execute("ROLLBACK") if c.in_transaction else None,
             savepoint=lambda c, s: c.execute(s), is_retryable=_retryable, translate=_translate,
-            on_commit=self._after_commit, before_commit=SqliteTx.flush_status,
+            on_commit=self._after_commit, before_commit=self._before_commit,
         )
 
     # --- connections --------------------------------------------------------------------
@@ -197,7 +202,52 @@ class SqliteStore:
             except Exception:  # noqa: BLE001
                 pass
 
+    def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
+                deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
+        """Claim for an idle worker of this process inside the transaction that made runs
+        ready (a send, a finished run waking another): the run starts after one commit,
+        not two. ``want()`` (called on the writer thread) says how many runs to claim;
+        ``deliver(runs)`` receives them after the commit. Returns the unregister call."""
+        entry = (owner, functions, lease, want, deliver)
+        with self._listeners_lock:
+            self._handoffs.append(entry)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                if entry in self._handoffs:
+                    self._handoffs.remove(entry)
+
+        return remove
+
+    def _before_commit(self, tx: SqliteTx) -> None:
+        if tx.woke and self._handoffs:
+            with self._listeners_lock:
+                handoffs = list(self._handoffs)
+            for owner, functions, lease, want, deliver in handoffs:
+                n = want()
+                if n <= 0:
+                    continue
+                tx.conn.execute("SAVEPOINT handoff")
+                try:
+                    runs = ops.claim(tx, owner, functions, n, lease)[0]
+                except Exception as exc:  # noqa: BLE001 - a claim of convenience: the worker claims itself
+                    tx.conn.execute("ROLLBACK TO handoff")
+                    tx.conn.execute("RELEASE handoff")
+                    if _retryable(exc):
+                        raise
+                    log.warning("claim for an idle worker failed: %s", exc)
+                    continue
+                tx.conn.execute("RELEASE handoff")
+                if runs:
+                    tx.handed = (tx.handed or []) + [(deliver, runs)]
+        tx.flush_status()
+
     def _after_commit(self, tx: SqliteTx) -> None:
+        for deliver, runs in tx.handed or ():
+            try:
+                deliver(runs)
+            except Exception:  # noqa: BLE001 - their leases expire and they run elsewhere
+                log.exception("could not hand claimed runs to the worker")
         if tx.woke:
             self._notify()
 
