@@ -81,11 +81,15 @@ def test_cron_fires_once_per_tick_with_two_schedulers(store_url, tmp_path, procs
                  timeout=30, what="two more 2-second ticks")  # both schedulers have had their chances
         for w in workers:
             assert procs.stop(w) == 0, procs.log(w)
+        ended = time.time()
         hourly = runs_of(app, function_id="hourly")
-        missed = [r for r in hourly if _tick_of(r) <= restart]
-        assert len(missed) == 1, [r["event"]["data"]["tick"] for r in hourly]  # once, not once per missed hour
-        assert _tick_of(missed[0]) == (restart // 3600) * 3600  # the latest tick that was due
+        ticks = sorted(_tick_of(r) for r in hourly)
+        if restart // 3600 == ended // 3600:
+            # Five missed hours fire once, for the latest tick that was due.
+            assert ticks == [(restart // 3600) * 3600], [r["event"]["data"]["tick"] for r in hourly]
+        else:  # an hour began during the test: that tick may have come first, or fired as well
+            assert len(ticks) in (1, 2) and len(set(ticks)) == len(ticks) and ticks[-1] == (ended // 3600) * 3600
         assert Counter(w for _, w, _, _ in effects(side) if w.startswith("hourly:")) == {
-            "hourly:" + missed[0]["event"]["data"]["tick"]: 1}
+            "hourly:" + r["event"]["data"]["tick"]: 1 for r in hourly}
     finally:
         app.close()
