@@ -54,6 +54,7 @@ class Execution:
         self._replayed = 0
         self._seq = max((s["seq"] for s in run.steps), default=-1) + 1
         self._ids: dict[str, int] = {}
+        self._used: set[str] = set()
         self._mono = time.monotonic()
         self.current_step = _current_step
         self.current_attempt = _current_attempt
@@ -80,8 +81,13 @@ class Execution:
         if not isinstance(id, str) or not id:
             raise InvalidInput(f"a step id must be a non-empty string, got {id!r}")
         n = self._ids.get(id, 0)
+        sid = id if n == 0 else f"{id}:{n}"
+        while sid in self._used:  # an explicit id such as "item:1" took this name already
+            n += 1
+            sid = f"{id}:{n}"
         self._ids[id] = n + 1
-        return id if n == 0 else f"{id}:{n}"
+        self._used.add(sid)
+        return sid
 
     def _lookup(self, sid: str, kind: str) -> dict | None:
         m = self.memo.get(sid)
@@ -223,7 +229,8 @@ class Execution:
         expires = now + parse_duration(timeout, name="wait_for_event timeout") if timeout is not None else None
         self.pending_steps.append(StepWrite(sid, "wait", "waiting", seq, 0, None, None, None, now, None, expires))
         self.waits.append(WaitWrite(sid, "wait", event, path,
-                                    flow.match_value(self.run.event, path) if path else None, if_, expires))
+                                    flow.match_value(self.run.event, path) if path else None, if_, expires,
+                                    since=now))
         self.wake_times.append(expires)
         raise Interrupt()
 

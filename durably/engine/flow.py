@@ -129,7 +129,10 @@ def match(wait: dict, event: dict) -> bool:
     from ..jsonutil import loads
 
     if wait.get("match_path"):
-        if get_path(event, wait["match_path"]) != loads(wait["match_value"]):
+        expected = loads(wait["match_value"])
+        if expected is None:  # the trigger event has no such field: nothing can match it
+            return False
+        if get_path(event, wait["match_path"]) != expected:
             return False
     if wait.get("if_expr"):
         trigger = loads(wait["event"]) if isinstance(wait.get("event"), str) else wait.get("event")

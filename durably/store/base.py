@@ -161,6 +161,7 @@ class WaitWrite:
     match_value: str | None  # JSON text
     if_expr: str | None
     expires_at: float | None
+    since: float | None = None  # store time the wait began: events received since then count
 
 
 @dataclass

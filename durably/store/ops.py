@@ -321,7 +321,12 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
     _fence(tx, run, lease)
     for s in steps:
         _write_step(tx, run.id, s)
+    early = []
     for w in waits:
+        hit = _received_since(tx, run, w)
+        if hit is not None:  # the event came between wait_for_event() and this commit
+            early.append((w.step_id, hit))
+            continue
         tx.exec("insert_wait", env=tx.env, run_id=run.id, step_id=w.step_id, kind=w.kind, event_name=w.event_name,
                 match_path=w.match_path, match_value=w.match_value, if_expr=w.if_expr, expires_at=w.expires_at,
                 now=tx.now)
@@ -331,10 +336,28 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
     tx.exec("suspend_run", run_id=run.id, lease_gen=run.lease_gen, status=status,
             available_at=max(available_at, tx.now) if status == "queued" else available_at,
             attempt_inc=attempt_inc, error=error)
+    for step_id, event in early:
+        tx.exec("resolve_step", run_id=run.id, step_id=step_id, status="completed", output=dumps(event), error=None,
+                now=tx.now)
+        tx.exec("wake_run", run_id=run.id, now=tx.now)
     tx.woke = True
     if tx.status_in_store and status == "queued" and attempt_inc:
         _status(tx, run.tenant, run.function_id, "retrying", run.id, run.started_at, None, run.attempt + attempt_inc,
                 loads(error) if error else None)
+
+
+def _received_since(tx: Tx, run: ClaimedRun, w: WaitWrite) -> dict | None:
+    """The first event matching a wait that arrived after the wait began but before it was stored."""
+    if w.kind != "wait" or w.since is None:
+        return None
+    from ..engine.flow import match
+
+    wait = {"match_path": w.match_path, "match_value": w.match_value, "if_expr": w.if_expr, "event": run.event}
+    for row in tx.all("events_since", env=tx.env, name=w.event_name, since=w.since):
+        event = loads(row["data"])
+        if match(wait, event):
+            return event
+    return None
 
 
 def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str,

@@ -117,3 +117,11 @@ def test_match_without_conditions_takes_any():
 def test_match_accepts_a_decoded_trigger():
     w = {"match_path": None, "match_value": None, "if_expr": "async.data.k == event.data.k", "event": ev(k=1)}
     assert match(w, {"data": {"k": 1}})
+
+
+def test_match_on_a_field_the_trigger_lacks_matches_nothing():
+    from durably.engine.flow import match, match_value
+
+    wait = {"match_path": "data.userId", "match_value": match_value({"data": {}}, "data.userId"), "if_expr": None}
+    assert not match(wait, {"name": "x", "data": {}})
+    assert not match(wait, {"name": "x", "data": {"userId": None}})

@@ -531,3 +531,11 @@ SELECT CAST(floor((finished_at - CAST(:since AS double precision)) / 60) AS inte
        COUNT(*) AS n FROM durably_runs
 WHERE env = :env AND finished_at >= :since AND status IN ('completed', 'failed', 'cancelled')
 GROUP BY bucket, status;
+
+-- name: events_since
+-- Events of a name received since :since, oldest first: a wait stored a moment after it began
+-- still sees an event that arrived in between.
+SELECT data FROM durably_events
+WHERE env = :env AND name = :name AND received_at >= :since
+ORDER BY received_at, id
+LIMIT 1000;

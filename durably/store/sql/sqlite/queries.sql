@@ -539,3 +539,11 @@ DELETE FROM durably_dispatches WHERE env = :env AND (key, window_start) IN (
 
 -- name: prune_workers
 DELETE FROM durably_workers WHERE env = :env AND heartbeat_at < :before;
+
+-- name: events_since
+-- Events of a name received since :since, oldest first: a wait stored a moment after it began
+-- still sees an event that arrived in between.
+SELECT data FROM durably_events
+WHERE env = :env AND name = :name AND received_at >= :since
+ORDER BY received_at, id
+LIMIT 1000;
