@@ -252,7 +252,7 @@ class _Conn:
 class PgTx:
     """An open transaction: named statements, the store's clock, the env."""
 
-    __slots__ = ("c", "q", "env", "_now", "status_in_store", "woke", "_status")
+    __slots__ = ("c", "q", "env", "_now", "status_in_store", "woke", "_status", "handed")
 
     def __init__(self, c: _Conn, q: dict, env: str, status_in_store: bool, now: float | None = None):
         self.c, self.q, self.env = c, q, env
@@ -260,6 +260,7 @@ class PgTx:
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
+        self.handed: list | None = None
 
     def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
         """Status blobs are written once per (tenant, function), just before the commit:
@@ -324,6 +325,7 @@ class PostgresStore:
         digest = hashlib.sha1(f"{self.schema}\0{env}".encode()).hexdigest()[:20]
         self.channel = f"durably_{digest}"
         self._listeners: list[Callable[[], None]] = []
+        self._handoffs: list[tuple] = []
         self._listeners_lock = threading.Lock()
         self._closed = threading.Event()
         self._listen_thread: threading.Thread | None = None
@@ -332,7 +334,7 @@ class PostgresStore:
         self._writer = BatchWriter(
             name="postgres", connect=self._connect, begin=self._begin, commit=self._commit,
             rollback=self._rollback, savepoint=self._savepoint, is_retryable=_retryable, translate=self._translate,
-            on_commit=self._after_commit, before_commit=PgTx.flush_status,
+            on_commit=self._after_commit, before_commit=self._before_commit,
         )
         self._pool = ConnectionPool(self.conninfo, min_size=1, max_size=readers, open=False,
                                     kwargs={"autocommit": True}, name="durably-read", timeout=15.0,
@@ -457,7 +459,51 @@ class PostgresStore:
             except Exception:  # noqa: BLE001
                 pass
 
+    def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
+                deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
+        """Claim for an idle worker of this process inside the transaction that made runs
+        ready (a send, a finished run waking another): the run starts after one commit,
+        not two. ``want()`` (called on the writer thread) says how many runs to claim;
+        ``deliver(runs)`` receives them after the commit. Returns the unregister call."""
+        entry = (owner, functions, lease, want, deliver)
+        with self._listeners_lock:
+            self._handoffs.append(entry)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                if entry in self._handoffs:
+                    self._handoffs.remove(entry)
+
+        return remove
+
+    def _before_commit(self, tx: PgTx) -> None:
+        if tx.woke and self._handoffs:
+            with self._listeners_lock:
+                handoffs = list(self._handoffs)
+            for owner, functions, lease, want, deliver in handoffs:
+                n = want()
+                if n <= 0:
+                    continue
+                tx.c.pending.append("SAVEPOINT handoff")
+                try:
+                    runs = ops.claim(tx, owner, functions, n, lease)[0]
+                except Exception as exc:  # noqa: BLE001 - a claim of convenience: the worker claims itself
+                    tx.c.pending += ["ROLLBACK TO handoff", "RELEASE handoff"]
+                    if _retryable(exc):
+                        raise
+                    log.warning("claim for an idle worker failed: %s", exc)
+                    continue
+                tx.c.pending.append("RELEASE handoff")
+                if runs:
+                    tx.handed = (tx.handed or []) + [(deliver, runs)]
+        tx.flush_status()
+
     def _after_commit(self, tx: PgTx) -> None:
+        for deliver, runs in tx.handed or ():
+            try:
+                deliver(runs)
+            except Exception:  # noqa: BLE001 - their leases expire and they run elsewhere
+                log.exception("could not hand claimed runs to the worker")
         if tx.woke:
             self._notify()  # this process's own workers: no need to wait for the round trip
 
@@ -533,6 +579,8 @@ class PostgresStore:
         return self._write(ops.create_runs, runs)
 
     def claim_runs(self, owner: str, functions_json: str, limit: int, lease: float) -> cf.Future:
+        # Claims commit durably like everything else: a claim lost in a server crash could
+        # give its fencing token to a second worker, and two workers would hold one lease.
         return self._write(ops.claim, owner, functions_json, limit, lease)
 
     def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite, emit=None, plan=None, match=None) -> cf.Future:
