@@ -348,6 +348,7 @@ def health(as_json: bool = typer.Option(False, "--json")) -> None:
         raise typer.Exit(1)
 
 
+
 @cli.command()
 def server(
     host: str = typer.Option("127.0.0.1", "--host", envvar="DURABLY_HOST", show_envvar=True, help="HTTP host."),
