@@ -476,7 +476,10 @@ def prune(
 
 def main() -> None:
     try:
-        cli(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a typer.Exit.
+        code = cli(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(1)
