@@ -308,12 +308,18 @@ def functions(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @cli.command()
 def status(tenant: str = typer.Argument(...), function: str = typer.Argument(...)) -> None:
-    """The status blob of (tenant, function)."""
-    store = open_store()
-    try:
-        blob = store.read("get_status", tenant, function).result()
-    finally:
-        store.close()
+    """The status blob of (tenant, function) (from Redis when DURABLY_REDIS_URL is set)."""
+    s = settings()
+    if s.redis_url:
+        from .status import read_redis_blob
+
+        blob = read_redis_blob(s.redis_url, env=s.env, template=s.status_key, tenant=tenant, function_id=function)
+    else:
+        store = open_store()
+        try:
+            blob = store.read("get_status", tenant, function).result()
+        finally:
+            store.close()
     if blob is None:
         raise NotFound(f"no status for tenant {tenant!r} and function {function!r}")
     _print_json(blob)

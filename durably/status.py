@@ -178,3 +178,19 @@ def _safe_redis_url(url: str) -> str:
     p = urlsplit(url)
     host = p.netloc.rsplit("@", 1)[-1]
     return urlunsplit((p.scheme, host, p.path, "", ""))
+
+
+def read_redis_blob(url: str, *, env: str, template: str, tenant: str, function_id: str) -> dict | None:
+    """The blob of (tenant, function) in Redis; StoreUnavailable if Redis cannot be reached."""
+    import redis
+
+    from .errors import StoreUnavailable
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        raw = client.get(redis_key(template, env, tenant or "global", function_id))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis at {_safe_redis_url(url)} is unreachable: {exc}") from None
+    finally:
+        client.close()
+    return orjson.loads(raw) if raw is not None else None

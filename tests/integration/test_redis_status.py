@@ -116,3 +116,26 @@ def test_failed_and_retrying_blobs_go_to_redis(app_factory, redis_server):
         final = wait_for(lambda: (lambda b: b if b and b["status"] == "failed" else None)(_get(redis_server, key)), 10,
                          what="the failed blob")
     assert final["runId"] == rid and "boom 2" in final["lastError"] and final["attempt"] == 1
+
+
+def test_status_cli_reads_redis(app_factory, redis_server, store_url):
+    from tests.helpers import cli_env, run_cli
+
+    app = app_factory(redis_url=redis_server.url)
+
+    @app.function(id="job", trigger=durably.on_event("go"))
+    async def job(ctx):
+        return 1
+
+    with running_worker(app):
+        rid = app.send(durably.Event("go")).runs[0]
+        wait_run(app, rid)
+        wait_for(lambda: (_get(redis_server, "durably:test:job:v1:global:job") or {}).get("status") == "completed", 10,
+                 what="the final blob")
+    env = cli_env(store_url, DURABLY_REDIS_URL=redis_server.url)
+    r = run_cli(["status", "global", "job"], env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["runId"] == rid
+    redis_server.kill()
+    r = run_cli(["status", "global", "job"], env)
+    assert r.returncode == 1 and r.stderr.startswith("error: Redis at ") and len(r.stderr.strip().splitlines()) == 1
