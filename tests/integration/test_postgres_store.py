@@ -5,6 +5,7 @@ LISTEN/NOTIFY wake-ups, lost connections, locks on read-then-write decisions."""
 from __future__ import annotations
 
 import inspect
+import time
 import re
 import sqlite3
 import threading
@@ -360,3 +361,36 @@ def test_debounce_takes_every_event_across_concurrent_transactions(pg_apps):
     for t in threads:
         t.join(60)
     assert len(runs) == 1  # twenty concurrent events, one debounced run
+
+
+def test_a_postgres_outage_mid_run_is_ridden_out(pg_url):
+    """PostgreSQL unreachable for a few seconds while a run is between two steps: the
+    writer reconnects, the worker and its LISTEN connection come back, the run completes."""
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(5432)
+    proxy.start()
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    assert url != pg_url
+    app = make_app(url, "outage")
+    gate = threading.Event()
+    try:
+        @app.function(id="two", trigger=durably.on_event("two"))
+        async def two(ctx):
+            await ctx.step.run("first", lambda: gate.wait(20))
+            return await ctx.step.run("second", lambda: "done")
+
+        with running_worker(app):
+            rid = app.send(durably.Event("two")).runs[0]
+            wait_for(lambda: app.store.read("get_run", rid).result()["status"] == "running", 10, what="the run to start")
+            proxy.cut()
+            gate.set()  # the first step ends while the store is unreachable: its checkpoint waits
+            time.sleep(3)  # an outage of a few seconds (the point of the test, not a synchronization)
+            proxy.start()
+            assert wait_run(app, rid, timeout=30)["output"] == "done"
+            # And the worker goes on taking new work.
+            rid2 = app.send(durably.Event("two")).runs[0]
+            assert wait_run(app, rid2, timeout=30)["status"] == "completed"
+    finally:
+        app.close()
+        proxy.cut()
