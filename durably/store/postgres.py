@@ -398,26 +398,34 @@ class PostgresStore:
         return self._writer.submit(fn, *args)
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        def once() -> Any:
+            with self._pool.connection() as raw:
+                c = _Conn.wrap(raw)
+                # One snapshot for the whole read (a run and its steps agree).
+                c.pending = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
+                tx = PgTx(c, self.q, self.env, self.status_in_store)
+                try:
+                    return fn(tx, *args)
+                finally:
+                    if c.pending:
+                        c.pending = []
+                    elif not raw.broken and raw.info.transaction_status != _IDLE:
+                        raw.execute("ROLLBACK")
+
         def run() -> Any:
-            try:
-                with self._pool.connection() as raw:
-                    c = _Conn.wrap(raw)
-                    # One snapshot for the whole read (a run and its steps agree).
-                    c.pending = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
-                    tx = PgTx(c, self.q, self.env, self.status_in_store)
-                    try:
-                        return fn(tx, *args)
-                    finally:
-                        if c.pending:
-                            c.pending = []
-                        elif raw.info.transaction_status != _IDLE:
-                            raw.execute("ROLLBACK")
-            except DurablyError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, psycopg.Error) or type(exc).__module__.startswith("psycopg_pool"):
-                    raise self._translate(exc) from None
-                raise
+            for attempt in (1, 2):
+                try:
+                    return once()
+                except DurablyError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    # A pooled connection the server dropped (restart, idle timeout) fails on
+                    # first use; the pool discards it, and the read runs again on a fresh one.
+                    if attempt == 1 and isinstance(exc, psycopg.OperationalError) and _retryable(exc):
+                        continue
+                    if isinstance(exc, psycopg.Error) or type(exc).__module__.startswith("psycopg_pool"):
+                        raise self._translate(exc) from None
+                    raise
 
         try:
             return self._readers.submit(run)

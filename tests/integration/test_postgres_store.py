@@ -394,3 +394,16 @@ def test_a_postgres_outage_mid_run_is_ridden_out(pg_url):
     finally:
         app.close()
         proxy.cut()
+
+
+def test_a_lost_read_connection_is_replaced(pg_url):
+    store = PostgresStore(pg_url, env="test", readers=1)
+    try:
+        assert store.ping().result()
+        dsn, schema = split_url(pg_url)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                         "AND pid <> %s AND pid <> pg_backend_pid()", [f"durably {schema}", store._wconn.backend_pid])
+        assert store.ping().result()  # the pooled connection was dead: the read ran again on a new one
+    finally:
+        store.close()
