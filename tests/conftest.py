@@ -1,11 +1,10 @@
 """Fixtures. ``store_url`` is parametrized over every store: SQLite (a fresh file) and
-PostgreSQL (a fresh schema) once the PostgreSQL store exists. In CI (``CI=true``) an
+PostgreSQL (a fresh, migrated schema named on the URL; see tests/pg.py). In CI (``CI=true``) an
 unreachable PostgreSQL or Redis is an error, never a skip."""
 
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
