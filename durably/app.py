@@ -62,7 +62,6 @@ class App:
         self._lock = threading.Lock()
         self.clock: Callable[[], float] = time.time  # the store's clock (a test may control it)
         self._observers: list[Any] = []  # e.g. the HTTP API's metrics (status_sink_failed)
-        self._status_sink = None
 
     # --- configuration -------------------------------------------------------------------
 
@@ -94,13 +93,13 @@ class App:
                 if self._store is None:
                     from .store import open_store
 
-                    self._store = open_store(self.settings, clock=None if self.clock is time.time else self.clock)
+                    store = open_store(self.settings, clock=None if self.clock is time.time else self.clock)
+                    if store.status_sink is not None:
+                        store.status_sink.on_error = lambda exc: self._status_sink_failed("redis", exc)
+                    self._store = store
         return self._store
 
     def close(self) -> None:
-        if self._status_sink is not None:
-            self._status_sink.close()
-            self._status_sink = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -244,44 +243,14 @@ class App:
         asyncio.run(main())
 
     # --- status blobs outside the store (Redis) -----------------------------------------------
-    # With DURABLY_REDIS_URL the store keeps no status blobs (ops write them only when
-    # status_in_store); the engine hands them to the Redis sink after each state change has
-    # committed. The sink never blocks nor fails a run (see status.RedisStatusSink).
+    # With DURABLY_REDIS_URL the store keeps no status blobs: every transaction that starts or
+    # ends a run hands its blob to the store's Redis sink once committed, whichever process
+    # commits it (worker, API server, CLI). The sink never blocks nor fails a run.
 
     @property
     def status_sink(self):
         """The Redis status sink, or None when blobs live in the store."""
-        if self._status_sink is None and self.settings.redis_url:
-            with self._lock:
-                if self._status_sink is None:
-                    from .status import RedisStatusSink
-
-                    self._status_sink = RedisStatusSink(
-                        self.settings.redis_url, env=self.settings.env, template=self.settings.status_key,
-                        on_error=lambda exc: self._status_sink_failed("redis", exc))
-        return self._status_sink
-
-    def _publish_status(self, run: Any, status: str, started_at: float | None, finished_at: float | None,
-                        attempt: int, error: Any) -> None:
-        sink = self.status_sink
-        if sink is None:
-            return
-        from .status import blob
-
-        sink.put(run.tenant, run.function_id, blob(status, run.id, started_at, finished_at, attempt, error))
-
-    def _run_started(self, run: Any) -> None:
-        """Hook when a claimed run starts executing."""
-        self._publish_status(run, "running", run.started_at, None, run.attempt, None)
-
-    def _run_retrying(self, run: Any, attempt: int, error: Any) -> None:
-        """Hook after a failed run attempt was scheduled for a retry."""
-        self._publish_status(run, "retrying", run.started_at, None, attempt, error)
-
-    def _run_finished(self, run: Any, status: str, *, finished_at: float | None = None, error: Any = None) -> None:
-        """Hook after a run ends (status sinks outside the store, metrics)."""
-        self._publish_status(run, status, run.started_at, finished_at if finished_at is not None else self.clock(),
-                             run.attempt, error)
+        return self.store.status_sink if self.settings.redis_url else None
 
     def _status_sink_failed(self, sink: str, exc: BaseException) -> None:
         """Hook for a status sink outside the store (Redis) whose write failed: counted in metrics."""

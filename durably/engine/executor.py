@@ -335,12 +335,11 @@ class Execution:
         except InvalidInput as exc:
             return await self._fail(error_dict(exc), "non_retriable")
         try:
-            fin = await aw(self.store.finish_run(self.run, status="completed", output=output, error=None,
-                                                 reason="completed"))
+            await aw(self.store.finish_run(self.run, status="completed", output=output, error=None,
+                                           reason="completed"))
         except LeaseLost as exc:
             log.info("%s", exc)
             return "lease_lost"
-        self.app._run_finished(self.run, "completed", finished_at=(fin or {}).get("finished_at"))
         return "completed"
 
     async def _body_failed(self, exc: BaseException) -> str:
@@ -356,7 +355,6 @@ class Execution:
                                             lease=self.lease))
         except LeaseLost:
             return "lease_lost"
-        self.app._run_retrying(self.run, self.run.attempt + 1, err)
         return "retry"
 
     async def _suspend(self) -> str:
@@ -386,13 +384,11 @@ class Execution:
                   err.get("name"), err.get("message"))
         failed = failure_event(self.run.function_id, self.run.id, reason, err, self.run.event)
         try:
-            fin = await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err),
-                                                 reason=reason, emit=[failed], plan=self.app.planner,
-                                                 match=flow.match))
+            await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err),
+                                           reason=reason, emit=[failed], plan=self.app.planner, match=flow.match))
         except LeaseLost as exc:
             log.info("%s", exc)
             return "lease_lost"
-        self.app._run_finished(self.run, "failed", finished_at=(fin or {}).get("finished_at"), error=err)
         return "failed"
 
 

@@ -25,6 +25,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import DurablyError
 from ..ids import new_id
 from ..jsonutil import dumps
 from ..store.base import ClaimedRun, aw
@@ -81,6 +82,9 @@ class Worker:
         self._ahead: deque[tuple[ClaimedRun, float]] = deque()  # claimed ahead: (run, monotonic at claim)
         self._avg_run = 1.0  # moving average of body durations (seconds); pessimistic until measured
         self._idle = False  # nothing running or claimed ahead: the store may claim for us on commit
+        self._outage_since: float | None = None  # the store has been unreachable since (monotonic)
+        self._outage_logged = 0.0
+        self._outage_backoff = 0.0
         self.started = None  # set once claiming has begun
 
     def info(self) -> dict:
@@ -120,7 +124,7 @@ class Worker:
 
         def accept(runs: list[ClaimedRun]) -> None:
             at = time.monotonic()
-            self._ahead.extend((run, at) for run in runs)
+            self._ahead.extend((run, at if run.mono is None else run.mono) for run in runs)
             self._fill()
             wake.set()
 
@@ -158,7 +162,16 @@ class Worker:
                     # Taken before the claim, so a run's clock (read by the store during the
                     # claim) carried forward from here never runs behind the store's.
                     at = time.monotonic()
-                    runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
+                    try:
+                        runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
+                    except DurablyError as exc:  # the store is unreachable: keep trying, never exit
+                        outage = self._store_down(exc)
+                        timer = loop.call_later(outage, wake.set)
+                        await wake.wait()
+                        timer.cancel()
+                        wake.clear()
+                        continue
+                    self._store_up()
                     for run in runs:
                         self._ahead.append((run, at))
                     self._fill()
@@ -191,6 +204,27 @@ class Worker:
                 pass
             pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
+
+    def _store_down(self, exc: BaseException) -> float:
+        """Log an outage once (then every minute), and say how long to wait before trying again."""
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            self._outage_logged = now
+            log.error("worker %s: the store is unreachable (%s); retrying", self.id, exc)
+        elif now - self._outage_logged > 60:
+            self._outage_logged = now
+            log.error("worker %s: the store is still unreachable after %.0fs (%s)", self.id,
+                      now - self._outage_since, exc)
+        self._outage_backoff = min(max(self._outage_backoff * 2, 0.1), 5.0)
+        return self._outage_backoff
+
+    def _store_up(self) -> None:
+        if self._outage_since is not None:
+            log.warning("worker %s: the store is reachable again after %.1fs", self.id,
+                        time.monotonic() - self._outage_since)
+            self._outage_since = None
+        self._outage_backoff = 0.0
 
     def _fill(self) -> None:
         """Start runs claimed ahead while slots are free."""
@@ -228,7 +262,6 @@ class Worker:
                         len(claimed), exc)
 
     def _start(self, run: ClaimedRun) -> None:
-        self.app._run_started(run)
         fdef = self.app.functions.get(run.function_id)
         ex = Execution(self.app, fdef, run, pool=self._pool, lease=self.lease)  # type: ignore[arg-type]
         self._busy += 1

@@ -26,6 +26,10 @@ def open_store(settings: Settings, *, migrate: bool = True, clock=None):
         store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store)
     else:
         raise ConfigError(f"DURABLY_DATABASE_URL {url!r}: use sqlite:///path or postgresql://...")
+    if settings.redis_url:
+        from ..status import RedisStatusSink
+
+        store.status_sink = RedisStatusSink(settings.redis_url, env=settings.env, template=settings.status_key)
     if migrate:
         store.migrate().result()
     return store

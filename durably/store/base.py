@@ -135,6 +135,7 @@ class ClaimedRun:
     parent_run_id: str | None = None
     finish_deadline: float | None = None
     steps: list[dict] = field(default_factory=list)
+    mono: float | None = None  # this host's monotonic clock when ``now`` was read (same process only)
 
 
 @dataclass

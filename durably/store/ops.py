@@ -151,8 +151,7 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
         tx.exec("fail_new_run", run_id=run.id, error=err, reason="expression_error", now=tx.now)
         if singleton_key:
             tx.exec("release_keys_of_run", run_id=run.id)
-        if tx.status_in_store:
-            _status(tx, run.tenant, fid, "failed", run.id, None, tx.now, 0, loads(err))
+        _status(tx, run.tenant, fid, "failed", run.id, None, tx.now, 0, loads(err))
         return run.id
     if gathering:
         if run.debounce:
@@ -261,7 +260,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             continue
         if throttled:
             tx.exec("gcra_set", env=tx.env, key=throttled[0], tat=throttled[1])
-        if row["was_gathering"]:
+        if c["gathering"]:  # the claim closed its debounce/batch window: no more events join it
             tx.exec("close_gathering", run_id=row["id"])
             tx.exec("close_batch", run_id=row["id"])
         run = ClaimedRun(
@@ -269,12 +268,11 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             event=loads(row["event"]), events=loads(row["events"]), attempt=row["attempt"],
             lease_gen=row["lease_gen"], started_at=row["started_at"], created_at=row["created_at"],
             resumed=bool(row["resumed"]), now=tx.now, parent_run_id=row["parent_run_id"],
-            finish_deadline=row["finish_deadline"],
+            finish_deadline=row["finish_deadline"], mono=getattr(tx, "mono", None),
         )
         if run.resumed:
             run.steps = [dict(s) for s in tx.all("load_steps", run_id=run.id)]
-        if tx.status_in_store:
-            _status(tx, run.tenant, run.function_id, "running", run.id, run.started_at, None, run.attempt, None)
+        _status(tx, run.tenant, run.function_id, "running", run.id, run.started_at, None, run.attempt, None)
         claimed.append(run)
     next_at = None
     if len(claimed) < limit:
@@ -341,7 +339,7 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
                 now=tx.now)
         tx.exec("wake_run", run_id=run.id, now=tx.now)
     tx.woke = True
-    if tx.status_in_store and status == "queued" and attempt_inc:
+    if status == "queued" and attempt_inc:
         _status(tx, run.tenant, run.function_id, "retrying", run.id, run.started_at, None, run.attempt + attempt_inc,
                 loads(error) if error else None)
 
@@ -388,8 +386,7 @@ def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, e
         if n:
             tx.exec("wake_run", run_id=row["parent_run_id"], now=tx.now)
             tx.woke = True
-    if tx.status_in_store:
-        _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
+    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
                 loads(error) if error else None)
 
 
@@ -422,13 +419,10 @@ def cancel(tx: Tx, run_id: str, reason: str) -> bool:
 
 def _status(tx: Tx, tenant: str, function_id: str, status: str, run_id: str, started: float | None,
             finished: float | None, attempt: int, error: Any) -> None:
-    stage = getattr(tx, "stage_status", None)
-    if stage is not None:  # the dialect writes the last blob per (tenant, function) at commit
-        stage(tenant or "global", function_id,
-              lambda: status_mod.blob(status, run_id, started, finished, attempt, error))
-        return
-    b = status_mod.blob(status, run_id, started, finished, attempt, error)
-    tx.exec("upsert_status", env=tx.env, tenant=tenant or "global", function_id=function_id, blob=dumps(b), now=tx.now)
+    """Stage the status blob of (tenant, function): the dialect writes the last one staged at
+    commit, to its table or, with Redis, to the status sink once the transaction committed."""
+    tx.stage_status(tenant or "global", function_id,  # type: ignore[attr-defined]
+                    lambda: status_mod.blob(status, run_id, started, finished, attempt, error))
 
 
 # --- workers, leases, leadership --------------------------------------------------------------

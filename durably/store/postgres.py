@@ -26,6 +26,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -252,15 +253,17 @@ class _Conn:
 class PgTx:
     """An open transaction: named statements, the store's clock, the env."""
 
-    __slots__ = ("c", "q", "env", "_now", "status_in_store", "woke", "_status", "handed")
+    __slots__ = ("c", "q", "env", "_now", "_mono", "status_in_store", "woke", "_status", "handed", "published")
 
     def __init__(self, c: _Conn, q: dict, env: str, status_in_store: bool, now: float | None = None):
         self.c, self.q, self.env = c, q, env
         self._now = now
+        self._mono = time.monotonic() if now is not None else None
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
         self.handed: list | None = None
+        self.published: list | None = None  # blobs for a sink outside the store, after commit
 
     def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
         """Status blobs are written once per (tenant, function), just before the commit:
@@ -272,6 +275,9 @@ class PgTx:
     def flush_status(self) -> None:
         if self._status:
             staged, self._status = self._status, None
+            if not self.status_in_store:  # Redis keeps them: handed to the sink once committed
+                self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
+                return
             for (tenant, function_id), make_blob in staged.items():
                 self.exec("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
                           blob=dumps(make_blob()), now=self.now)
@@ -283,8 +289,16 @@ class PgTx:
     @property
     def now(self) -> float:
         if self._now is None:
+            self._mono = time.monotonic()  # read just before the server's clock: see ``mono``
             self._now = float(self.c.flush(_NOW_SQL).fetchone()[0])
         return self._now
+
+    @property
+    def mono(self) -> float:
+        """This host's monotonic clock just before ``now`` was read: a clock carried forward
+        from (now, mono) never runs behind the server's, so no delay computed from it ends early."""
+        self.now  # noqa: B018 - reads the clock (and mono) if not done yet
+        return self._mono  # type: ignore[return-value]
 
     def _run(self, name: str, params: dict) -> Any:
         c = self.c
@@ -320,6 +334,7 @@ class PostgresStore:
         self.url = _safe_url(clean)
         self.env = env
         self.status_in_store = status_in_store
+        self.status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
         self.conninfo = _conninfo(clean, self.schema)
         self.q = load("postgres", "pyformat")
         digest = hashlib.sha1(f"{self.schema}\0{env}".encode()).hexdigest()[:20]
@@ -512,6 +527,9 @@ class PostgresStore:
                 deliver(runs)
             except Exception:  # noqa: BLE001 - their leases expire and they run elsewhere
                 log.exception("could not hand claimed runs to the worker")
+        if tx.published and self.status_sink is not None:
+            for tenant, function_id, blob in tx.published:
+                self.status_sink.put(tenant, function_id, blob)  # never blocks: the sink writes from its thread
         if tx.woke:
             self._notify()  # this process's own workers: no need to wait for the round trip
 
@@ -566,6 +584,8 @@ class PostgresStore:
         self._closed.set()
         self._writer.close()
         self._readers.shutdown(wait=True, cancel_futures=True)
+        if self.status_sink is not None:
+            self.status_sink.close()
         self._pool.close(timeout=5.0)
         t = self._listen_thread
         if t is not None:

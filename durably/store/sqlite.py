@@ -30,16 +30,18 @@ log = logging.getLogger("durably.store")
 
 
 class SqliteTx:
-    __slots__ = ("conn", "q", "env", "now", "status_in_store", "woke", "_status", "handed")
+    __slots__ = ("conn", "q", "env", "now", "mono", "status_in_store", "woke", "_status", "handed", "published")
 
     def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
                  clock: Callable[[], float] = time.time):
         self.conn, self.q, self.env = conn, q, env
+        self.mono = time.monotonic()  # read just before ``now``: a clock carried forward from it never lags
         self.now = clock()
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
-        self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
+        self.handed: list | None = None
+        self.published: list | None = None  # blobs for a sink outside the store, after commit  # runs claimed for idle in-process workers: delivered after commit
 
     def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
         """Status blobs are written once per (tenant, function), just before the commit:
@@ -50,11 +52,14 @@ class SqliteTx:
 
     def flush_status(self) -> None:
         if self._status:
+            staged, self._status = self._status, None
+            if not self.status_in_store:  # Redis keeps them: handed to the sink once committed
+                self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
+                return
             sql = self.q["upsert_status"]
-            for (tenant, function_id), make_blob in self._status.items():
+            for (tenant, function_id), make_blob in staged.items():
                 self.conn.execute(sql, {"env": self.env, "tenant": tenant, "function_id": function_id,
                                         "blob": dumps(make_blob()), "now": self.now})
-            self._status = None
 
     def one(self, name: str, /, **params: Any) -> Any:
         return self.conn.execute(self.q[name], params).fetchone()
@@ -98,6 +103,7 @@ class SqliteStore:
         self.path = path_from_url(url)
         self.synchronous = synchronous
         self.status_in_store = status_in_store
+        self.status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
         self.clock = clock  # the store's clock: this host's, unless a test controls it
         if create_dirs:
             d = os.path.dirname(os.path.abspath(self.path))
@@ -248,6 +254,9 @@ class SqliteStore:
                 deliver(runs)
             except Exception:  # noqa: BLE001 - their leases expire and they run elsewhere
                 log.exception("could not hand claimed runs to the worker")
+        if tx.published and self.status_sink is not None:
+            for tenant, function_id, blob in tx.published:
+                self.status_sink.put(tenant, function_id, blob)  # never blocks: the sink writes from its thread
         if tx.woke:
             self._notify()
 
@@ -278,6 +287,8 @@ class SqliteStore:
         self._closed.set()
         self._writer.close()
         self._readers.shutdown(wait=True, cancel_futures=True)
+        if self.status_sink is not None:
+            self.status_sink.close()
 
     # --- verbs (each one transaction) ---------------------------------------------------
 

@@ -79,7 +79,7 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 -- do not hide ready runs of other keys behind them.
 -- FOR UPDATE SKIP LOCKED: a row another worker is claiming right now is skipped rather
 -- than waited for, and stays locked by us until commit, so no two workers claim one run.
-SELECT id, ckeys, throttle, started_at, start_deadline, sort_at FROM durably_runs
+SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND available_at <= :now
   AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
@@ -99,8 +99,7 @@ SET status = 'running', lease_owner = :owner,
     finish_deadline = COALESCE(finish_deadline, CAST(:now AS double precision) + finish_timeout), gathering = 0
 WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
-    (gathering = 1) AS was_gathering;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
 
 -- name: next_available
 SELECT MIN(available_at) FROM durably_runs

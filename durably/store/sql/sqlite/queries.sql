@@ -73,7 +73,7 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 -- Runs ready to start or resume, in claim order, for the functions this worker runs.
 -- Paged by (sort_at, id) after the last row seen, so runs blocked by a full concurrency key
 -- do not hide ready runs of other keys behind them.
-SELECT id, ckeys, throttle, started_at, start_deadline, sort_at FROM durably_runs
+SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND available_at <= :now
   AND function_id IN (SELECT value FROM json_each(:functions))
@@ -89,8 +89,7 @@ SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
     finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
 WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
-    (gathering = 1) AS was_gathering;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
 
 -- name: next_available
 -- When the next run becomes claimable (the worker sleeps until then at most).
