@@ -20,10 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
 from .config import Settings
 from .errors import DurablyError, InvalidInput, NotFound
-from .serialize import event_json, run_json
+from .serialize import run_json
 from .status import iso
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="durably: durable background jobs for Python.",

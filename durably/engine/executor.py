@@ -26,7 +26,6 @@ from ..errors import (InvalidInput, LeaseLost, NonRetriableError, RetryAfterErro
 from ..events import FUNCTION_INVOKED, Event, failure_event
 from ..expressions import compile_expr
 from ..functions import FunctionDef
-from ..ids import new_id
 from ..jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Interrupt, Steps, SyncSteps
 from ..store.base import ClaimedRun, NewRun, StepWrite, WaitWrite, aw

@@ -19,9 +19,8 @@ from typing import Any, Callable
 
 from ..errors import StoreUnavailable
 from ..jsonutil import dumps
-from . import ops, reads
-from .base import ClaimedRun, NewRun, StepWrite, WaitWrite
 from .queries import load, migrations
+from .sqlstore import SqlStore
 from .writer import BatchWriter
 
 BUSY_TIMEOUT_MS = 30_000
@@ -93,7 +92,7 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     dialect = "sqlite"
 
     def __init__(self, url: str, *, env: str = "dev", synchronous: str = "full", status_in_store: bool = True,
@@ -104,6 +103,7 @@ class SqliteStore:
         self.synchronous = synchronous
         self.status_in_store = status_in_store
         self.status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
+        self._init_wakeups()
         self.clock = clock  # the store's clock: this host's, unless a test controls it
         if create_dirs:
             d = os.path.dirname(os.path.abspath(self.path))
@@ -112,9 +112,6 @@ class SqliteStore:
             except OSError as exc:
                 raise StoreUnavailable(f"cannot create the directory of the SQLite store {self.path!r}: {exc}") from None
         self.q = load("sqlite")
-        self._listeners: list[Callable[[], None]] = []
-        self._listeners_lock = threading.Lock()
-        self._handoffs: list[tuple] = []
         self._local = threading.local()
         self._readers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="durably-sqlite-read")
         self._watch_thread: threading.Thread | None = None
@@ -180,85 +177,15 @@ class SqliteStore:
 
     # --- wake-ups -----------------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` (from another thread) whenever runs may have become ready."""
-        with self._listeners_lock:
-            self._listeners.append(callback)
-            if self._watch_thread is None:
-                self._watch_thread = threading.Thread(target=self._watch, name="durably-sqlite-watch", daemon=True)
-                self._watch_thread.start()
+    def _savepoint(self, tx: SqliteTx, statement: str) -> None:
+        tx.conn.execute(statement)
 
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
+    def _is_retryable(self, exc: BaseException) -> bool:
+        return _retryable(exc)
 
-        return unsubscribe
-
-    def wake(self) -> None:
-        """Tell this process's workers that runs may be ready (e.g. after a clock change)."""
-        self._notify()
-
-    def _notify(self) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners)
-        for cb in listeners:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
-                deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
-        """Claim for an idle worker of this process inside the transaction that made runs
-        ready (a send, a finished run waking another): the run starts after one commit,
-        not two. ``want()`` (called on the writer thread) says how many runs to claim;
-        ``deliver(runs)`` receives them after the commit. Returns the unregister call."""
-        entry = (owner, functions, lease, want, deliver)
-        with self._listeners_lock:
-            self._handoffs.append(entry)
-
-        def remove() -> None:
-            with self._listeners_lock:
-                if entry in self._handoffs:
-                    self._handoffs.remove(entry)
-
-        return remove
-
-    def _before_commit(self, tx: SqliteTx) -> None:
-        if tx.woke and self._handoffs:
-            with self._listeners_lock:
-                handoffs = list(self._handoffs)
-            for owner, functions, lease, want, deliver in handoffs:
-                n = want()
-                if n <= 0:
-                    continue
-                tx.conn.execute("SAVEPOINT handoff")
-                try:
-                    runs = ops.claim(tx, owner, functions, n, lease)[0]
-                except Exception as exc:  # noqa: BLE001 - a claim of convenience: the worker claims itself
-                    tx.conn.execute("ROLLBACK TO handoff")
-                    tx.conn.execute("RELEASE handoff")
-                    if _retryable(exc):
-                        raise
-                    log.warning("claim for an idle worker failed: %s", exc)
-                    continue
-                tx.conn.execute("RELEASE handoff")
-                if runs:
-                    tx.handed = (tx.handed or []) + [(deliver, runs)]
-        tx.flush_status()
-
-    def _after_commit(self, tx: SqliteTx) -> None:
-        for deliver, runs in tx.handed or ():
-            try:
-                deliver(runs)
-            except Exception:  # noqa: BLE001 - their leases expire and they run elsewhere
-                log.exception("could not hand claimed runs to the worker")
-        if tx.published and self.status_sink is not None:
-            for tenant, function_id, blob in tx.published:
-                self.status_sink.put(tenant, function_id, blob)  # never blocks: the sink writes from its thread
-        if tx.woke:
-            self._notify()
+    def _start_wakeups(self) -> None:
+        self._watch_thread = threading.Thread(target=self._watch, name="durably-sqlite-watch", daemon=True)
+        self._watch_thread.start()
 
     def _watch(self) -> None:
         # Another process's commit changes data_version on our connection: a cheap way to
@@ -296,71 +223,6 @@ class SqliteStore:
         fut: cf.Future = cf.Future()
         fut.set_result(self.clock())  # one host: the store's clock is this host's clock
         return fut
-
-    def register(self, app_id: str, configs: list[dict]) -> cf.Future:
-        return self._write(ops.register, app_id, configs)
-
-    def ingest(self, events: list[dict], plan, match) -> cf.Future:
-        return self._write(ops.ingest, events, plan, match)
-
-    def create_runs(self, runs: list[NewRun]) -> cf.Future:
-        return self._write(ops.create_runs, runs)
-
-    def claim_runs(self, owner: str, functions_json: str, limit: int, lease: float) -> cf.Future:
-        return self._write(ops.claim, owner, functions_json, limit, lease)
-
-    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite, emit=None, plan=None, match=None) -> cf.Future:
-        return self._write(ops.checkpoint, run, lease, step, emit, plan, match)
-
-    def suspend_run(self, run: ClaimedRun, *, steps: list[StepWrite], waits: list[WaitWrite], children: list[NewRun],
-                    status: str, available_at: float, attempt_inc: int = 0, error: str | None = None,
-                    lease: float = 30.0) -> cf.Future:
-        return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
-
-    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
-                   emit=None, plan=None, match=None) -> cf.Future:
-        return self._write(ops.finish, run, status, output, error, reason, emit, plan, match)
-
-    def cancel_run(self, run_id: str, reason: str) -> cf.Future:
-        return self._write(ops.cancel, run_id, reason)
-
-    def heartbeat(self, worker: dict, lease: float) -> cf.Future:
-        return self._write(ops.heartbeat, worker, lease)
-
-    def remove_worker(self, worker_id: str) -> cf.Future:
-        return self._write(ops.remove_worker, worker_id)
-
-    def release_runs(self, owner: str, run_ids: list[str]) -> cf.Future:
-        return self._write(ops.release, owner, run_ids)
-
-    def recover_leases(self) -> cf.Future:
-        return self._write(ops.recover)
-
-    def expire_runs(self, plan, match) -> cf.Future:
-        return self._write(ops.expire, plan, match)
-
-    def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
-        return self._write(ops.acquire_leadership, name, owner, ttl)
-
-    def release_leadership(self, name: str, owner: str) -> cf.Future:
-        return self._write(ops.release_leadership, name, owner)
-
-    def prune(self, older_than: float, limit: int = 1000) -> cf.Future:
-        return self._write(ops.prune, older_than, limit)
-
-    def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
-        return self._write(ops.fire_cron, function_id, expr, tz, make_run)
-
-    def dispatch(self, key: str, window: int, event: dict, plan, match) -> cf.Future:
-        return self._write(ops.dispatch, key, window, event, plan, match)
-
-    # --- reads ----------------------------------------------------------------------------
-
-    def read(self, name: str, /, *args: Any, **kwargs: Any) -> cf.Future:
-        """Run a read-only query function of ``reads`` by name."""
-        fn = getattr(reads, name)
-        return self._read(lambda tx: fn(tx, *args, **kwargs))
-
 
 def _migrate_txn(tx: SqliteTx) -> list[int]:
     conn = tx.conn
