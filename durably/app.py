@@ -229,16 +229,9 @@ class App:
         from .engine.worker import Worker
 
         async def main() -> None:
-            import signal
+            from .lifecycle import stop_on_signals
 
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, stop.set)
-                except (NotImplementedError, RuntimeError):
-                    pass
-            await Worker(self, concurrency=concurrency, scheduler=scheduler).run(stop)
+            await Worker(self, concurrency=concurrency, scheduler=scheduler).run(stop_on_signals())
 
         asyncio.run(main())
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from .config import Settings
@@ -29,13 +28,9 @@ def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: i
 async def _main(app, host: str, port: int, concurrency: int) -> None:
     from .engine.scheduler import Scheduler
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    from .lifecycle import stop_on_signals
+
+    stop = stop_on_signals()
     tasks = []
     if app.functions:
         tasks.append(asyncio.create_task(app.worker(concurrency=concurrency).run(stop)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from urllib.parse import urlsplit, urlunsplit
@@ -57,13 +56,9 @@ async def _main(app, asgi, sock: socket.socket, host: str, port: int) -> None:  
 
     from ..engine.scheduler import Scheduler
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    from ..lifecycle import stop_on_signals
+
+    stop = stop_on_signals()
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
