@@ -1,0 +1,116 @@
+"""Group commit and the worker's fast paths keep their guarantees.
+
+- An operation that fails inside a batch changes nothing, and the others of the batch
+  commit (the batch is rolled back and run again without it).
+- An idle worker of the sending process is handed its runs by the send's own transaction.
+- Runs claimed ahead by a worker are never lost: two workers drain a queue of short runs,
+  each run executes once, and after both stop no run is left leased.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+import durably
+from durably.store.writer import BatchWriter
+from tests.helpers import make_app, running_worker, runs_of, wait_for
+
+
+def _writer(path: str, commits: list[int]) -> BatchWriter:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY)")
+        return conn
+
+    def begin(conn: sqlite3.Connection) -> sqlite3.Connection:
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    return BatchWriter(
+        name="test", connect=connect, begin=begin, commit=lambda c: c.execute("COMMIT"),
+        rollback=lambda c: c.execute("ROLLBACK") if c.in_transaction else None,
+        savepoint=lambda c, s: c.execute(s), is_retryable=lambda e: False, translate=lambda e: e,
+        on_commit=lambda tx: commits.append(1),
+    )
+
+
+def test_a_failed_operation_changes_nothing_and_the_rest_of_its_batch_commits(tmp_path):
+    commits: list[int] = []
+    w = _writer(str(tmp_path / "w.db"), commits)
+    gate, holding = threading.Event(), threading.Event()
+
+    def insert(tx, k):
+        tx.execute("INSERT INTO t (k) VALUES (?)", (k,))
+        return k
+
+    def insert_then_fail(tx, k):
+        tx.execute("INSERT INTO t (k) VALUES (?)", (k,))
+        raise ValueError(f"op {k} failed after writing")
+
+    try:
+        blocker = w.submit(lambda tx: holding.set() or gate.wait(10))  # holds the writer while a batch queues
+        assert holding.wait(10)
+        futs = [w.submit(insert, 1), w.submit(insert_then_fail, 2), w.submit(insert, 3),
+                w.submit(insert_then_fail, 4), w.submit(insert, 5)]
+        gate.set()
+        assert blocker.result(10) is True
+        assert [futs[i].result(10) for i in (0, 2, 4)] == [1, 3, 5]
+        for i in (1, 3):
+            with pytest.raises(ValueError, match="failed after writing"):
+                futs[i].result(10)
+        assert len(commits) == 2, "the blocker's batch, then one commit for the five queued operations"
+        rows = w.submit(lambda tx: [r[0] for r in tx.execute("SELECT k FROM t ORDER BY k")]).result(10)
+        assert rows == [1, 3, 5]
+    finally:
+        w.close()
+
+
+def test_an_idle_worker_gets_its_run_in_the_transaction_of_the_send(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path}/durably.db")
+    seen = []
+
+    @app.function(id="hello", trigger=durably.on_event("hello"))
+    async def hello(ctx: durably.Context) -> None:
+        seen.append(ctx.run_id)
+
+    try:
+        with running_worker(app, concurrency=4) as worker:
+            wait_for(lambda: worker._idle, 10, what="the worker to be idle")
+            res = app.send(durably.Event("hello"))
+            wait_for(lambda: seen, 10, what="the run to start")
+            run = runs_of(app, function_id="hello")[0]
+            # Claimed by the commit that created it: one store clock reading for both.
+            assert run["id"] == res.runs[0]
+            assert run["started_at"] == run["created_at"]
+    finally:
+        app.close()
+
+
+def test_two_workers_claiming_ahead_run_every_run_once_and_leave_none_leased(tmp_path):
+    url = f"sqlite:///{tmp_path}/durably.db"
+    apps = [make_app(url), make_app(url)]
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    for app in apps:
+        @app.function(id="short", trigger=durably.on_event("short"))
+        async def short(ctx: durably.Context) -> None:
+            with lock:
+                counts[ctx.event.data["i"]] = counts.get(ctx.event.data["i"], 0) + 1
+
+    try:
+        apps[0].send([durably.Event("short", {"i": str(i)}) for i in range(400)])
+        with running_worker(apps[0], concurrency=4), running_worker(apps[1], concurrency=4):
+            wait_for(lambda: len(counts) == 400, 60, what="400 runs executed")
+            apps[0].send([durably.Event("short", {"i": f"late{i}"}) for i in range(100)])
+        assert all(n == 1 for n in counts.values()), "a run executed twice"
+        runs = runs_of(apps[0], function_id="short")
+        assert len(runs) == 500
+        assert not [r for r in runs if r["status"] == "running"], "a worker stopped holding a run"
+        done = [r for r in runs if r["status"] == "completed"]
+        assert len(done) == len(counts)
+    finally:
+        for app in apps:
+            app.close()
