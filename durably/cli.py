@@ -97,6 +97,9 @@ def worker(
         raise typer.Exit(_supervise(app, concurrency, processes, no_scheduler))
     from .loader import load_app
 
+    # Until the event loop takes over SIGTERM, a stop request while starting up (importing
+    # the app, opening the store) ends the process cleanly instead of killing it.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     application = load_app(app)
     application.configure(**{k: v for k, v in (("database_url", _state.get("database_url")),
                                                ("env", _state.get("env"))) if v})
@@ -121,6 +124,10 @@ def _exit_past_stuck_steps() -> None:
         sys.stderr.flush()
         logging.shutdown()
         os._exit(0)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -> int:

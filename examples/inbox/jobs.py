@@ -83,14 +83,22 @@ def bump_version(kind: str, client_id: str, step_key: str) -> int:
 
 
 def recompute_counts(client_id: str, run_id: str) -> dict:
+    """Recompute a client's counts; return the dirty marker seen by the same snapshot.
+
+    Counts and marker are read in one REPEATABLE READ snapshot: a write is either in both
+    (its message is counted) or in neither (its marker differs from the one returned, and
+    ``clear_dirty`` leaves it for the next sweep).
+    """
     r = res()
     if r.settings.fail_rate and random.random() < r.settings.fail_rate:
         raise TransientError(f"injected failure while recomputing {client_id}")
     with r.pool.connection() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         rows = conn.execute(
             "SELECT folder, count(*), count(*) FILTER (WHERE unread) FROM messages WHERE client_id = %s "
             "GROUP BY folder", (client_id,)).fetchall()
+        marker = conn.execute("SELECT dirty_at FROM inbox_dirty WHERE client_id = %s", (client_id,)).fetchone()
         conn.execute("DELETE FROM inbox_counts WHERE client_id = %s", (client_id,))
         for folder, total, unread in rows:
             conn.execute("INSERT INTO inbox_counts (client_id, folder, total, unread, computed_at) "
@@ -98,13 +106,16 @@ def recompute_counts(client_id: str, run_id: str) -> dict:
         finished = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         conn.execute("INSERT INTO recompute_log (client_id, run_id, started_at, finished_at) VALUES (%s, %s, %s, %s)",
                      (client_id, run_id, started, finished))
-    return {"folders": len(rows), "started_at": started.isoformat()}
+    return {"folders": len(rows), "started_at": started.isoformat(),
+            "dirty_at": marker[0].isoformat() if marker else None}
 
 
-def clear_dirty(client_id: str, started_at: str) -> bool:
-    """Clear the marker unless the client was written after this recompute began."""
+def clear_dirty(client_id: str, seen_dirty_at: str | None) -> bool:
+    """Clear the marker only if it is still the one the recompute saw (not re-dirtied since)."""
+    if seen_dirty_at is None:
+        return False
     with res().pool.connection() as conn:
-        cur = conn.execute("DELETE FROM inbox_dirty WHERE client_id = %s AND dirty_at <= %s", (client_id, started_at))
+        cur = conn.execute("DELETE FROM inbox_dirty WHERE client_id = %s AND dirty_at = %s", (client_id, seen_dirty_at))
         return cur.rowcount > 0
 
 
@@ -121,7 +132,7 @@ def clear_dirty(client_id: str, started_at: str) -> bool:
 async def inbox_counts_recompute(ctx: durably.Context) -> dict:
     client_id = ctx.event.data["clientId"]
     counts = await ctx.step.run("recompute-counts", recompute_counts, client_id, ctx.run_id)
-    cleared = await ctx.step.run("clear-dirty", clear_dirty, client_id, counts["started_at"])
+    cleared = await ctx.step.run("clear-dirty", clear_dirty, client_id, counts["dirty_at"])
     version = await ctx.step.run("bump-version", lambda: bump_version("inbox", client_id, ctx.step_key))
     return {"clientId": client_id, "folders": counts["folders"], "cleared": cleared, "version": version}
 

@@ -67,10 +67,9 @@ def main() -> int:
     admin = psycopg.connect(BASE_DSN, autocommit=True)
     admin.execute(f'CREATE SCHEMA "{schema}"')
     inbox_dsn = with_schema(BASE_DSN, schema)
-    redis_db = 13
-    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    r.flushdb()
+    tag = uuid.uuid4().hex[:8]  # client ids of this run only: runs side by side never mix keys
     port = free_port()
     env = dict(os.environ, INBOX_DATABASE_URL=inbox_dsn, REDIS_URL=redis_url, INBOX_FAIL_RATE=str(a.fail_rate),
                INBOX_SWEEP_CRON="*/2 * * * * *", CRON_SECRET=uuid.uuid4().hex, PYTHONUNBUFFERED="1")
@@ -95,7 +94,7 @@ def main() -> int:
                 raise SystemExit(f"the app did not start: {proc.stderr.read() if proc.stderr else ''}")
             time.sleep(0.1)
 
-        clients = [f"client-{i}" for i in range(a.clients)]
+        clients = [f"client-{tag}-{i}" for i in range(a.clients)]
         folders = ["inbox", "archive", "spam"]
         t0 = time.monotonic()
         dirty_events: list[str] = []
@@ -186,7 +185,8 @@ def main() -> int:
             proc.kill()
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
-        r.flushdb()
+        for key in r.scan_iter(f"*{tag}*"):
+            r.delete(key)
         if env["DURABLY_DATABASE_URL"] == f"sqlite:////tmp/{schema}.db":
             for suffix in ("", "-wal", "-shm"):
                 try:
