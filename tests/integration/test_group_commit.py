@@ -78,13 +78,19 @@ def test_an_idle_worker_gets_its_run_in_the_transaction_of_the_send(tmp_path):
 
     try:
         with running_worker(app, concurrency=4) as worker:
-            wait_for(lambda: worker._idle, 10, what="the worker to be idle")
-            res = app.send(durably.Event("hello"))
-            wait_for(lambda: seen, 10, what="the run to start")
-            run = runs_of(app, function_id="hello")[0]
-            # Claimed by the commit that created it: one store clock reading for both.
-            assert run["id"] == res.runs[0]
-            assert run["started_at"] == run["created_at"]
+            handed = []
+            # The worker leaves its idle state for a moment at each poll; a send landing in that
+            # moment takes the ordinary claim path. Without the hand-off, no attempt ever matches.
+            for attempt in range(5):
+                wait_for(lambda: worker._idle, 10, what="the worker to be idle")
+                res = app.send(durably.Event("hello"))
+                wait_for(lambda: len(seen) == attempt + 1, 10, what="the run to start")
+                run = next(r for r in runs_of(app, function_id="hello") if r["id"] == res.runs[0])
+                # Claimed by the commit that created it: one store clock reading for both.
+                if run["started_at"] == run["created_at"]:
+                    handed.append(run["id"])
+                    break
+            assert handed, "no run was handed to the idle worker in the transaction of its send"
     finally:
         app.close()
 
