@@ -37,9 +37,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigError, DurablyError, StoreUnavailable
-from ..jsonutil import dumps
 from .queries import load, migrations
-from .sqlstore import SqlStore
+from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
 
 log = logging.getLogger("durably.store")
@@ -249,7 +248,7 @@ class _Conn:
             self.raw.close()
 
 
-class PgTx:
+class PgTx(StatusStaging):
     """An open transaction: named statements, the store's clock, the env."""
 
     __slots__ = ("c", "q", "env", "_now", "_mono", "status_in_store", "woke", "_status", "handed", "published")
@@ -261,27 +260,9 @@ class PgTx:
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
-        self.handed: list | None = None
+        self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
         self.published: list | None = None  # blobs for a sink outside the store, after commit
 
-    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
-        """Status blobs are written once per (tenant, function), just before the commit:
-        the last one staged wins, as it would have if each had been written in turn."""
-        if self._status is None:
-            self._status = {}
-        self._status[(tenant, function_id)] = make_blob
-
-    def flush_status(self) -> None:
-        if self._status:
-            staged, self._status = self._status, None
-            if not self.status_in_store:  # Redis keeps them: handed to the sink once committed
-                self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
-                return
-            for (tenant, function_id), make_blob in staged.items():
-                self.exec("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
-                          blob=dumps(make_blob()), now=self.now)
-
-    @property
     def conn(self) -> psycopg.Connection:
         return self.c.raw  # type: ignore[return-value]
 

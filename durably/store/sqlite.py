@@ -18,9 +18,8 @@ import time
 from typing import Any, Callable
 
 from ..errors import StoreUnavailable
-from ..jsonutil import dumps
 from .queries import load, migrations
-from .sqlstore import SqlStore
+from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
 
 BUSY_TIMEOUT_MS = 30_000
@@ -28,7 +27,7 @@ BUSY_TIMEOUT_MS = 30_000
 log = logging.getLogger("durably.store")
 
 
-class SqliteTx:
+class SqliteTx(StatusStaging):
     __slots__ = ("conn", "q", "env", "now", "mono", "status_in_store", "woke", "_status", "handed", "published")
 
     def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
@@ -39,26 +38,8 @@ class SqliteTx:
         self.status_in_store = status_in_store
         self.woke = False
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
-        self.handed: list | None = None
-        self.published: list | None = None  # blobs for a sink outside the store, after commit  # runs claimed for idle in-process workers: delivered after commit
-
-    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
-        """Status blobs are written once per (tenant, function), just before the commit:
-        the last one staged wins, as it would have if each had been written in turn."""
-        if self._status is None:
-            self._status = {}
-        self._status[(tenant, function_id)] = make_blob
-
-    def flush_status(self) -> None:
-        if self._status:
-            staged, self._status = self._status, None
-            if not self.status_in_store:  # Redis keeps them: handed to the sink once committed
-                self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
-                return
-            sql = self.q["upsert_status"]
-            for (tenant, function_id), make_blob in staged.items():
-                self.conn.execute(sql, {"env": self.env, "tenant": tenant, "function_id": function_id,
-                                        "blob": dumps(make_blob()), "now": self.now})
+        self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
+        self.published: list | None = None  # blobs for a sink outside the store, after commit
 
     def one(self, name: str, /, **params: Any) -> Any:
         return self.conn.execute(self.q[name], params).fetchone()

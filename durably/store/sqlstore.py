@@ -15,9 +15,34 @@ import threading
 from typing import Any, Callable
 
 from . import ops, reads
+from ..jsonutil import dumps
 from .base import ClaimedRun, NewRun, StepWrite
 
 log = logging.getLogger("durably.store")
+
+
+class StatusStaging:
+    """Status blobs staged during a transaction (``_status``), one per (tenant, function):
+    written just before the commit to the store's table, or, when Redis keeps them, handed
+    to the status sink after the commit (``published``). The last one staged wins, as it
+    would have if each had been written in turn."""
+
+    __slots__ = ()
+
+    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
+        if self._status is None:
+            self._status = {}
+        self._status[(tenant, function_id)] = make_blob
+
+    def flush_status(self) -> None:
+        if self._status:
+            staged, self._status = self._status, None
+            if not self.status_in_store:  # Redis keeps them: handed to the sink once committed
+                self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
+                return
+            for (tenant, function_id), make_blob in staged.items():
+                self.exec("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
+                          blob=dumps(make_blob()), now=self.now)
 
 
 class SqlStore:
