@@ -420,12 +420,7 @@ class PostgresStore(SqlStore):
                         raise self._translate(exc) from None
                     raise
 
-        try:
-            return self._readers.submit(run)
-        except RuntimeError as exc:  # executor shut down
-            fut: cf.Future = cf.Future()
-            fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))
-            return fut
+        return self._submit_read(run)
 
     # --- wake-ups -----------------------------------------------------------------------
 

@@ -149,12 +149,7 @@ class SqliteStore(SqlStore):
             except sqlite3.Error as exc:
                 raise _translate(exc) from None
 
-        try:
-            return self._readers.submit(run)
-        except RuntimeError as exc:  # executor shut down
-            fut: cf.Future = cf.Future()
-            fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))
-            return fut
+        return self._submit_read(run)
 
     # --- wake-ups -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import threading
 from typing import Any, Callable
 
 from . import ops, reads
+from ..errors import StoreUnavailable
 from ..jsonutil import dumps
 from .base import ClaimedRun, NewRun, StepWrite
 
@@ -61,6 +62,15 @@ class SqlStore:
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         raise NotImplementedError
+
+    def _submit_read(self, run: Callable[[], Any]) -> cf.Future:
+        """Run a read on the reader pool; once the store is closed, a failed future."""
+        try:
+            return self._readers.submit(run)  # type: ignore[attr-defined]
+        except RuntimeError as exc:  # the pool is shut down
+            fut: cf.Future = cf.Future()
+            fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))
+            return fut
 
     def _savepoint(self, tx: Any, statement: str) -> None:
         raise NotImplementedError
