@@ -290,6 +290,25 @@ def test_a_lost_listen_connection_reconnects_and_wakes(pg_url):
         b.close()
 
 
+def _send_at_once(apps, make_event, times: int) -> list[list[str]]:
+    """Every app sends ``times`` events, all apps released together: the run ids each send created."""
+    barrier = threading.Barrier(len(apps))
+    created: list[list[str]] = []
+
+    def sender(app) -> None:
+        app.register()
+        barrier.wait()
+        for _ in range(times):
+            created.append(app.send(make_event()).runs)
+
+    threads = [threading.Thread(target=sender, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return created
+
+
 def test_rate_limit_holds_across_concurrent_transactions(pg_apps):
     """Processes admitting events at once cannot both pass on the same GCRA state."""
     apps = [pg_apps(f"rl{i}") for i in range(4)]
@@ -298,21 +317,8 @@ def test_rate_limit_holds_across_concurrent_transactions(pg_apps):
         async def limited(ctx):
             return None
 
-    barrier = threading.Barrier(len(apps))
-    created: list[int] = []
-
-    def sender(app) -> None:
-        app.register()
-        barrier.wait()
-        for _ in range(5):
-            created.append(len(app.send(durably.Event("rl")).runs))
-
-    threads = [threading.Thread(target=sender, args=(a,)) for a in apps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sum(created) == 3
+    created = _send_at_once(apps, lambda: durably.Event("rl"), 5)
+    assert sum(len(runs) for runs in created) == 3
 
 
 def test_singleton_holds_across_concurrent_transactions(pg_apps):
@@ -322,21 +328,8 @@ def test_singleton_holds_across_concurrent_transactions(pg_apps):
         async def single(ctx):
             return None
 
-    barrier = threading.Barrier(len(apps))
-    created: list[int] = []
-
-    def sender(app) -> None:
-        app.register()
-        barrier.wait()
-        for _ in range(3):
-            created.append(len(app.send(durably.Event("one")).runs))
-
-    threads = [threading.Thread(target=sender, args=(a,)) for a in apps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sum(created) == 1
+    created = _send_at_once(apps, lambda: durably.Event("one"), 3)
+    assert sum(len(runs) for runs in created) == 1
 
 
 def test_debounce_takes_every_event_across_concurrent_transactions(pg_apps):
@@ -346,21 +339,8 @@ def test_debounce_takes_every_event_across_concurrent_transactions(pg_apps):
         async def deb(ctx):
             return None
 
-    barrier = threading.Barrier(len(apps))
-    runs: set[str] = set()
-
-    def sender(app) -> None:
-        app.register()
-        barrier.wait()
-        for _ in range(5):
-            runs.update(app.send(durably.Event("deb", {"n": uuid.uuid4().hex})).runs)
-
-    threads = [threading.Thread(target=sender, args=(a,)) for a in apps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert len(runs) == 1  # twenty concurrent events, one debounced run
+    created = _send_at_once(apps, lambda: durably.Event("deb", {"n": uuid.uuid4().hex}), 5)
+    assert len({rid for runs in created for rid in runs}) == 1  # twenty concurrent events, one debounced run
 
 
 def test_a_postgres_outage_mid_run_is_ridden_out(pg_url):
