@@ -14,6 +14,7 @@ from ..errors import LeaseLost
 from ..ids import new_id
 from ..jsonutil import dumps, loads
 from ..engine.flow import gcra
+from .writer import Rejected
 from .base import ClaimedRun, IngestResult, Matcher, NewRun, Planner, Skip, StepWrite, WaitWrite
 
 KEY_TTL = 86400.0
@@ -232,12 +233,20 @@ def _take_slots(tx: Tx, run_id: str, ckeys: list, full_keys: set[str]) -> bool:
 
 
 def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple[list[ClaimedRun], float | None, float]:
-    """Lease up to ``limit`` ready runs, taking their concurrency slots in this transaction."""
-    claimed: list[ClaimedRun] = []
+    """Lease up to ``limit`` ready runs, taking their concurrency slots in this transaction.
+
+    Flow control decides run by run which candidates may start; the chosen runs are then
+    leased by one UPDATE. A throttled run is leased on its own at once, as its start
+    consumes the throttle's budget that the next candidate of the same key is judged by.
+    """
+    rows: list[Any] = []
+    chosen: list[Any] = []  # candidates cleared to start, leased together below
+    order: dict[str, int] = {}  # claim order of the candidates
     full_keys: set[str] = set()
     for c in _candidates(tx, functions, limit):
-        if len(claimed) >= limit:
+        if len(rows) + len(chosen) >= limit:
             break
+        order[c["id"]] = len(order)
         if c["start_deadline"] is not None and c["started_at"] is None and c["start_deadline"] < tx.now:
             cancel(tx, c["id"], "start_timeout")
             continue
@@ -253,13 +262,29 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
         ckeys = loads(c["ckeys"]) if c["ckeys"] else None
         if ckeys and not _take_slots(tx, c["id"], ckeys, full_keys):
             continue
+        if throttled is None:
+            chosen.append(c)
+            continue
         row = tx.one("claim_run", id=c["id"], owner=owner, now=tx.now, lease=lease)
         if row is None:
             if ckeys:
                 tx.exec("release_slots", run_id=c["id"])
             continue
-        if throttled:
-            tx.exec("gcra_set", env=tx.env, key=throttled[0], tat=throttled[1])
+        tx.exec("gcra_set", env=tx.env, key=throttled[0], tat=throttled[1])
+        rows.append((c, row))
+    if chosen:
+        got = {r["id"]: r for r in tx.all("claim_runs", ids=dumps([c["id"] for c in chosen]), owner=owner,
+                                            now=tx.now, lease=lease)}
+        for c in chosen:
+            row = got.get(c["id"])
+            if row is not None:
+                rows.append((c, row))
+            elif c["ckeys"]:  # taken by another worker meanwhile: give its slots back
+                tx.exec("release_slots", run_id=c["id"])
+        rows.sort(key=lambda cr: order[cr[0]["id"]])
+    claimed: list[ClaimedRun] = []
+    mono = getattr(tx, "mono", None)
+    for c, row in rows:
         if c["gathering"]:  # the claim closed its debounce/batch window: no more events join it
             tx.exec("close_gathering", run_id=row["id"])
             tx.exec("close_batch", run_id=row["id"])
@@ -268,7 +293,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             event=loads(row["event"]), events=loads(row["events"]), attempt=row["attempt"],
             lease_gen=row["lease_gen"], started_at=row["started_at"], created_at=row["created_at"],
             resumed=bool(row["resumed"]), now=tx.now, parent_run_id=row["parent_run_id"],
-            finish_deadline=row["finish_deadline"], mono=getattr(tx, "mono", None),
+            finish_deadline=row["finish_deadline"], mono=mono,
         )
         if run.resumed:
             run.steps = [dict(s) for s in tx.all("load_steps", run_id=run.id)]
@@ -311,6 +336,53 @@ def checkpoint(tx: Tx, run: ClaimedRun, lease: float, step: StepWrite, emit: lis
     if emit:
         ingest(tx, emit, plan, match)  # type: ignore[arg-type]
     return None
+
+
+def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
+    """``checkpoint`` for many steps at once: one fence and one upsert for the plain ones
+    (a ``step.run`` result, a sleep that ended); the others one by one."""
+    out: list[Any] = [None] * len(items)
+    plain: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    for k, (run, lease, step, emit, plan, match) in enumerate(items):
+        if emit or step.kind == "wait" or (run.id, step.step_id) in seen:
+            try:
+                out[k] = checkpoint(tx, run, lease, step, emit, plan, match)
+            except LeaseLost as exc:  # raised by the fence, before anything was written
+                out[k] = Rejected(exc)
+            continue
+        seen.add((run.id, step.step_id))
+        plain.append(k)
+    if not plain:
+        return out
+    held = {(r[0], r[1]) for r in tx.all("fence_runs", now=tx.now, items=dumps(
+        [{"id": items[k][0].id, "gen": items[k][0].lease_gen, "lease": items[k][1]} for k in plain]))}
+    writes = []
+    for k in plain:
+        run = items[k][0]
+        if (run.id, run.lease_gen) in held:
+            writes.append(k)
+        else:
+            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)"))
+    if not writes:
+        return out
+    written = {(r[0], r[1]) for r in tx.all("upsert_steps", items=dumps([_step_item(items[k][0].id, items[k][2])
+                                                                          for k in writes]))}
+    for k in writes:
+        run, step = items[k][0], items[k][2]
+        if (run.id, step.step_id) not in written:  # finished by someone else first: use theirs
+            row = tx.one("get_step", run_id=run.id, step_id=step.step_id)
+            out[k] = dict(row) if row else None
+    return out
+
+
+def _step_item(run_id: str, s: StepWrite) -> dict:
+    return {"run_id": run_id, "step_id": s.step_id, "kind": s.kind, "status": s.status, "seq": s.seq,
+            "attempts": s.attempts, "output": s.output, "error": s.error, "log": s.attempt_log,
+            "started_at": s.started_at, "finished_at": s.finished_at, "wake_at": s.wake_at}
+
+
+checkpoint.many = _checkpoint_many  # type: ignore[attr-defined]
 
 
 def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWrite], children: list[NewRun],
@@ -371,9 +443,53 @@ def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str 
     return {"finished_at": tx.now}
 
 
+def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
+    """``finish`` for many runs at once: one UPDATE for the runs that emit no event, and
+    one DELETE each for their slots and waits; the others one by one."""
+    out: list[Any] = [None] * len(items)
+    plain: list[int] = []
+    for k, (run, status, output, error, reason, emit, plan, match) in enumerate(items):
+        if not emit:
+            plain.append(k)
+            continue
+        try:
+            out[k] = finish(tx, run, status, output, error, reason, emit, plan, match)
+        except LeaseLost as exc:  # the finishing UPDATE matched nothing: nothing was written
+            out[k] = Rejected(exc)
+    if not plain:
+        return out
+    rows = {r["id"]: r for r in tx.all("finish_runs", now=tx.now, items=dumps(
+        [{"id": items[k][0].id, "gen": items[k][0].lease_gen, "status": items[k][1], "output": items[k][2],
+          "error": items[k][3], "reason": items[k][4]} for k in plain]))}
+    ended = []
+    for k in plain:
+        run, status, output, error = items[k][:4]
+        row = rows.get(run.id)
+        if row is None:
+            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost before it could finish"))
+            continue
+        ended.append(run.id)
+        _ended(tx, run.id, row, status, output, error)
+        out[k] = {"finished_at": tx.now}
+    if ended:
+        ids = dumps(ended)
+        tx.exec("release_slots_of_runs", ids=ids)
+        tx.exec("delete_waits_of_runs", ids=ids)
+    return out
+
+
+finish.many = _finish_many  # type: ignore[attr-defined]
+
+
 def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     tx.exec("release_slots", run_id=run_id)
     tx.exec("delete_waits_of_run", run_id=run_id)
+    _ended(tx, run_id, row, status, output, error)
+
+
+def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
+    """What follows the end of a run, slots and waits aside: its singleton key, the parent
+    waiting on it (invoke), its status blob."""
     if row["singleton_key"] is not None:
         tx.exec("release_keys_of_run", run_id=run_id)
     if row["parent_run_id"]:
@@ -387,7 +503,7 @@ def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, e
             tx.exec("wake_run", run_id=row["parent_run_id"], now=tx.now)
             tx.woke = True
     _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
-                loads(error) if error else None)
+            loads(error) if error else None)
 
 
 def expire(tx: Tx, plan: Planner, match: Matcher) -> dict:

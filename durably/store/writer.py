@@ -4,6 +4,13 @@ Operations submitted while a transaction commits wait in the queue and share the
 transaction, so N concurrent checkpoints cost one commit (one fsync), not N. An
 operation that fails (a lease lost, a constraint) changes nothing: the transaction is
 rolled back and the rest of the batch runs again without it, then commits.
+
+Operations of one kind in a batch run together when their function has a ``many``
+variant (``fn.many(tx, [args, ...])``): a batch of 16 finishing runs is one UPDATE of 16
+rows, not 16 UPDATEs. ``many`` returns one result per operation, or ``Rejected(exc)`` for
+an operation that changed nothing and fails alone (a lease lost). When ``many`` itself
+raises, the batch runs again with that kind's operations one by one, so the failure is
+isolated as for any other operation.
 """
 
 from __future__ import annotations
@@ -18,6 +25,15 @@ from typing import Any, Callable
 log = logging.getLogger("durably.store")
 
 _STOP = object()
+
+
+class Rejected:
+    """What ``many`` returns for an operation that changed nothing and fails with ``exc``."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 class BatchWriter:
@@ -101,6 +117,7 @@ class BatchWriter:
         # are functions of the database state, so the survivors end exactly as if the failed
         # one had been rolled back alone. Failures are rare; the common batch pays nothing.
         failed: dict[int, BaseException] = {}
+        singly: set = set()  # functions whose ``many`` failed in this batch: their ops run one by one
         delay = 0.005
         attempt = 0
         while True:
@@ -110,7 +127,19 @@ class BatchWriter:
             try:
                 if live:
                     tx = self._begin(conn)
-                    for i in live:
+                    for group in _groups(batch, live, singly):
+                        if len(group) > 1:
+                            fn = batch[group[0]][1]
+                            try:
+                                outs = fn.many(tx, [batch[i][2] for i in group])
+                            except Exception as exc:  # noqa: BLE001 - isolated by running them one by one
+                                if self._is_retryable(exc):
+                                    raise
+                                singly.add(fn)
+                                raise _OpFailed() from None
+                            results.update(zip(group, outs))
+                            continue
+                        i = group[0]
                         _fut, fn, args = batch[i]
                         try:
                             results[i] = fn(tx, *args)
@@ -144,7 +173,11 @@ class BatchWriter:
             for i, (fut, _fn, _args) in enumerate(batch):
                 value = failed.get(i)
                 if value is None:
-                    fut.set_result(results[i])
+                    res = results[i]
+                    if isinstance(res, Rejected):
+                        fut.set_exception(res.exc)
+                    else:
+                        fut.set_result(res)
                 else:
                     fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
             if self._on_commit is not None and tx is not None:
@@ -159,6 +192,24 @@ class BatchWriter:
             self._rollback(conn)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _groups(batch: list, live: list[int], singly: set) -> list[list[int]]:
+    """The live operations of a batch in order, those of one ``many``-capable function
+    gathered at the place of the first of them."""
+    out: list[list[int]] = []
+    where: dict[Any, list[int]] = {}
+    for i in live:
+        fn = batch[i][1]
+        if getattr(fn, "many", None) is None or fn in singly:
+            out.append([i])
+            continue
+        group = where.get(fn)
+        if group is None:
+            group = where[fn] = []
+            out.append(group)
+        group.append(i)
+    return out
 
 
 class _OpFailed(Exception):

@@ -101,6 +101,17 @@ WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
     created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
 
+-- name: claim_runs
+-- claim_run for many runs at once (:ids, a JSON array), in one statement.
+UPDATE durably_runs
+SET status = 'running', lease_owner = :owner,
+    lease_expires_at = CAST(:now AS double precision) + :lease,
+    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
+    finish_deadline = COALESCE(finish_deadline, CAST(:now AS double precision) + finish_timeout), gathering = 0
+WHERE id IN (SELECT json_array_elements_text(CAST(:ids AS json))) AND status IN ('queued', 'sleeping', 'waiting')
+RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+
 -- name: next_available
 SELECT MIN(available_at) FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
@@ -159,6 +170,51 @@ SET status = :status, output = :output, error = :error, terminal_reason = :reaso
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
 RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+
+-- name: finish_runs
+-- finish_run for many runs at once: :items is a JSON array of
+-- {id, gen, status, output, error, reason}; a run whose lease was lost is not returned.
+UPDATE durably_runs AS r
+SET status = j.status, output = j.output, error = j.error, terminal_reason = j.reason,
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+FROM json_to_recordset(CAST(:items AS json))
+    AS j(id text, gen integer, status text, output text, error text, reason text)
+WHERE r.id = j.id AND r.lease_gen = j.gen AND r.status = 'running'
+RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key;
+
+-- name: release_slots_of_runs
+DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
+
+-- name: delete_waits_of_runs
+DELETE FROM durably_waits WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
+
+-- name: fence_runs
+-- fence for many runs at once: :items is a JSON array of {id, gen, lease}; returns the
+-- (id, lease_gen) of every run still held under that token.
+UPDATE durably_runs AS r SET lease_expires_at = CAST(:now AS double precision) + j.lease
+FROM json_to_recordset(CAST(:items AS json)) AS j(id text, gen integer, lease double precision)
+WHERE r.id = j.id AND r.lease_gen = j.gen AND r.status = 'running'
+RETURNING r.id, r.lease_gen;
+
+-- name: upsert_steps
+-- upsert_step for many steps at once (:items, a JSON array of objects with the same
+-- fields); returns the (run_id, step_id) of every step written.
+INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
+    started_at, finished_at, wake_at)
+SELECT j.run_id, j.step_id, j.kind, j.status, j.seq, j.attempts, j.output, j.error,
+    CASE WHEN j.log IS NULL THEN '[]' ELSE CAST(jsonb_build_array(CAST(j.log AS jsonb)) AS text) END,
+    j.started_at, j.finished_at, j.wake_at
+FROM json_to_recordset(CAST(:items AS json)) AS j(run_id text, step_id text, kind text, status text,
+    seq integer, attempts integer, output text, error text, log text, started_at double precision,
+    finished_at double precision, wake_at double precision)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    error = excluded.error,
+    log = CASE WHEN excluded.log = '[]' THEN durably_steps.log
+               ELSE CAST(CAST(durably_steps.log AS jsonb) || CAST(excluded.log AS jsonb) AS text) END,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at
+WHERE durably_steps.status NOT IN ('completed', 'failed')
+RETURNING run_id, step_id;
 
 -- name: cancel_run
 UPDATE durably_runs
@@ -476,22 +532,22 @@ WHERE env = :env AND status IN ('completed', 'failed', 'cancelled')
 LIMIT :limit;
 
 -- name: prune_steps
-DELETE FROM durably_steps WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_steps WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_run_waits
-DELETE FROM durably_waits WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_waits WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_run_slots
-DELETE FROM durably_slots WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_run_debounce
-DELETE FROM durably_debounce WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_debounce WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_run_batches
-DELETE FROM durably_batches WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_batches WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_runs
-DELETE FROM durably_runs WHERE env = :env AND id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
+DELETE FROM durably_runs WHERE env = :env AND id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: prune_events
 DELETE FROM durably_events WHERE env = :env AND id IN (

@@ -91,6 +91,16 @@ WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
     created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
 
+-- name: claim_runs
+-- claim_run for many runs at once (:ids, a JSON array), in one statement.
+UPDATE durably_runs
+SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
+    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
+    finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleeping', 'waiting')
+RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+
 -- name: next_available
 -- When the next run becomes claimable (the worker sleeps until then at most).
 SELECT MIN(available_at) FROM durably_runs
@@ -146,6 +156,54 @@ SET status = :status, output = :output, error = :error, terminal_reason = :reaso
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
 RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+
+-- name: finish_runs
+-- finish_run for many runs at once: :items is a JSON array of
+-- {id, gen, status, output, error, reason}; a run whose lease was lost is not returned.
+UPDATE durably_runs
+SET status = json_extract(j.value, '$.status'), output = json_extract(j.value, '$.output'),
+    error = json_extract(j.value, '$.error'), terminal_reason = json_extract(j.value, '$.reason'),
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+FROM json_each(:items) AS j
+WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
+  AND durably_runs.status = 'running'
+RETURNING id, tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, singleton_key;
+
+-- name: release_slots_of_runs
+DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_waits_of_runs
+DELETE FROM durably_waits WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: fence_runs
+-- fence for many runs at once: :items is a JSON array of {id, gen, lease}; returns the
+-- (id, lease_gen) of every run still held under that token.
+UPDATE durably_runs SET lease_expires_at = :now + json_extract(j.value, '$.lease')
+FROM json_each(:items) AS j
+WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
+  AND durably_runs.status = 'running'
+RETURNING id, lease_gen;
+
+-- name: upsert_steps
+-- upsert_step for many steps at once (:items, a JSON array of objects with the same
+-- fields); returns the (run_id, step_id) of every step written.
+INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
+    started_at, finished_at, wake_at)
+SELECT json_extract(value, '$.run_id'), json_extract(value, '$.step_id'), json_extract(value, '$.kind'),
+    json_extract(value, '$.status'), json_extract(value, '$.seq'), json_extract(value, '$.attempts'),
+    json_extract(value, '$.output'), json_extract(value, '$.error'),
+    CASE WHEN json_extract(value, '$.log') IS NULL THEN '[]'
+         ELSE json_array(json(json_extract(value, '$.log'))) END,
+    json_extract(value, '$.started_at'), json_extract(value, '$.finished_at'), json_extract(value, '$.wake_at')
+FROM json_each(:items) WHERE true
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    error = excluded.error,
+    log = CASE WHEN excluded.log = '[]' THEN durably_steps.log
+               ELSE json_insert(durably_steps.log, '$[#]', json(json_extract(excluded.log, '$[0]'))) END,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at
+WHERE durably_steps.status NOT IN ('completed', 'failed')
+RETURNING run_id, step_id;
 
 -- name: cancel_run
 -- Cancel a run that has not finished. Bumping the token fences out a worker that runs it now.
