@@ -4,9 +4,11 @@
 run's body has ended and its final write (finish or suspend) is on its way to the store:
 the next run starts while that write commits, and the claim that refills the slot joins
 the same group commit. When runs are short, the worker also claims a few runs ahead
-(``prefetch``) so that a slot never waits for a claim round trip; a run claimed ahead
-that has not started within ``hold`` seconds goes back to the queue, so long runs never
-keep work away from other workers.
+(``prefetch``, by default four times ``concurrency``) so that a slot never waits for a
+claim round trip and one group commit carries many finished runs; how far ahead shrinks
+as runs get longer, so that every run claimed ahead starts well within ``hold`` seconds.
+A run claimed ahead that has not started within ``hold`` goes back to the queue, so long
+runs never keep work away from other workers.
 
 The loop wakes when the store says runs may be ready (in-process commit, another
 process's commit), when a slot frees, when a sleeping run comes due, or at the poll
@@ -73,7 +75,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease = app.settings.lease_seconds
         self.grace = grace if grace is not None else max(1.0, self.lease * 0.8)
-        self.prefetch = concurrency if prefetch is None else max(0, prefetch)
+        self.prefetch = 4 * concurrency if prefetch is None else max(0, prefetch)
         self.hold = hold
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping: asyncio.Event | None = None  # set by run()
@@ -152,7 +154,9 @@ class Worker:
                 timeout = self.poll_interval
                 if self._ahead:
                     timeout = await self._hand_back_stale(timeout)
-                ahead = self.prefetch if self._avg_run < SHORT_RUN else 0
+                ahead = 0
+                if self._avg_run < SHORT_RUN:  # as many as start within half the hold time
+                    ahead = min(self.prefetch, int(self.concurrency * self.hold / 2 / max(self._avg_run, 1e-4)))
                 free = self.concurrency - self._busy
                 want = free + ahead - len(self._ahead)
                 # Claim when a slot has nothing to start next, or when the runs claimed ahead

@@ -136,6 +136,7 @@ class ClaimedRun:
     finish_deadline: float | None = None
     steps: list[dict] = field(default_factory=list)
     mono: float | None = None  # this host's monotonic clock when ``now`` was read (same process only)
+    holds: bool = True  # may hold concurrency slots or waits, to be freed when it ends
 
 
 @dataclass

@@ -293,7 +293,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             event=loads(row["event"]), events=loads(row["events"]), attempt=row["attempt"],
             lease_gen=row["lease_gen"], started_at=row["started_at"], created_at=row["created_at"],
             resumed=bool(row["resumed"]), now=tx.now, parent_run_id=row["parent_run_id"],
-            finish_deadline=row["finish_deadline"], mono=mono,
+            finish_deadline=row["finish_deadline"], mono=mono, holds=bool(row["holds"]),
         )
         if run.resumed:
             run.steps = [dict(s) for s in tx.all("load_steps", run_id=run.id)]
@@ -445,7 +445,8 @@ def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str 
 
 def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
     """``finish`` for many runs at once: one UPDATE for the runs that emit no event, and
-    one DELETE each for their slots and waits; the others one by one."""
+    one DELETE each for the slots and waits of those that held any at claim (a run takes
+    no slot and subscribes to no event while it runs); the others one by one."""
     out: list[Any] = [None] * len(items)
     plain: list[int] = []
     for k, (run, status, output, error, reason, emit, plan, match) in enumerate(items):
@@ -468,7 +469,8 @@ def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
         if row is None:
             out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost before it could finish"))
             continue
-        ended.append(run.id)
+        if run.holds:
+            ended.append(run.id)
         _ended(tx, run.id, row, status, output, error)
         out[k] = {"finished_at": tx.now}
     if ended:

@@ -99,18 +99,22 @@ SET status = 'running', lease_owner = :owner,
     finish_deadline = COALESCE(finish_deadline, CAST(:now AS double precision) + finish_timeout), gathering = 0
 WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
+    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
 
 -- name: claim_runs
--- claim_run for many runs at once (:ids, a JSON array), in one statement.
+-- claim_run for many runs at once (:ids, a JSON array), in one statement. = ANY of an
+-- array makes the planner look the ids up by primary key, not scan the ready runs.
 UPDATE durably_runs
 SET status = 'running', lease_owner = :owner,
     lease_expires_at = CAST(:now AS double precision) + :lease,
     lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
     finish_deadline = COALESCE(finish_deadline, CAST(:now AS double precision) + finish_timeout), gathering = 0
-WHERE id IN (SELECT json_array_elements_text(CAST(:ids AS json))) AND status IN ('queued', 'sleeping', 'waiting')
+WHERE id = ANY (ARRAY(SELECT json_array_elements_text(CAST(:ids AS json))))
+  AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
+    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
 
 -- name: next_available
 SELECT MIN(available_at) FROM durably_runs
@@ -174,12 +178,16 @@ RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attemp
 -- name: finish_runs
 -- finish_run for many runs at once: :items is a JSON array of
 -- {id, gen, status, output, error, reason}; a run whose lease was lost is not returned.
+-- The ids as an array, and a status test that durably_runs_owner's predicate does not
+-- match: the planner finds the rows by primary key, not by scanning that partial index
+-- (on a busy queue, mostly dead entries until vacuum).
 UPDATE durably_runs AS r
 SET status = j.status, output = j.output, error = j.error, terminal_reason = j.reason,
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 FROM json_to_recordset(CAST(:items AS json))
     AS j(id text, gen integer, status text, output text, error text, reason text)
-WHERE r.id = j.id AND r.lease_gen = j.gen AND r.status = 'running'
+WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
+  AND r.id = j.id AND r.lease_gen = j.gen AND r.status || '' = 'running'
 RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key;
 
 -- name: release_slots_of_runs
@@ -190,10 +198,11 @@ DELETE FROM durably_waits WHERE run_id IN (SELECT json_array_elements_text(CAST(
 
 -- name: fence_runs
 -- fence for many runs at once: :items is a JSON array of {id, gen, lease}; returns the
--- (id, lease_gen) of every run still held under that token.
+-- (id, lease_gen) of every run still held under that token. By primary key, as in finish_runs.
 UPDATE durably_runs AS r SET lease_expires_at = CAST(:now AS double precision) + j.lease
 FROM json_to_recordset(CAST(:items AS json)) AS j(id text, gen integer, lease double precision)
-WHERE r.id = j.id AND r.lease_gen = j.gen AND r.status = 'running'
+WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
+  AND r.id = j.id AND r.lease_gen = j.gen AND r.status || '' = 'running'
 RETURNING r.id, r.lease_gen;
 
 -- name: upsert_steps

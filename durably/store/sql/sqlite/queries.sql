@@ -89,7 +89,8 @@ SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
     finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
 WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
+    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
 
 -- name: claim_runs
 -- claim_run for many runs at once (:ids, a JSON array), in one statement.
@@ -99,7 +100,8 @@ SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
     finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleeping', 'waiting')
 RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed;
+    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
+    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
 
 -- name: next_available
 -- When the next run becomes claimable (the worker sleeps until then at most).
