@@ -98,7 +98,7 @@ class SqliteStore(SqlStore):
         self._watch_thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._writer = BatchWriter(
-            name="sqlite", connect=self._connect, begin=self._begin,
+            name="sqlite", connect=self._connect_writer, begin=self._begin,
             commit=lambda c: c.execute("COMMIT"), rollback=lambda c: c.execute("ROLLBACK") if c.in_transaction else None,
             savepoint=lambda c, s: c.execute(s), is_retryable=_retryable, translate=_translate,
             on_commit=self._after_commit, before_commit=self._before_commit,
@@ -106,12 +106,12 @@ class SqliteStore(SqlStore):
 
     # --- connections --------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
+                                   timeout=busy_ms / 1000)
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreUnavailable(f"SQLite store {self.path!r}: cannot enable WAL (journal_mode is {mode})")
@@ -122,8 +122,33 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the SQLite store {self.path!r}: {exc}") from None
 
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        # Opening took the busy timeout (WAL set-up may wait for another process); from now
+        # on ``_begin`` waits for the write lock itself, in short steps.
+        conn.execute("PRAGMA busy_timeout = 0")
+        return conn
+
     def _begin(self, conn: sqlite3.Connection) -> SqliteTx:
-        conn.execute("BEGIN IMMEDIATE")
+        # Another process holds the write lock: try again after a short pause. SQLite's own
+        # busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, far longer than a group
+        # commit holds the lock, so two worker processes would spend most of their time
+        # asleep; here the pause starts at 50 us and grows to 2 ms, up to the busy timeout.
+        pause, deadline = 0.00005, None
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _retryable(exc):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + BUSY_TIMEOUT_MS / 1000
+                elif now > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
         return SqliteTx(conn, self.q, self.env, self.status_in_store, self.clock)
 
     def _reader(self) -> sqlite3.Connection:
