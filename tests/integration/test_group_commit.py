@@ -120,3 +120,109 @@ def test_two_workers_claiming_ahead_run_every_run_once_and_leave_none_leased(tmp
     finally:
         for app in apps:
             app.close()
+
+
+def test_operations_of_one_kind_run_together_and_fail_alone(tmp_path):
+    """A ``many`` variant runs a batch's operations of its kind in one call: an operation it
+    rejects fails alone; when ``many`` itself fails, they run one by one and only the
+    failing one is left out."""
+    from durably.store.writer import Rejected
+
+    commits: list[int] = []
+    w = _writer(str(tmp_path / "w.db"), commits)
+    calls: list[list[int]] = []
+
+    def insert(tx, k):
+        if k == 13:
+            raise ValueError("13 is refused")
+        tx.execute("INSERT INTO t (k) VALUES (?)", (k,))
+        return k
+
+    def insert_many(tx, items):
+        ks = [k for (k,) in items]
+        calls.append(ks)
+        if 13 in ks:
+            raise ValueError("the bulk statement failed")
+        tx.executemany("INSERT INTO t (k) VALUES (?)", [(k,) for k in ks if k % 2 == 0])
+        return [k if k % 2 == 0 else Rejected(LookupError(f"{k} is odd")) for k in ks]
+
+    insert.many = insert_many
+    gate, holding = threading.Event(), threading.Event()
+    try:
+        for ks in ([2, 3, 4, 5], [6, 13, 8]):
+            blocker = w.submit(lambda tx: holding.set() or gate.wait(10))
+            assert holding.wait(10)
+            futs = {k: w.submit(insert, k) for k in ks}
+            gate.set()
+            blocker.result(10)
+            for k, fut in futs.items():
+                if k == 13:
+                    with pytest.raises(ValueError, match="13 is refused"):
+                        fut.result(10)
+                elif k % 2:
+                    with pytest.raises(LookupError, match=f"{k} is odd"):
+                        fut.result(10)
+                else:
+                    assert fut.result(10) == k
+            gate.clear()
+            holding.clear()
+        assert calls == [[2, 3, 4, 5], [6, 13, 8]], "one call per batch; after a failure, one by one"
+        rows = w.submit(lambda tx: [r[0] for r in tx.execute("SELECT k FROM t ORDER BY k")]).result(10)
+        assert rows == [2, 4, 6, 8]
+    finally:
+        w.close()
+
+
+def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_url):
+    """Finishes and checkpoints of several runs share one statement; a run whose lease was
+    lost (here: cancelled) is refused alone, and a step someone else finished keeps its
+    outcome."""
+    from durably.errors import LeaseLost
+    from durably.store.base import StepWrite
+
+    app = make_app(store_url)
+
+    @app.function(id="f", trigger=durably.on_event("go"))
+    async def f(ctx: durably.Context) -> None:
+        return None
+
+    try:
+        app.register()
+        app.send([durably.Event("go", {"i": i}) for i in range(6)])
+        store = app.store
+        runs, _next, _now = store.claim_runs("w1", '["f"]', 6, 30.0).result(10)
+        assert len(runs) == 6
+        store.cancel_run(runs[1].id, "test").result(10)
+        store.cancel_run(runs[4].id, "test").result(10)
+        first = StepWrite("a", "run", "completed", 0, 1, '"first"', None, None, 1.0, 2.0)
+        store.checkpoint_step(runs[5], 30.0, first).result(10)
+        retrying = StepWrite("a", "run", "retrying", 0, 1, None, '{"name": "E"}', '{"attempt": 1}', 1.0, 2.0)
+        store.checkpoint_step(runs[3], 30.0, retrying).result(10)
+
+        gate, holding = threading.Event(), threading.Event()
+        blocker = store._write(lambda tx: holding.set() or gate.wait(10))
+        assert holding.wait(10)
+        step = StepWrite("a", "run", "completed", 0, 2, '"second"', None, '{"attempt": 2}', 3.0, 4.0)
+        checkpoints = [store.checkpoint_step(r, 30.0, step) for r in runs[3:]]
+        finishes = [store.finish_run(r, status="completed", output='"done"', error=None, reason="completed")
+                    for r in runs[:3]]
+        gate.set()
+        blocker.result(10)
+
+        assert finishes[0].result(10) and finishes[2].result(10)
+        with pytest.raises(LeaseLost):
+            finishes[1].result(10)
+        assert checkpoints[0].result(10) is None  # written
+        with pytest.raises(LeaseLost):
+            checkpoints[1].result(10)
+        kept = checkpoints[2].result(10)  # already completed before: the stored outcome wins
+        assert kept is not None and kept["output"] == '"first"'
+
+        by_id = {r["id"]: r for r in runs_of(app, function_id="f")}
+        assert [by_id[r.id]["status"] for r in runs] == ["completed", "cancelled", "completed", "running",
+                                                         "cancelled", "running"]
+        steps = app.store.read("get_run", runs[3].id).result(10)["steps"]
+        assert [(s["step_id"], s["status"], s["output"], s["attempts"], s["log"]) for s in steps] == [
+            ("a", "completed", "second", 2, [{"attempt": 1}, {"attempt": 2}])]
+    finally:
+        app.close()
