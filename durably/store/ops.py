@@ -29,6 +29,8 @@ class Tx(Protocol):
     def one(self, name: str, /, **params: Any) -> Any: ...
     def all(self, name: str, /, **params: Any) -> list[Any]: ...
     def exec(self, name: str, /, **params: Any) -> int: ...
+    def all_many(self, calls: list[tuple[str, dict]]) -> list[list[Any]]: ...
+    def exec_at_commit(self, name: str, /, **params: Any) -> None: ...
 
 
 # --- events and runs -----------------------------------------------------------------------
@@ -340,7 +342,7 @@ def checkpoint(tx: Tx, run: ClaimedRun, lease: float, step: StepWrite, emit: lis
 
 def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
     """``checkpoint`` for many steps at once: one fence and one upsert for the plain ones
-    (a ``step.run`` result, a sleep that ended); the others one by one."""
+    (a ``step.run`` result, a sleep that ended), sent together; the others one by one."""
     out: list[Any] = [None] * len(items)
     plain: list[int] = []
     seen: set[tuple[str, str]] = set()
@@ -355,29 +357,24 @@ def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
         plain.append(k)
     if not plain:
         return out
-    held = {(r[0], r[1]) for r in tx.all("fence_runs", now=tx.now, items=dumps(
-        [{"id": items[k][0].id, "gen": items[k][0].lease_gen, "lease": items[k][1]} for k in plain]))}
-    writes = []
+    fence = dumps([{"id": items[k][0].id, "gen": items[k][0].lease_gen, "lease": items[k][1]} for k in plain])
+    steps = dumps([_step_item(items[k][0], items[k][2]) for k in plain])
+    held_rows, written_rows = tx.all_many([("fence_runs", {"now": tx.now, "items": fence}),
+                                           ("upsert_steps", {"items": steps})])
+    held = {(r[0], r[1]) for r in held_rows}
+    written = {(r[0], r[1]) for r in written_rows}
     for k in plain:
-        run = items[k][0]
-        if (run.id, run.lease_gen) in held:
-            writes.append(k)
-        else:
-            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)"))
-    if not writes:
-        return out
-    written = {(r[0], r[1]) for r in tx.all("upsert_steps", items=dumps([_step_item(items[k][0].id, items[k][2])
-                                                                          for k in writes]))}
-    for k in writes:
         run, step = items[k][0], items[k][2]
-        if (run.id, step.step_id) not in written:  # finished by someone else first: use theirs
+        if (run.id, run.lease_gen) not in held:
+            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)"))
+        elif (run.id, step.step_id) not in written:  # finished by someone else first: use theirs
             row = tx.one("get_step", run_id=run.id, step_id=step.step_id)
             out[k] = dict(row) if row else None
     return out
 
 
-def _step_item(run_id: str, s: StepWrite) -> dict:
-    return {"run_id": run_id, "step_id": s.step_id, "kind": s.kind, "status": s.status, "seq": s.seq,
+def _step_item(run: ClaimedRun, s: StepWrite) -> dict:
+    return {"run_id": run.id, "gen": run.lease_gen, "step_id": s.step_id, "kind": s.kind, "status": s.status, "seq": s.seq,
             "attempts": s.attempts, "output": s.output, "error": s.error, "log": s.attempt_log,
             "started_at": s.started_at, "finished_at": s.finished_at, "wake_at": s.wake_at}
 

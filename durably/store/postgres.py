@@ -202,6 +202,7 @@ class _Conn:
         self.raw: psycopg.Connection | None = None
         self.cur: Any = None
         self.pending: list[str] = []
+        self.at_commit: list[tuple[str, dict]] = []  # parameterized writes sent with the COMMIT
         self.backend_pid: int | None = None
         self.tx: PgTx | None = None
         self.ensure()
@@ -211,6 +212,7 @@ class _Conn:
         """A pooled (read) connection with the same statement buffer."""
         c = cls.__new__(cls)
         c.conninfo, c.raw, c.cur, c.pending, c.backend_pid, c.tx = "", raw, raw.cursor(row_factory=row_factory), [], None, None
+        c.at_commit = []
         return c
 
     def ensure(self) -> None:
@@ -228,6 +230,7 @@ class _Conn:
         self.cur = raw.cursor(row_factory=row_factory)
         self.backend_pid = raw.info.backend_pid
         self.pending = []
+        self.at_commit = []
 
     def flush(self, then: str | None = None) -> Any:
         """Send the queued control statements (and ``then``); returns the cursor."""
@@ -296,6 +299,27 @@ class PgTx(StatusStaging):
     def exec(self, name: str, /, **params: Any) -> int:
         return self._run(name, params).rowcount
 
+    def all_many(self, calls: list[tuple[str, dict]]) -> list[list[Any]]:
+        """Several statements in order, sent together (one round trip, pipeline mode) with
+        any control statements still queued; their rows. A statement must not depend on the
+        rows of an earlier one, only on its effects."""
+        c = self.c
+        raw = c.raw
+        curs = []
+        with raw.pipeline():
+            pending, c.pending = c.pending, []
+            for stmt in pending:
+                c.cur.execute(stmt)
+            for name, params in calls:
+                cur = raw.cursor(row_factory=row_factory)
+                cur.execute(self.q[name], params)
+                curs.append(cur)
+        return [cur.fetchall() for cur in curs]
+
+    def exec_at_commit(self, name: str, /, **params: Any) -> None:
+        """A write whose outcome nobody reads: sent with the COMMIT, in the same round trip."""
+        self.c.at_commit.append((self.q[name], params))
+
     def script(self, sql: str) -> None:
         """Run a parameterless script (several statements) in this transaction."""
         self.c.flush()
@@ -357,6 +381,7 @@ class PostgresStore(SqlStore):
     def _begin(self, c: _Conn) -> PgTx:
         c.ensure()  # after a lost connection, the retried batch runs on a new one
         c.pending = ["BEGIN"]
+        c.at_commit = []
         c.tx = PgTx(c, self.q, self.env, self.status_in_store)
         return c.tx
 
@@ -365,22 +390,34 @@ class PostgresStore(SqlStore):
 
     def _commit(self, c: _Conn) -> None:
         tx, c.tx = c.tx, None
-        if c.pending and c.pending[0] == "BEGIN":
+        writes, c.at_commit = c.at_commit, []
+        if c.pending and c.pending[0] == "BEGIN" and not writes:
             c.pending = []  # BEGIN was never sent: no operation ran a statement
             return
-        if tx is not None and tx.woke:
-            c.pending.append(f"NOTIFY {self.channel}")
-        c.pending.append("COMMIT")
+        ending = [f"NOTIFY {self.channel}"] if tx is not None and tx.woke else []
+        ending.append("COMMIT")
         try:
-            c.flush()
+            if not writes:
+                c.pending.extend(ending)
+                c.flush()
+            else:  # queued control statements, the writes, NOTIFY and COMMIT: one round trip
+                with c.raw.pipeline():  # type: ignore[union-attr]
+                    before, c.pending = c.pending, []
+                    for stmt in before:
+                        c.cur.execute(stmt)
+                    for sql, params in writes:
+                        c.cur.execute(sql, params)
+                    for stmt in ending:
+                        c.cur.execute(stmt)
         except psycopg.OperationalError as exc:
-            if _retryable(exc):
+            state = getattr(exc, "sqlstate", None)
+            if state is None or state.startswith("08"):  # the connection, not a statement, failed
                 raise _AmbiguousCommit(f"the connection to the PostgreSQL store was lost during COMMIT; the outcome "
                                        f"of the transaction is unknown: {_first_line(exc)}") from None
             raise
 
     def _rollback(self, c: _Conn) -> None:
-        c.pending, c.tx = [], None
+        c.pending, c.tx, c.at_commit = [], None, []
         raw = c.raw
         if raw is None or raw.closed or raw.broken:
             return

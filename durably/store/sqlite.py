@@ -50,6 +50,14 @@ class SqliteTx(StatusStaging):
     def exec(self, name: str, /, **params: Any) -> int:
         return self.conn.execute(self.q[name], params).rowcount
 
+    def all_many(self, calls: list[tuple[str, dict]]) -> list[list[Any]]:
+        """Several statements in order; their rows (one round trip each costs nothing here)."""
+        return [self.conn.execute(self.q[name], params).fetchall() for name, params in calls]
+
+    def exec_at_commit(self, name: str, /, **params: Any) -> None:
+        """A write whose outcome nobody reads, made just before the commit."""
+        self.conn.execute(self.q[name], params)
+
 
 def path_from_url(url: str) -> str:
     if url.startswith("sqlite:///"):

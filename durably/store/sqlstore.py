@@ -42,8 +42,8 @@ class StatusStaging:
                 self.published = [(t, f, make_blob()) for (t, f), make_blob in staged.items()]
                 return
             for (tenant, function_id), make_blob in staged.items():
-                self.exec("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
-                          blob=dumps(make_blob()), now=self.now)
+                self.exec_at_commit("upsert_status", env=self.env, tenant=tenant, function_id=function_id,
+                                    blob=dumps(make_blob()), now=self.now)
 
 
 class SqlStore:

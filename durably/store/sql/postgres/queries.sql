@@ -207,7 +207,10 @@ RETURNING r.id, r.lease_gen;
 
 -- name: upsert_steps
 -- upsert_step for many steps at once (:items, a JSON array of objects with the same
--- fields); returns the (run_id, step_id) of every step written.
+-- fields, and gen: the lease token of the run); returns the (run_id, step_id) of every step
+-- written. A step is written only while its run is held under that token: the statement
+-- needs no result of fence_runs (the two travel together), only that it ran first in this
+-- transaction, so that the runs still held are locked by it.
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 SELECT j.run_id, j.step_id, j.kind, j.status, j.seq, j.attempts, j.output, j.error,
@@ -215,7 +218,8 @@ SELECT j.run_id, j.step_id, j.kind, j.status, j.seq, j.attempts, j.output, j.err
     j.started_at, j.finished_at, j.wake_at
 FROM json_to_recordset(CAST(:items AS json)) AS j(run_id text, step_id text, kind text, status text,
     seq integer, attempts integer, output text, error text, log text, started_at double precision,
-    finished_at double precision, wake_at double precision)
+    finished_at double precision, wake_at double precision, gen integer)
+WHERE EXISTS (SELECT 1 FROM durably_runs r WHERE r.id = j.run_id AND r.lease_gen = j.gen AND r.status = 'running')
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     error = excluded.error,

@@ -188,7 +188,10 @@ RETURNING id, lease_gen;
 
 -- name: upsert_steps
 -- upsert_step for many steps at once (:items, a JSON array of objects with the same
--- fields); returns the (run_id, step_id) of every step written.
+-- fields, and gen: the lease token of the run); returns the (run_id, step_id) of every step
+-- written. A step is written only while its run is held under that token: the statement
+-- needs no result of fence_runs (the two travel together), only that it ran first in this
+-- transaction, so that the runs still held are locked by it.
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 SELECT json_extract(value, '$.run_id'), json_extract(value, '$.step_id'), json_extract(value, '$.kind'),
@@ -197,7 +200,9 @@ SELECT json_extract(value, '$.run_id'), json_extract(value, '$.step_id'), json_e
     CASE WHEN json_extract(value, '$.log') IS NULL THEN '[]'
          ELSE json_array(json(json_extract(value, '$.log'))) END,
     json_extract(value, '$.started_at'), json_extract(value, '$.finished_at'), json_extract(value, '$.wake_at')
-FROM json_each(:items) WHERE true
+FROM json_each(:items)
+WHERE EXISTS (SELECT 1 FROM durably_runs r WHERE r.id = json_extract(value, '$.run_id')
+              AND r.lease_gen = json_extract(value, '$.gen') AND r.status = 'running')
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     error = excluded.error,
