@@ -114,12 +114,12 @@ class SqliteStore(SqlStore):
 
     # --- connections --------------------------------------------------------------------
 
-    def _connect(self, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_ms / 1000)
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreUnavailable(f"SQLite store {self.path!r}: cannot enable WAL (journal_mode is {mode})")
