@@ -11,6 +11,8 @@ Measures, each on a fresh store with default (durable) settings:
   steps    runs/s of a function with 3 durable steps, drained the same way
   latency  enqueue-to-start p50/p95/p99 over sequential sends to an idle worker: in this
            process (worker on a thread), and with the worker in its own process
+  growth   the 1-process drain on an empty ledger, then with ``--ledger`` (default 10^6)
+           finished runs and their events already in it, and the ratio of the two
 
 Workers are started with the CLI (``python -m durably worker bench.apps:app``).
 """
@@ -149,10 +151,54 @@ def cpu_seconds(pid: int) -> float:
 # --- drains -------------------------------------------------------------------------------
 
 
-def drain(kind: str, event: str, n: int, procs: int, concurrency: int) -> dict:
+def seed_ledger(url: str, n: int) -> float:
+    """Put ``n`` finished runs (completed over the last 30 days) and their events straight
+    into the store's tables: the history a long-lived deployment carries. Returns seconds."""
+    t0 = time.perf_counter()
+    start = time.time() - 30 * 86400
+    step = 30 * 86400 / max(n, 1)
+    event = json.dumps({"name": "bench.noop", "data": {}, "id": "x", "ts": 0})
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url[len("sqlite:///"):])
+        series = "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < ? - 1) "
+        conn.execute("BEGIN")
+        conn.execute(series + "INSERT INTO durably_events (env, id, name, data, ts, received_at) "
+                     "SELECT ?, printf('old-ev-%09d', i), 'bench.noop', ?, 0, ? + i * ? FROM s",
+                     (n, ENV, event, start, step))
+        conn.execute(series + "INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, "
+                     "event, available_at, sort_at, created_at, started_at, finished_at, attempt, terminal_reason, "
+                     "output, lease_gen) SELECT printf('old-run-%09d', i), ?, 'noop', 'completed', "
+                     "printf('t%d', i % 100), 'event', printf('old-ev-%09d', i), ?, ? + i * ?, ? + i * ?, "
+                     "? + i * ?, ? + i * ? + 0.01, ? + i * ? + 0.02, 0, 'completed', 'null', 1 FROM s",
+                     (n, ENV, event, *([start, step] * 5)))
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET search_path TO durably, public")
+            conn.execute("INSERT INTO durably_events (env, id, name, data, ts, received_at) "
+                         "SELECT %s, format('old-ev-%%s', lpad(i::text, 9, '0')), 'bench.noop', %s, 0, "
+                         "%s + i * %s FROM generate_series(0, %s - 1) AS i", (ENV, event, start, step, n))
+            t = "%s + i * %s"
+            conn.execute("INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, "
+                         "available_at, sort_at, created_at, started_at, finished_at, attempt, terminal_reason, "
+                         "output, lease_gen) SELECT format('old-run-%%s', lpad(i::text, 9, '0')), %s, 'noop', "
+                         "'completed', 't' || (i %% 100), 'event', format('old-ev-%%s', lpad(i::text, 9, '0')), %s, "
+                         f"{t}, {t}, {t}, {t} + 0.01, {t} + 0.02, 0, 'completed', 'null', 1 "
+                         "FROM generate_series(0, %s - 1) AS i", (ENV, event, *([start, step] * 5), n))
+            conn.execute("VACUUM ANALYZE durably_runs")
+            conn.execute("VACUUM ANALYZE durably_events")
+    return time.perf_counter() - t0
+
+
+def drain(kind: str, event: str, n: int, procs: int, concurrency: int, ledger: int = 0) -> dict:
     with fresh_store(kind) as url:
         app = open_app(url)
         app.register()
+        seeded = seed_ledger(url, ledger) if ledger else None
         t0 = time.perf_counter()
         res = app.send([durably.Event(event, {"i": i}) for i in range(n)])
         enqueue_s = time.perf_counter() - t0
@@ -185,6 +231,7 @@ def drain(kind: str, event: str, n: int, procs: int, concurrency: int) -> dict:
         "startup_s": first_start - t_start,
         "enqueue_per_s": n / enqueue_s,
         "worker_cpu_ms_per_run": 1000.0 * cpu / n,
+        **({"ledger": ledger, "seed_s": seeded} if ledger else {}),
     }
 
 
@@ -283,7 +330,8 @@ def fmt(v: Any) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
-    ap.add_argument("--only", default="drain,steps,latency", help="comma list of drain, steps, latency")
+    ap.add_argument("--only", default="drain,steps,latency", help="comma list of drain, steps, latency, growth")
+    ap.add_argument("--ledger", type=int, default=1_000_000, help="finished runs already in the ledger (growth)")
     ap.add_argument("--procs", default="1,2", help="worker processes for drain and steps (default 1,2)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--n-noop", type=int, default=5000)
@@ -313,6 +361,13 @@ def main() -> None:
             for p in procs:
                 report({"store": kind, "what": f"3-step runs {p}x{a.concurrency}",
                         **drain(kind, "bench.steps3", a.n_steps, p, a.concurrency)})
+        if "growth" in only:
+            empty = drain(kind, "bench.noop", a.n_noop, 1, a.concurrency)
+            report({"store": kind, "what": f"drain 1x{a.concurrency}, empty ledger", **empty})
+            grown = drain(kind, "bench.noop", a.n_noop, 1, a.concurrency, ledger=a.ledger)
+            report({"store": kind, "what": f"drain 1x{a.concurrency}, {a.ledger:,} runs", **grown,
+                    "ratio_to_empty": grown["per_s"] / empty["per_s"],
+                    "steady_ratio": grown["steady_per_s"] / empty["steady_per_s"]})
         if "latency" in only:
             report({"store": kind, "what": "latency in-process", **latency_in_process(kind, a.n_ping, a.concurrency)})
             report({"store": kind, "what": "latency worker process", **latency_process(kind, a.n_ping, a.concurrency)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +44,25 @@ class Context:
     def __init__(self, execution: "Execution", step: Any):
         self._ex = execution
         run = execution.run
-        self.event: Event = Event.from_dict(_strip(run.event))
-        self.events: list[Event] = [Event.from_dict(_strip(e)) for e in run.events] if run.events else [self.event]
         self.run_id: str = run.id
         self.function_id: str = run.function_id
         self.tenant: str = run.tenant
         self.step = step
-        self.logger = _RunLogger(logging.getLogger(f"durably.run.{run.function_id}"), execution)
+
+    # Built on first use: a run that never reads them does not pay for them.
+
+    @functools.cached_property
+    def event(self) -> Event:
+        return Event.from_dict(_strip(self._ex.run.event))
+
+    @functools.cached_property
+    def events(self) -> list[Event]:
+        run = self._ex.run
+        return [Event.from_dict(_strip(e)) for e in run.events] if run.events else [self.event]
+
+    @functools.cached_property
+    def logger(self) -> logging.LoggerAdapter:
+        return _RunLogger(logging.getLogger(f"durably.run.{self.function_id}"), self._ex)
 
     @property
     def attempt(self) -> int:
