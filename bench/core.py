@@ -84,8 +84,9 @@ def fresh_store(kind: str) -> Iterator[str]:
 class Ledger:
     """Direct read-only queries on the runs table, to watch a drain from outside."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, since: float = 0.0):
         self.url = url
+        self.since = since  # only runs created from then on (not a seeded history)
         if url.startswith("sqlite:"):
             self.conn = sqlite3.connect(url[len("sqlite:///"):])
             self.ph = "?"
@@ -100,12 +101,14 @@ class Ledger:
         return self.conn.execute(sql.replace("?", self.ph), args).fetchone()
 
     def finished(self) -> int:
-        return self.one("SELECT COUNT(*) FROM durably_runs WHERE env = ? AND status = 'completed'", ENV)[0]
+        return self.one("SELECT COUNT(*) FROM durably_runs WHERE env = ? AND created_at >= ? AND status = 'completed'",
+                        ENV, self.since)[0]
 
     def span(self) -> tuple[float, float, float]:
         """(first start, first finish, last finish) of the completed runs, store clock."""
         return tuple(self.one("SELECT MIN(started_at), MIN(finished_at), MAX(finished_at) FROM durably_runs "
-                              "WHERE env = ? AND status = 'completed'", ENV))  # type: ignore[return-value]
+                              "WHERE env = ? AND created_at >= ? AND status = 'completed'",
+                              ENV, self.since))  # type: ignore[return-value]
 
     def close(self) -> None:
         self.conn.close()
@@ -194,17 +197,18 @@ def seed_ledger(url: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def drain(kind: str, event: str, n: int, procs: int, concurrency: int, ledger: int = 0) -> dict:
+def drain(kind: str, event: str, n: int, procs: int, concurrency: int, history: int = 0) -> dict:
     with fresh_store(kind) as url:
         app = open_app(url)
         app.register()
-        seeded = seed_ledger(url, ledger) if ledger else None
+        seeded = seed_ledger(url, history) if history else None
+        sent_at = time.time() - 1.0
         t0 = time.perf_counter()
         res = app.send([durably.Event(event, {"i": i}) for i in range(n)])
         enqueue_s = time.perf_counter() - t0
         assert len(res.runs) == n, f"sent {n} events, created {len(res.runs)} runs"
         app.close()
-        ledger = Ledger(url)
+        ledger = Ledger(url, since=sent_at)
         env = worker_env(url)
         with tempfile.TemporaryFile("w+") as log:
             t_start = time.time()
@@ -231,7 +235,7 @@ def drain(kind: str, event: str, n: int, procs: int, concurrency: int, ledger: i
         "startup_s": first_start - t_start,
         "enqueue_per_s": n / enqueue_s,
         "worker_cpu_ms_per_run": 1000.0 * cpu / n,
-        **({"ledger": ledger, "seed_s": seeded} if ledger else {}),
+        **({"ledger_runs": history, "seed_s": seeded} if history else {}),
     }
 
 
@@ -364,7 +368,7 @@ def main() -> None:
         if "growth" in only:
             empty = drain(kind, "bench.noop", a.n_noop, 1, a.concurrency)
             report({"store": kind, "what": f"drain 1x{a.concurrency}, empty ledger", **empty})
-            grown = drain(kind, "bench.noop", a.n_noop, 1, a.concurrency, ledger=a.ledger)
+            grown = drain(kind, "bench.noop", a.n_noop, 1, a.concurrency, history=a.ledger)
             report({"store": kind, "what": f"drain 1x{a.concurrency}, {a.ledger:,} runs", **grown,
                     "ratio_to_empty": grown["per_s"] / empty["per_s"],
                     "steady_ratio": grown["steady_per_s"] / empty["steady_per_s"]})

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 import typing
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -65,6 +65,9 @@ class Execution:
         self.retry_at: float | None = None
         self.retry_error: dict | None = None
         self.lease_lost: LeaseLost | None = None
+        # A completed run's final write goes to the store without this coroutine waiting for
+        # its commit (the worker's slot is free as soon as it is submitted): set by the worker.
+        self.detach_finish = False
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -333,13 +336,26 @@ class Execution:
             output = dumps(out, what="the function's return value", limit=STEP_OUTPUT_MAX_BYTES)
         except InvalidInput as exc:
             return await self._fail(error_dict(exc), "non_retriable")
+        fut = self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed")
+        if self.detach_finish:  # the caller does not wait for the commit: its outcome is only logged
+            fut.add_done_callback(self._finish_logged)
+            return "completed"
         try:
-            await aw(self.store.finish_run(self.run, status="completed", output=output, error=None,
-                                           reason="completed"))
+            await aw(fut)
         except LeaseLost as exc:
             log.info("%s", exc)
             return "lease_lost"
         return "completed"
+
+    def _finish_logged(self, fut: "Future") -> None:  # the store's thread, once the finish committed
+        exc = fut.exception()
+        if exc is None:
+            return
+        if isinstance(exc, LeaseLost):
+            log.info("%s", exc)
+        else:
+            log.error("run %s: could not record its outcome (%s); it will be resumed after its lease",
+                      self.run.id, exc)
 
     async def _body_failed(self, exc: BaseException) -> str:
         err = error_dict(exc)
