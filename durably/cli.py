@@ -17,8 +17,6 @@ from typing import Any, Optional
 
 import click
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from .config import Settings
 from .errors import DurablyError, InvalidInput, NotFound
@@ -30,7 +28,27 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help="durably: dur
 runs_cli = typer.Typer(help="The run ledger: list runs, show one, cancel one.", invoke_without_command=True)
 cli.add_typer(runs_cli, name="runs")
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+class _Out:
+    """stdout as a rich Console, made on first use: a worker that prints nothing does not
+    import rich at start-up."""
+
+    _console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _Out._console is None:
+            from rich.console import Console
+
+            _Out._console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        return getattr(_Out._console, name)
+
+
+def Table(**kwargs: Any) -> Any:  # noqa: N802 - rich's Table, imported when a table is printed
+    from rich.table import Table as _Table
+
+    return _Table(**kwargs)
+
+
+out = _Out()
 _state: dict[str, Any] = {}
 
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
