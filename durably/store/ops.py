@@ -374,8 +374,8 @@ def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
 
 
 def _step_item(run: ClaimedRun, s: StepWrite) -> dict:
-    return {"run_id": run.id, "gen": run.lease_gen, "step_id": s.step_id, "kind": s.kind, "status": s.status, "seq": s.seq,
-            "attempts": s.attempts, "output": s.output, "error": s.error, "log": s.attempt_log,
+    return {"run_id": run.id, "gen": run.lease_gen, "step_id": s.step_id, "kind": s.kind, "status": s.status,
+            "seq": s.seq, "attempts": s.attempts, "output": s.output, "error": s.error, "log": s.attempt_log,
             "started_at": s.started_at, "finished_at": s.finished_at, "wake_at": s.wake_at}
 
 
