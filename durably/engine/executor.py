@@ -262,7 +262,7 @@ class Execution:
         now = self.now()
         if m is not None:
             if m["wake_at"] is not None and m["wake_at"] <= now:
-                err = {"name": "InvokeTimeout", "message": f"invoked function did not finish within the timeout"}
+                err = {"name": "InvokeTimeout", "message": "invoked function did not finish within the timeout"}
                 row = await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None,
                                                        m["started_at"], now, m["wake_at"]))
                 if row and row.get("status") == "completed":

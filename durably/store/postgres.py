@@ -385,9 +385,6 @@ class PostgresStore(SqlStore):
         c.tx = PgTx(c, self.q, self.env, self.status_in_store)
         return c.tx
 
-    def _savepoint(self, c: _Conn, stmt: str) -> None:
-        c.pending.append(stmt)
-
     def _commit(self, c: _Conn) -> None:
         tx, c.tx = c.tx, None
         writes, c.at_commit = c.at_commit, []
