@@ -505,18 +505,35 @@ def prune(
     out.print(f"pruned {done}" if done else f"nothing older than {older_than} to prune")
 
 
+def _click_errors() -> tuple[tuple, tuple, tuple]:
+    """(aborts, exits, usage errors) of click and of the click that newer typer carries inside."""
+    aborts: list = [click.exceptions.Abort, typer.Abort]
+    exits: list = [click.exceptions.Exit, typer.Exit]
+    errors: list = [click.ClickException]
+    try:
+        from typer._click import exceptions as inner
+    except ImportError:  # a typer that uses click itself
+        pass
+    else:
+        aborts.extend(x for x in (getattr(inner, "Abort", None),) if x is not None)
+        exits.extend(x for x in (getattr(inner, "Exit", None),) if x is not None)
+        errors.append(inner.ClickException)
+    return tuple(aborts), tuple(exits), tuple(errors)
+
+
 def main() -> None:
+    aborts, exits, usage_errors = _click_errors()
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
         code = cli(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Abort:
+    except aborts:
         sys.stderr.write("aborted\n")
         sys.exit(1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except exits as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except usage_errors as exc:
         sys.stderr.write(f"error: {exc.format_message()}\n")
         sys.exit(2)
     except DurablyError as exc:

@@ -102,6 +102,8 @@ def test_cli_errors_are_one_line(tmp_path):
         "object": (["send", "hello", "--data", "[1, 2]"], {}),
         "status": (["runs", "--status", "exploded"], {}),
         "url": (["runs"], {"DURABLY_DATABASE_URL": "mysql://x"}),
+        "usage": (["send", "hello", '{"a": 1}'], {}),
+        "command": (["nosuch"], {}),
     }
     # One process each, all at once: the CLI's start-up time is the cost of this test.
     started = {k: subprocess.Popen(durably_cmd(*args), env={**_env(), **extra}, cwd=tmp_path, text=True,
@@ -118,6 +120,10 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "JSON object" in _one_line_error(done["object"])
     assert "unknown status" in _one_line_error(done["status"])
     assert "DURABLY_DATABASE_URL" in _one_line_error(done["url"])
+    for usage in ("usage", "command"):  # usage errors: one line too, and exit code 2
+        assert done[usage].returncode == 2 and "Traceback" not in done[usage].stderr, done[usage].stderr
+    assert "unexpected extra argument" in done["usage"].stderr.lower()
+    assert "no such command" in done["command"].stderr.lower()
     # Nothing was sent: the failed sends wrote no event.
     assert json.loads(cli(tmp_path, "runs", "--json").stdout) == []
 
