@@ -246,6 +246,20 @@ class _Conn:
                 pass
         return self.cur
 
+    def pipeline(self, statements: list[tuple[str, dict | None]]) -> list[Any]:
+        """The queued control statements, then ``statements``, in one round trip (pipeline
+        mode); a cursor per statement, holding its rows."""
+        curs = []
+        with self.raw.pipeline():  # type: ignore[union-attr]
+            pending, self.pending = self.pending, []
+            for stmt in pending:
+                self.cur.execute(stmt)
+            for sql, params in statements:
+                cur = self.raw.cursor(row_factory=row_factory)  # type: ignore[union-attr]
+                cur.execute(sql, params)
+                curs.append(cur)
+        return curs
+
     def close(self) -> None:
         if self.raw is not None:
             self.raw.close()
@@ -303,18 +317,7 @@ class PgTx(StatusStaging):
         """Several statements in order, sent together (one round trip, pipeline mode) with
         any control statements still queued; their rows. A statement must not depend on the
         rows of an earlier one, only on its effects."""
-        c = self.c
-        raw = c.raw
-        curs = []
-        with raw.pipeline():
-            pending, c.pending = c.pending, []
-            for stmt in pending:
-                c.cur.execute(stmt)
-            for name, params in calls:
-                cur = raw.cursor(row_factory=row_factory)
-                cur.execute(self.q[name], params)
-                curs.append(cur)
-        return [cur.fetchall() for cur in curs]
+        return [cur.fetchall() for cur in self.c.pipeline([(self.q[name], params) for name, params in calls])]
 
     def exec_at_commit(self, name: str, /, **params: Any) -> None:
         """A write whose outcome nobody reads: sent with the COMMIT, in the same round trip."""
@@ -398,14 +401,7 @@ class PostgresStore(SqlStore):
                 c.pending.extend(ending)
                 c.flush()
             else:  # queued control statements, the writes, NOTIFY and COMMIT: one round trip
-                with c.raw.pipeline():  # type: ignore[union-attr]
-                    before, c.pending = c.pending, []
-                    for stmt in before:
-                        c.cur.execute(stmt)
-                    for sql, params in writes:
-                        c.cur.execute(sql, params)
-                    for stmt in ending:
-                        c.cur.execute(stmt)
+                c.pipeline(writes + [(stmt, None) for stmt in ending])
         except psycopg.OperationalError as exc:
             state = getattr(exc, "sqlstate", None)
             if state is None or state.startswith("08"):  # the connection, not a statement, failed
