@@ -65,9 +65,6 @@ class Execution:
         self.retry_at: float | None = None
         self.retry_error: dict | None = None
         self.lease_lost: LeaseLost | None = None
-        # A completed run's final write goes to the store without this coroutine waiting for
-        # its commit (the worker's slot is free as soon as it is submitted): set by the worker.
-        self.detach_finish = False
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -336,15 +333,10 @@ class Execution:
             output = dumps(out, what="the function's return value", limit=STEP_OUTPUT_MAX_BYTES)
         except InvalidInput as exc:
             return await self._fail(error_dict(exc), "non_retriable")
+        # Not awaited: the worker's slot is free as soon as the write is submitted, and nothing
+        # here depends on its commit. Its outcome is logged from the store's thread.
         fut = self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed")
-        if self.detach_finish:  # the caller does not wait for the commit: its outcome is only logged
-            fut.add_done_callback(self._finish_logged)
-            return "completed"
-        try:
-            await aw(fut)
-        except LeaseLost as exc:
-            log.info("%s", exc)
-            return "lease_lost"
+        fut.add_done_callback(self._finish_logged)
         return "completed"
 
     def _finish_logged(self, fut: "Future") -> None:  # the store's thread, once the finish committed

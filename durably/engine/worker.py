@@ -283,7 +283,6 @@ class Worker:
             self._wake.set()
 
         ex.store = _RunStore(ex.store, release)
-        ex.detach_finish = True
 
         async def go() -> None:
             try:
