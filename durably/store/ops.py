@@ -267,7 +267,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
         if throttled is None:
             chosen.append(c)
             continue
-        row = tx.one("claim_run", id=c["id"], owner=owner, now=tx.now, lease=lease)
+        row = next(iter(tx.all("claim_runs", ids=dumps([c["id"]]), owner=owner, now=tx.now, lease=lease)), None)
         if row is None:
             if ckeys:
                 tx.exec("release_slots", run_id=c["id"])
@@ -309,16 +309,14 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
 
 
 def _fence(tx: Tx, run: ClaimedRun, lease: float) -> None:
-    if not tx.exec("fence", run_id=run.id, lease_gen=run.lease_gen, now=tx.now, lease=lease):
+    """Go on only under the lease this worker holds (same token), and extend it."""
+    if not tx.all("fence_runs", now=tx.now, items=dumps([{"id": run.id, "gen": run.lease_gen, "lease": lease}])):
         raise LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)")
 
 
-def _write_step(tx: Tx, run_id: str, s: StepWrite) -> int:
-    return tx.exec(
-        "upsert_step", run_id=run_id, step_id=s.step_id, kind=s.kind, status=s.status, seq=s.seq,
-        attempts=s.attempts, output=s.output, error=s.error, attempt_log=s.attempt_log,
-        started_at=s.started_at, finished_at=s.finished_at, wake_at=s.wake_at,
-    )
+def _write_step(tx: Tx, run: ClaimedRun, s: StepWrite) -> bool:
+    """Write a step of a run held under its token; False when the step had already finished."""
+    return bool(tx.all("upsert_steps", items=dumps([_step_item(run, s)])))
 
 
 def checkpoint(tx: Tx, run: ClaimedRun, lease: float, step: StepWrite, emit: list[dict] | None,
@@ -329,7 +327,7 @@ def checkpoint(tx: Tx, run: ClaimedRun, lease: float, step: StepWrite, emit: lis
     event or an invoked run resolved it first), so the caller uses that outcome.
     """
     _fence(tx, run, lease)
-    written = _write_step(tx, run.id, step)
+    written = _write_step(tx, run, step)
     if step.kind == "wait":
         tx.exec("delete_waits_of_step", run_id=run.id, step_id=step.step_id)
     if not written:
@@ -387,7 +385,7 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
     """Park a run (sleep, wait, invoke, retry backoff): write its pending steps, free its slots."""
     _fence(tx, run, lease)
     for s in steps:
-        _write_step(tx, run.id, s)
+        _write_step(tx, run, s)
     early = []
     for w in waits:
         hit = _received_since(tx, run, w)
@@ -430,8 +428,9 @@ def _received_since(tx: Tx, run: ClaimedRun, w: WaitWrite) -> dict | None:
 def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str,
            emit: list[dict] | None, plan: Planner | None, match: Matcher | None) -> dict:
     """End a run for good; resolve the parent waiting on it (invoke); emit follow-up events."""
-    row = tx.one("finish_run", run_id=run.id, lease_gen=run.lease_gen, status=status, output=output, error=error,
-                 reason=reason, now=tx.now)
+    rows = tx.all("finish_runs", now=tx.now, items=dumps([{"id": run.id, "gen": run.lease_gen, "status": status,
+                                                             "output": output, "error": error, "reason": reason}]))
+    row = rows[0] if rows else None
     if row is None:
         raise LeaseLost(f"run {run.id}: lease lost before it could finish")
     _after_end(tx, run.id, row, status, output, error)

@@ -89,22 +89,11 @@ ORDER BY sort_at, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
--- name: claim_run
--- Lease one run to a worker; bumps the fencing token. RETURNING sees the new row, so a run
--- started before (started_at kept by COALESCE) is a resumption.
-UPDATE durably_runs
-SET status = 'running', lease_owner = :owner,
-    lease_expires_at = CAST(:now AS double precision) + :lease,
-    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
-    finish_deadline = COALESCE(finish_deadline, CAST(:now AS double precision) + finish_timeout), gathering = 0
-WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
-RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
-    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
-
 -- name: claim_runs
--- claim_run for many runs at once (:ids, a JSON array), in one statement. = ANY of an
--- array makes the planner look the ids up by primary key, not scan the ready runs.
+-- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. RETURNING
+-- sees the new row, so a run started before (started_at kept by COALESCE) is a resumption.
+-- = ANY of an array makes the planner look the ids up by primary key, not scan the ready
+-- runs.
 UPDATE durably_runs
 SET status = 'running', lease_owner = :owner,
     lease_expires_at = CAST(:now AS double precision) + :lease,
@@ -136,30 +125,6 @@ DELETE FROM durably_slots WHERE run_id = :run_id;
 SELECT step_id, kind, status, seq, attempts, output, error, started_at, finished_at, wake_at
 FROM durably_steps WHERE run_id = :run_id ORDER BY seq;
 
--- name: fence
--- Every write of a running run goes through here first: it succeeds only under the lease
--- that this worker holds (same token), and extends that lease. The row lock it takes
--- orders it against a concurrent takeover (requeue bumps lease_gen).
-UPDATE durably_runs SET lease_expires_at = CAST(:now AS double precision) + :lease
-WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running';
-
--- name: upsert_step
--- Write a step's state. A finished step (completed/failed) is never overwritten. The log
--- is a JSON array of attempts kept as text; jsonb appends to it.
-INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
-    started_at, finished_at, wake_at)
-VALUES (:run_id, :step_id, :kind, :status, :seq, :attempts, :output, :error,
-    CASE WHEN CAST(:attempt_log AS text) IS NULL THEN '[]'
-         ELSE CAST(jsonb_build_array(CAST(:attempt_log AS jsonb)) AS text) END,
-    :started_at, :finished_at, :wake_at)
-ON CONFLICT (run_id, step_id) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
-    error = excluded.error,
-    log = CASE WHEN CAST(:attempt_log AS text) IS NULL THEN durably_steps.log
-               ELSE CAST(CAST(durably_steps.log AS jsonb) || jsonb_build_array(CAST(:attempt_log AS jsonb)) AS text) END,
-    finished_at = excluded.finished_at, wake_at = excluded.wake_at
-WHERE durably_steps.status NOT IN ('completed', 'failed');
-
 -- name: suspend_run
 UPDATE durably_runs
 SET status = :status, available_at = :available_at,
@@ -168,16 +133,9 @@ SET status = :status, available_at = :available_at,
     error = COALESCE(CAST(:error AS text), error)
 WHERE id = :run_id AND lease_gen = :lease_gen;
 
--- name: finish_run
-UPDATE durably_runs
-SET status = :status, output = :output, error = :error, terminal_reason = :reason,
-    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
-WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
-
 -- name: finish_runs
--- finish_run for many runs at once: :items is a JSON array of
--- {id, gen, status, output, error, reason}; a run whose lease was lost is not returned.
+-- End runs for good: :items is a JSON array of {id, gen, status, output, error, reason};
+-- a run whose lease was lost is not returned.
 -- The ids as an array, and a status test that durably_runs_owner's predicate does not
 -- match: the planner finds the rows by primary key, not by scanning that partial index
 -- (on a busy queue, mostly dead entries until vacuum).
@@ -197,8 +155,9 @@ DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(
 DELETE FROM durably_waits WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
 
 -- name: fence_runs
--- fence for many runs at once: :items is a JSON array of {id, gen, lease}; returns the
--- (id, lease_gen) of every run still held under that token. By primary key, as in finish_runs.
+-- Every write of a running run goes through here first: :items is a JSON array of
+-- {id, gen, lease}; extends the lease of every run still held under that token, and
+-- returns its (id, lease_gen). By primary key, as in finish_runs.
 UPDATE durably_runs AS r SET lease_expires_at = CAST(:now AS double precision) + j.lease
 FROM json_to_recordset(CAST(:items AS json)) AS j(id text, gen integer, lease double precision)
 WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
@@ -206,11 +165,12 @@ WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json))
 RETURNING r.id, r.lease_gen;
 
 -- name: upsert_steps
--- upsert_step for many steps at once (:items, a JSON array of objects with the same
--- fields, and gen: the lease token of the run); returns the (run_id, step_id) of every step
--- written. A step is written only while its run is held under that token: the statement
--- needs no result of fence_runs (the two travel together), only that it ran first in this
--- transaction, so that the runs still held are locked by it.
+-- Write steps' state (:items, a JSON array of step objects, with gen: the lease token of
+-- the run); a finished step (completed/failed) is never overwritten. Returns the
+-- (run_id, step_id) of every step written. A step is written only while its run is held
+-- under that token: the statement needs no result of fence_runs (the two travel
+-- together), only that it ran first in this transaction, so that the runs still held are
+-- locked by it.
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 SELECT j.run_id, j.step_id, j.kind, j.status, j.seq, j.attempts, j.output, j.error,

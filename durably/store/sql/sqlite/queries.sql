@@ -81,19 +81,9 @@ WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
 ORDER BY sort_at, id
 LIMIT :limit;
 
--- name: claim_run
--- Lease one run to a worker; bumps the fencing token.
-UPDATE durably_runs
-SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
-    lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
-    finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
-WHERE id = :id AND status IN ('queued', 'sleeping', 'waiting')
-RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
-    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
-
 -- name: claim_runs
--- claim_run for many runs at once (:ids, a JSON array), in one statement.
+-- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. RETURNING
+-- sees the new row, so a run started before (started_at kept by COALESCE) is a resumption.
 UPDATE durably_runs
 SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
     lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
@@ -125,27 +115,6 @@ DELETE FROM durably_slots WHERE run_id = :run_id;
 SELECT step_id, kind, status, seq, attempts, output, error, started_at, finished_at, wake_at
 FROM durably_steps WHERE run_id = :run_id ORDER BY seq;
 
--- name: fence
--- Every write of a running run goes through here first: it succeeds only under the lease
--- that this worker holds (same token), and extends that lease.
-UPDATE durably_runs SET lease_expires_at = :now + :lease
-WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running';
-
--- name: upsert_step
--- Write a step's state. A finished step (completed/failed) is never overwritten.
-INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
-    started_at, finished_at, wake_at)
-VALUES (:run_id, :step_id, :kind, :status, :seq, :attempts, :output, :error,
-    CASE WHEN :attempt_log IS NULL THEN '[]' ELSE json_array(json(:attempt_log)) END,
-    :started_at, :finished_at, :wake_at)
-ON CONFLICT (run_id, step_id) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
-    error = excluded.error,
-    log = CASE WHEN :attempt_log IS NULL THEN durably_steps.log
-               ELSE json_insert(durably_steps.log, '$[#]', json(:attempt_log)) END,
-    finished_at = excluded.finished_at, wake_at = excluded.wake_at
-WHERE durably_steps.status NOT IN ('completed', 'failed');
-
 -- name: suspend_run
 -- Park a run until available_at (sleep, wait, invoke, retry backoff) and free its lease.
 UPDATE durably_runs
@@ -154,16 +123,9 @@ SET status = :status, available_at = :available_at, sort_at = :available_at - pr
     error = COALESCE(:error, error)
 WHERE id = :run_id AND lease_gen = :lease_gen;
 
--- name: finish_run
-UPDATE durably_runs
-SET status = :status, output = :output, error = :error, terminal_reason = :reason,
-    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
-WHERE id = :run_id AND lease_gen = :lease_gen AND status = 'running'
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
-
 -- name: finish_runs
--- finish_run for many runs at once: :items is a JSON array of
--- {id, gen, status, output, error, reason}; a run whose lease was lost is not returned.
+-- End runs for good: :items is a JSON array of {id, gen, status, output, error, reason};
+-- a run whose lease was lost is not returned.
 UPDATE durably_runs
 SET status = json_extract(j.value, '$.status'), output = json_extract(j.value, '$.output'),
     error = json_extract(j.value, '$.error'), terminal_reason = json_extract(j.value, '$.reason'),
@@ -180,8 +142,9 @@ DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
 DELETE FROM durably_waits WHERE run_id IN (SELECT value FROM json_each(:ids));
 
 -- name: fence_runs
--- fence for many runs at once: :items is a JSON array of {id, gen, lease}; returns the
--- (id, lease_gen) of every run still held under that token.
+-- Every write of a running run goes through here first: :items is a JSON array of
+-- {id, gen, lease}; extends the lease of every run still held under that token, and
+-- returns its (id, lease_gen).
 UPDATE durably_runs SET lease_expires_at = :now + json_extract(j.value, '$.lease')
 FROM json_each(:items) AS j
 WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
@@ -189,11 +152,12 @@ WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen
 RETURNING id, lease_gen;
 
 -- name: upsert_steps
--- upsert_step for many steps at once (:items, a JSON array of objects with the same
--- fields, and gen: the lease token of the run); returns the (run_id, step_id) of every step
--- written. A step is written only while its run is held under that token: the statement
--- needs no result of fence_runs (the two travel together), only that it ran first in this
--- transaction, so that the runs still held are locked by it.
+-- Write steps' state (:items, a JSON array of step objects, with gen: the lease token of
+-- the run); a finished step (completed/failed) is never overwritten. Returns the
+-- (run_id, step_id) of every step written. A step is written only while its run is held
+-- under that token: the statement needs no result of fence_runs (the two travel
+-- together), only that it ran first in this transaction, so that the runs still held are
+-- locked by it.
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 SELECT json_extract(value, '$.run_id'), json_extract(value, '$.step_id'), json_extract(value, '$.kind'),
