@@ -359,8 +359,8 @@ def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
     steps = dumps([_step_item(items[k][0], items[k][2]) for k in plain])
     held_rows, written_rows = tx.all_many([("fence_runs", {"now": tx.now, "items": fence}),
                                            ("upsert_steps", {"items": steps})])
-    held = {(r[0], r[1]) for r in held_rows}
-    written = {(r[0], r[1]) for r in written_rows}
+    held = {(r["id"], r["lease_gen"]) for r in held_rows}
+    written = {(r["run_id"], r["step_id"]) for r in written_rows}
     for k in plain:
         run, step = items[k][0], items[k][2]
         if (run.id, run.lease_gen) not in held:

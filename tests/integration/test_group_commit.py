@@ -226,3 +226,29 @@ def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_u
             ("a", "completed", "second", 2, [{"attempt": 1}, {"attempt": 2}])]
     finally:
         app.close()
+
+
+def test_a_claim_returns_its_runs_as_stored_in_claim_order(store_url):
+    """A claim's runs carry the stored timestamps to the last bit (SQLite hands them back in
+    one JSON value), the new fencing token, and come in claim order (priority, then age)."""
+    app = make_app(store_url)
+
+    @app.function(id="f", trigger=durably.on_event("go"))
+    async def f(ctx: durably.Context) -> None:
+        return None
+
+    try:
+        app.register()
+        app.send([durably.Event("go", {"i": i}) for i in range(40)])
+        stored = {r["id"]: r for r in runs_of(app, function_id="f")}
+        expected = sorted(stored.values(), key=lambda r: (r["created_at"], r["id"]))
+        runs, _next, _now = app.store.claim_runs("w1", '["f"]', 40, 30.0).result(10)
+        assert [r.id for r in runs] == [r["id"] for r in expected]
+        after = {r["id"]: r for r in runs_of(app, function_id="f")}
+        for run in runs:
+            assert run.created_at == stored[run.id]["created_at"]
+            assert run.started_at == after[run.id]["started_at"] and after[run.id]["status"] == "running"
+            assert run.lease_gen == 1 and not run.resumed and not run.holds
+            assert run.event["data"] == stored[run.id]["event"]["data"]
+    finally:
+        app.close()

@@ -72,26 +72,41 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 -- name: claim_candidates
 -- Runs ready to start or resume, in claim order, for the functions this worker runs.
 -- Paged by (sort_at, id) after the last row seen, so runs blocked by a full concurrency key
--- do not hide ready runs of other keys behind them.
-SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
-WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
-  AND available_at <= :now
-  AND function_id IN (SELECT value FROM json_each(:functions))
-  AND (:after_sort IS NULL OR sort_at > :after_sort OR (sort_at = :after_sort AND id > :after_id))
-ORDER BY sort_at, id
-LIMIT :limit;
+-- do not hide ready runs of other keys behind them. The rows come back as one JSON value
+-- (see SqliteTx.all), REALs printed with 17 digits so they read back exactly.
+SELECT json_group_array(json_object('id', id, 'ckeys', ckeys, 'throttle', throttle,
+    'started_at', CASE WHEN started_at IS NULL THEN NULL ELSE json(printf('%!.17g', started_at)) END,
+    'start_deadline', CASE WHEN start_deadline IS NULL THEN NULL ELSE json(printf('%!.17g', start_deadline)) END,
+    'sort_at', json(printf('%!.17g', sort_at)), 'gathering', gathering)) AS packed
+FROM (SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
+      WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
+        AND available_at <= :now
+        AND function_id IN (SELECT value FROM json_each(:functions))
+        AND (:after_sort IS NULL OR sort_at > :after_sort OR (sort_at = :after_sort AND id > :after_id))
+      ORDER BY sort_at, id
+      LIMIT :limit);
 
 -- name: claim_runs
--- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. RETURNING
--- sees the new row, so a run started before (started_at kept by COALESCE) is a resumption.
+-- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. Returns
+-- each leased run as it is after the lease: read first as one JSON value, then written
+-- (nothing else writes between the two in this transaction). A run started before
+-- (started_at kept by COALESCE) is a resumption.
+SELECT json_group_array(json_object('id', id, 'function_id', function_id, 'tenant', tenant,
+    'trigger', trigger, 'event', event, 'events', events, 'attempt', attempt,
+    'lease_gen', lease_gen + 1,
+    'started_at', json(printf('%!.17g', COALESCE(started_at, :now))),
+    'created_at', json(printf('%!.17g', created_at)), 'parent_run_id', parent_run_id,
+    'finish_deadline', CASE WHEN COALESCE(finish_deadline, :now + finish_timeout) IS NULL THEN NULL ELSE json(printf('%!.17g', COALESCE(finish_deadline, :now + finish_timeout))) END,
+    'resumed', COALESCE(started_at, :now) < :now,
+    'holds', (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id))))
+    AS packed
+FROM durably_runs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleeping', 'waiting');
 UPDATE durably_runs
 SET status = 'running', lease_owner = :owner, lease_expires_at = :now + :lease,
     lease_gen = lease_gen + 1, started_at = COALESCE(started_at, :now),
     finish_deadline = COALESCE(finish_deadline, :now + finish_timeout), gathering = 0
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleeping', 'waiting')
-RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, started_at,
-    created_at, parent_run_id, finish_deadline, (started_at < :now) AS resumed,
-    (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleeping', 'waiting');
 
 -- name: next_available
 -- When the next run becomes claimable (the worker sleeps until then at most). Only live
@@ -125,15 +140,20 @@ WHERE id = :run_id AND lease_gen = :lease_gen;
 
 -- name: finish_runs
 -- End runs for good: :items is a JSON array of {id, gen, status, output, error, reason};
--- a run whose lease was lost is not returned.
+-- a run whose lease was lost is not returned. Read first as one JSON value, then written.
+SELECT json_group_array(json_object('id', r.id, 'tenant', r.tenant, 'function_id', r.function_id,
+    'parent_run_id', r.parent_run_id, 'parent_step_id', r.parent_step_id,
+    'started_at', CASE WHEN r.started_at IS NULL THEN NULL ELSE json(printf('%!.17g', r.started_at)) END, 'attempt', r.attempt,
+    'singleton_key', r.singleton_key)) AS packed
+FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
+WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs
 SET status = json_extract(j.value, '$.status'), output = json_extract(j.value, '$.output'),
     error = json_extract(j.value, '$.error'), terminal_reason = json_extract(j.value, '$.reason'),
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 FROM json_each(:items) AS j
 WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
-  AND durably_runs.status = 'running'
-RETURNING id, tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, singleton_key;
+  AND durably_runs.status = 'running';
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
@@ -144,20 +164,30 @@ DELETE FROM durably_waits WHERE run_id IN (SELECT value FROM json_each(:ids));
 -- name: fence_runs
 -- Every write of a running run goes through here first: :items is a JSON array of
 -- {id, gen, lease}; extends the lease of every run still held under that token, and
--- returns its (id, lease_gen).
+-- returns its (id, lease_gen). Read first as one JSON value, then written.
+SELECT json_group_array(json_object('id', r.id, 'lease_gen', r.lease_gen)) AS packed
+FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
+WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs SET lease_expires_at = :now + json_extract(j.value, '$.lease')
 FROM json_each(:items) AS j
 WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
-  AND durably_runs.status = 'running'
-RETURNING id, lease_gen;
+  AND durably_runs.status = 'running';
 
 -- name: upsert_steps
 -- Write steps' state (:items, a JSON array of step objects, with gen: the lease token of
 -- the run); a finished step (completed/failed) is never overwritten. Returns the
--- (run_id, step_id) of every step written. A step is written only while its run is held
+-- (run_id, step_id) of every step written, read first as one JSON value: the steps of
+-- held runs that are new or not finished. A step is written only while its run is held
 -- under that token: the statement needs no result of fence_runs (the two travel
 -- together), only that it ran first in this transaction, so that the runs still held are
 -- locked by it.
+SELECT json_group_array(json_object('run_id', json_extract(j.value, '$.run_id'),
+    'step_id', json_extract(j.value, '$.step_id'))) AS packed
+FROM json_each(:items) AS j
+WHERE EXISTS (SELECT 1 FROM durably_runs r WHERE r.id = json_extract(j.value, '$.run_id')
+              AND r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running')
+  AND NOT EXISTS (SELECT 1 FROM durably_steps s WHERE s.run_id = json_extract(j.value, '$.run_id')
+                  AND s.step_id = json_extract(j.value, '$.step_id') AND s.status IN ('completed', 'failed'));
 INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
     started_at, finished_at, wake_at)
 SELECT json_extract(value, '$.run_id'), json_extract(value, '$.step_id'), json_extract(value, '$.kind'),
@@ -175,8 +205,7 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
     log = CASE WHEN excluded.log = '[]' THEN durably_steps.log
                ELSE json_insert(durably_steps.log, '$[#]', json(json_extract(excluded.log, '$[0]'))) END,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at
-WHERE durably_steps.status NOT IN ('completed', 'failed')
-RETURNING run_id, step_id;
+WHERE durably_steps.status NOT IN ('completed', 'failed');
 
 -- name: cancel_run
 -- Cancel a run that has not finished. Bumping the token fences out a worker that runs it now.
