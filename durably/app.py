@@ -75,15 +75,7 @@ class App:
         """Replace settings (before the store is opened): ``app.configure(database_url=...)``."""
         if self._store is not None:
             raise InvalidInput("configure() must be called before the app opens its store")
-        base = self.settings.model_dump()
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        for k in ("event_key", "admin_token", "cron_secret", "secret_key"):
-            v = base.get(k)
-            if v is not None and hasattr(v, "get_secret_value"):
-                base[k] = v.get_secret_value()
-        base["DURABLY_SCHEMA"] = base.pop("schema_", "durably")
-        base["CRON_SECRET"] = base.pop("cron_secret", None)
-        self._settings = Settings.load({}, **{k: v for k, v in base.items()})
+        self._settings = self.settings.replace(**overrides)
         return self
 
     @property
