@@ -20,6 +20,10 @@ export DURABLY_SRC=$ROOT PEERBENCH_ADAPTERS=$ROOT/bench
 args=(--peer "durably,$PEERS" --workload "$WORKLOADS" --reps "$REPS" --results-dir "$RESULTS")
 if [ -n "${STORE:-}" ]; then args+=(--store "$STORE"); fi
 mkdir -p "$RESULTS"
+# The peers run from installed packages, whose bytecode pip compiled at install time; durably
+# runs from this checkout (editable), so compile it too, or with PYTHONDONTWRITEBYTECODE set
+# every worker process would compile durably's modules from source as it starts.
+python -m compileall -q "$ROOT/durably" >/dev/null
 python "$PEERBENCH/run.py" "${args[@]}"
 echo
 python "$ROOT/bench/compare.py" "$RESULTS"
