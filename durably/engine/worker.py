@@ -3,9 +3,11 @@
 ``concurrency`` bounds the function bodies executing at once. A slot frees as soon as a
 run's body has ended and its final write (finish or suspend) is on its way to the store:
 the next run starts while that write commits, and the claim that refills the slot joins
-the same group commit. When runs are short, the worker also claims a few runs ahead
-(``prefetch``, by default twelve times ``concurrency``) so that a slot never waits for a
-claim round trip and one group commit carries many finished runs; how far ahead shrinks
+the same group commit. When runs are short, the worker also claims runs ahead
+(``prefetch``, by default 32 times ``concurrency``), so that a slot never waits for a claim
+and one group commit carries many finished runs. The next claim goes out when half of the
+runs ahead are left, and a claim may wait behind a batch of finishes before its own commit
+(20 ms is common on a loaded PostgreSQL): that half must outlast it. How far ahead shrinks
 as runs get longer, so that every run claimed ahead starts well within ``hold`` seconds.
 A run claimed ahead that has not started within ``hold`` goes back to the queue, so long
 runs never keep work away from other workers.
@@ -75,7 +77,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease = app.settings.lease_seconds
         self.grace = grace if grace is not None else max(1.0, self.lease * 0.8)
-        self.prefetch = 12 * concurrency if prefetch is None else max(0, prefetch)
+        self.prefetch = 32 * concurrency if prefetch is None else max(0, prefetch)
         self.hold = hold
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping: asyncio.Event | None = None  # set by run()
