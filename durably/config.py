@@ -165,6 +165,8 @@ class Settings:
 
     @classmethod
     def _build(cls, data: dict[str, Any]) -> "Settings":
+        if "schema" in data:  # the field is ``schema_``; ``schema`` is taken for it
+            data["schema_"] = data.pop("schema")
         values = {}
         for f in fields(cls):
             if f.name not in data:

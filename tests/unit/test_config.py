@@ -41,6 +41,7 @@ def test_overrides_win_over_the_environment_and_none_means_not_given():
     r = s.replace(admin_token="tok", lease_seconds=5)
     assert r.admin_token.get_secret_value() == "tok" and r.lease_seconds == 5.0 and r.env == "dev"
     assert s.admin_token is None  # settings are values: replace() makes new ones
+    assert r.replace(schema="jobs").schema_ == "jobs" == Settings.load({}, schema="jobs").schema_
 
 
 def test_secrets_never_print_and_empty_counts_as_unset():
