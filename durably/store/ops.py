@@ -310,8 +310,16 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
 
 def _fence(tx: Tx, run: ClaimedRun, lease: float) -> None:
     """Go on only under the lease this worker holds (same token), and extend it."""
-    if not tx.all("fence_runs", now=tx.now, items=dumps([{"id": run.id, "gen": run.lease_gen, "lease": lease}])):
-        raise LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)")
+    if not tx.all("fence_runs", now=tx.now, items=dumps([_fence_item(run, lease)])):
+        raise _lease_lost(run)
+
+
+def _fence_item(run: ClaimedRun, lease: float) -> dict:
+    return {"id": run.id, "gen": run.lease_gen, "lease": lease}
+
+
+def _lease_lost(run: ClaimedRun) -> LeaseLost:
+    return LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)")
 
 
 def _write_step(tx: Tx, run: ClaimedRun, s: StepWrite) -> bool:
@@ -355,7 +363,7 @@ def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
         plain.append(k)
     if not plain:
         return out
-    fence = dumps([{"id": items[k][0].id, "gen": items[k][0].lease_gen, "lease": items[k][1]} for k in plain])
+    fence = dumps([_fence_item(items[k][0], items[k][1]) for k in plain])
     steps = dumps([_step_item(items[k][0], items[k][2]) for k in plain])
     held_rows, written_rows = tx.all_many([("fence_runs", {"now": tx.now, "items": fence}),
                                            ("upsert_steps", {"items": steps})])
@@ -364,7 +372,7 @@ def _checkpoint_many(tx: Tx, items: list[tuple]) -> list[Any]:
     for k in plain:
         run, step = items[k][0], items[k][2]
         if (run.id, run.lease_gen) not in held:
-            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost (another worker took it over, or it was cancelled)"))
+            out[k] = Rejected(_lease_lost(run))
         elif (run.id, step.step_id) not in written:  # finished by someone else first: use theirs
             row = tx.one("get_step", run_id=run.id, step_id=step.step_id)
             out[k] = dict(row) if row else None
@@ -428,11 +436,10 @@ def _received_since(tx: Tx, run: ClaimedRun, w: WaitWrite) -> dict | None:
 def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str,
            emit: list[dict] | None, plan: Planner | None, match: Matcher | None) -> dict:
     """End a run for good; resolve the parent waiting on it (invoke); emit follow-up events."""
-    rows = tx.all("finish_runs", now=tx.now, items=dumps([{"id": run.id, "gen": run.lease_gen, "status": status,
-                                                             "output": output, "error": error, "reason": reason}]))
+    rows = tx.all("finish_runs", now=tx.now, items=dumps([_finish_item(run, status, output, error, reason)]))
     row = rows[0] if rows else None
     if row is None:
-        raise LeaseLost(f"run {run.id}: lease lost before it could finish")
+        raise _finish_lost(run)
     _after_end(tx, run.id, row, status, output, error)
     if emit:
         ingest(tx, emit, plan, match)  # type: ignore[arg-type]
@@ -455,15 +462,14 @@ def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
             out[k] = Rejected(exc)
     if not plain:
         return out
-    rows = {r["id"]: r for r in tx.all("finish_runs", now=tx.now, items=dumps(
-        [{"id": items[k][0].id, "gen": items[k][0].lease_gen, "status": items[k][1], "output": items[k][2],
-          "error": items[k][3], "reason": items[k][4]} for k in plain]))}
+    rows = {r["id"]: r for r in tx.all("finish_runs", now=tx.now,
+                                       items=dumps([_finish_item(*items[k][:5]) for k in plain]))}
     ended = []
     for k in plain:
         run, status, output, error = items[k][:4]
         row = rows.get(run.id)
         if row is None:
-            out[k] = Rejected(LeaseLost(f"run {run.id}: lease lost before it could finish"))
+            out[k] = Rejected(_finish_lost(run))
             continue
         if run.holds:
             ended.append(run.id)
@@ -474,6 +480,14 @@ def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
         tx.exec("release_slots_of_runs", ids=ids)
         tx.exec("delete_waits_of_runs", ids=ids)
     return out
+
+
+def _finish_item(run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str) -> dict:
+    return {"id": run.id, "gen": run.lease_gen, "status": status, "output": output, "error": error, "reason": reason}
+
+
+def _finish_lost(run: ClaimedRun) -> LeaseLost:
+    return LeaseLost(f"run {run.id}: lease lost before it could finish")
 
 
 finish.many = _finish_many  # type: ignore[attr-defined]

@@ -173,6 +173,18 @@ def test_operations_of_one_kind_run_together_and_fail_alone(tmp_path):
         w.close()
 
 
+def _noop_app(store_url: str) -> durably.App:
+    """A registered app with one function ``f`` (on event ``go``) that does nothing."""
+    app = make_app(store_url)
+
+    @app.function(id="f", trigger=durably.on_event("go"))
+    async def f(ctx: durably.Context) -> None:
+        return None
+
+    app.register()
+    return app
+
+
 def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_url):
     """Finishes and checkpoints of several runs share one statement; a run whose lease was
     lost (here: cancelled) is refused alone, and a step someone else finished keeps its
@@ -180,14 +192,8 @@ def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_u
     from durably.errors import LeaseLost
     from durably.store.base import StepWrite
 
-    app = make_app(store_url)
-
-    @app.function(id="f", trigger=durably.on_event("go"))
-    async def f(ctx: durably.Context) -> None:
-        return None
-
+    app = _noop_app(store_url)
     try:
-        app.register()
         app.send([durably.Event("go", {"i": i}) for i in range(6)])
         store = app.store
         runs, _next, _now = store.claim_runs("w1", '["f"]', 6, 30.0).result(10)
@@ -231,14 +237,8 @@ def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_u
 def test_a_claim_returns_its_runs_as_stored_in_claim_order(store_url):
     """A claim's runs carry the stored timestamps to the last bit (SQLite hands them back in
     one JSON value), the new fencing token, and come in claim order (priority, then age)."""
-    app = make_app(store_url)
-
-    @app.function(id="f", trigger=durably.on_event("go"))
-    async def f(ctx: durably.Context) -> None:
-        return None
-
+    app = _noop_app(store_url)
     try:
-        app.register()
         app.send([durably.Event("go", {"i": i}) for i in range(40)])
         stored = {r["id"]: r for r in runs_of(app, function_id="f")}
         expected = sorted(stored.values(), key=lambda r: (r["created_at"], r["id"]))
