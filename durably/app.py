@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -225,7 +224,9 @@ class App:
 
             await Worker(self, concurrency=concurrency, scheduler=scheduler).run(stop_on_signals())
 
-        asyncio.run(main())
+        from .lifecycle import run
+
+        run(main(), self.settings.event_loop)
 
     # --- status blobs outside the store (Redis) -----------------------------------------------
     # With DURABLY_REDIS_URL the store keeps no status blobs: every transaction that starts or

@@ -1,6 +1,6 @@
 """Settings read from the environment (``DURABLY_*``); CLI flags override them.
 
-Fifteen typed fields, read here by hand rather than with pydantic-settings: importing
+Sixteen typed fields, read here by hand rather than with pydantic-settings: importing
 pydantic costs every worker process and every CLI command about 0.3 s of start-up (half
 of it, on a small machine), and a worker that starts in 0.3 s instead of 0.6 s matters
 where workers come and go with the load. The HTTP API, which validates request bodies,
@@ -104,6 +104,13 @@ def _synchronous(v: Any) -> str:
     return v
 
 
+def _event_loop(v: Any) -> str:
+    v = _str(v).strip().lower()
+    if v not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"must be 'auto', 'asyncio' or 'uvloop', not {v!r}")
+    return v
+
+
 def _prune_after(v: Any) -> str | None:
     v = _str(v).strip()
     if not v:
@@ -147,6 +154,7 @@ class Settings:
     secret_key: Secret | None = _setting(None, _secret)
     prune_after: str | None = _setting(None, _prune_after)
     schema_: str = _setting("durably", _str, env="DURABLY_SCHEMA")
+    event_loop: str = _setting("auto", _event_loop)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -22,7 +22,9 @@ def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: i
     else:
         app = App("dev", settings=settings)
     app.store  # noqa: B018 - open and migrate now, so a bad store fails before anything starts
-    asyncio.run(_main(app, host, port, concurrency))
+    from .lifecycle import run
+
+    run(_main(app, host, port, concurrency), app.settings.event_loop)
 
 
 async def _main(app, host: str, port: int, concurrency: int) -> None:

@@ -31,7 +31,9 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
     sock = bind(host, port)
     try:
         app.store  # noqa: B018 - open and migrate now, so a bad store fails before serving
-        asyncio.run(_main(app, asgi, sock, host, port))
+        from ..lifecycle import run
+
+        run(_main(app, asgi, sock, host, port), settings.event_loop)
     finally:
         sock.close()
         app.close()

@@ -153,3 +153,29 @@ def test_worker_loads_an_app_by_module_path(tmp_path, procs):
 
     assert wait_for(output, timeout=30, interval=0.2, what="the run")["output"] == 42
     assert procs.stop(w) == 0, procs.log(w)
+
+
+def test_the_worker_runs_on_uvloop_by_default_and_on_asyncio_when_told(tmp_path, procs):
+    (tmp_path / "loops.py").write_text(
+        "import asyncio, durably\n"
+        "app = durably.App('loops')\n"
+        "@app.function(id='which', trigger=durably.on_event('which'))\n"
+        "async def which(ctx):\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+    )
+    seen = {}
+    for choice in ("auto", "asyncio"):
+        w = procs.start(["worker", "loops:app"], {**_env(), "DURABLY_EVENT_LOOP": choice}, cwd=str(tmp_path))
+        wait_for(lambda: (tmp_path / ".durably" / "durably.db").exists() and json.loads(
+            cli(tmp_path, "functions", "--json").stdout) or w.poll() is not None, timeout=30, what="the registry")
+        rid = json.loads(cli(tmp_path, "send", "which").stdout)["runs"][0]
+
+        def output():
+            d = json.loads(cli(tmp_path, "runs", "show", rid, "--json").stdout)
+            return d if d["status"] == "completed" or w.poll() is not None else None
+
+        run = wait_for(output, timeout=30, interval=0.2, what=f"the run on the {choice} loop")
+        assert w.poll() is None, procs.log(w)
+        seen[choice] = run["output"]
+        assert procs.stop(w) == 0, procs.log(w)
+    assert seen["auto"].startswith("uvloop") and seen["asyncio"].startswith("asyncio"), seen

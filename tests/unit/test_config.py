@@ -16,7 +16,7 @@ def test_defaults_are_durable_and_local():
     assert s.database_url == "sqlite:///.durably/durably.db" and s.env == "dev"
     assert s.sqlite_synchronous == "full" and s.lease_seconds == 30.0 and s.port == 8288
     assert s.redis_url is None and s.event_key is None and s.inline_fallback is False
-    assert s.schema_ == "durably"
+    assert s.schema_ == "durably" and s.event_loop == "auto"
 
 
 def test_variables_are_typed_and_their_names_not_case_sensitive():
@@ -58,6 +58,7 @@ def test_secrets_never_print_and_empty_counts_as_unset():
     ("DURABLY_SQLITE_SYNCHRONOUS", "sometimes", "'full' or 'normal'"),
     ("DURABLY_INLINE_FALLBACK", "maybe", "true or false"),
     ("DURABLY_PRUNE_AFTER", "-3d", "30s"),
+    ("DURABLY_EVENT_LOOP", "tokio", "'auto', 'asyncio' or 'uvloop'"),
 ])
 def test_a_bad_value_is_a_one_line_error_naming_the_variable(var, value, says):
     with pytest.raises(ConfigError) as exc:
@@ -76,3 +77,19 @@ def test_the_worker_and_the_cli_start_without_importing_pydantic():
             "print('pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_long_running_commands_run_on_uvloop_unless_told_otherwise():
+    import asyncio
+
+    import uvloop
+
+    from durably.lifecycle import loop_factory, run
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert loop_factory("asyncio") is None
+    assert run(loop_module(), "auto").startswith("uvloop") and run(loop_module(), "uvloop").startswith("uvloop")
+    assert run(loop_module(), "asyncio").startswith("asyncio")
+    assert isinstance(loop_factory()(), uvloop.Loop)
