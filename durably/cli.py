@@ -16,17 +16,13 @@ import time
 from typing import Any, Optional
 
 import click
-import typer
 
 from .config import Settings
 from .errors import DurablyError, InvalidInput, NotFound
 from .serialize import run_json
 from .status import iso
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="durably: durable background jobs for Python.",
-                  pretty_exceptions_enable=False)
-runs_cli = typer.Typer(help="The run ledger: list runs, show one, cancel one.", invoke_without_command=True)
-cli.add_typer(runs_cli, name="runs")
+_HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 class _Out:
     """stdout as a rich Console, made on first use: a worker that prints nothing does not
@@ -54,14 +50,12 @@ _state: dict[str, Any] = {}
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
 
-@cli.callback()
-def _main(
-    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DURABLY_DATABASE_URL",
-                                               show_envvar=True, help="sqlite:///path or postgresql://..."),
-    env: Optional[str] = typer.Option(None, "--env", envvar="DURABLY_ENV", show_envvar=True,
-                                      help="Environment name; rows of other envs are never touched."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs and full tracebacks."),
-) -> None:
+@click.group(context_settings=_HELP)
+@click.option("--database-url", envvar="DURABLY_DATABASE_URL", show_envvar=True, help="sqlite:///path or postgresql://...")
+@click.option("--env", envvar="DURABLY_ENV", show_envvar=True, help="Environment name; rows of other envs are never touched.")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logs and full tracebacks.")
+def cli(database_url: Optional[str], env: Optional[str], verbose: bool) -> None:
+    """durably: durable background jobs for Python."""
     _state.update(database_url=database_url, env=env, verbose=verbose)
 
 
@@ -88,13 +82,16 @@ def _print_json(value: Any) -> None:
 
 
 @cli.command()
-def dev(
-    app: Optional[str] = typer.Argument(None, help="module:attribute (or a .py file) of a durably.App"),
-    port: int = typer.Option(None, "--port", envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="HTTP host."),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs executed at once."),
-) -> None:
-    """Everything in one process on embedded SQLite: API, dashboard, scheduler and a worker."""
+@click.argument("app", required=False)
+@click.option("--port", type=int, envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP host.")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Runs executed at once.")
+def dev(app: Optional[str], port: Optional[int], host: str, concurrency: int) -> None:
+    """Everything in one process on embedded SQLite: API, dashboard, scheduler and a worker.
+
+    APP is module:attribute (or a .py file) of a durably.App.
+    """
     _logging()
     from .dev import run_dev
 
@@ -103,16 +100,20 @@ def dev(
 
 
 @cli.command()
-def worker(
-    app: str = typer.Argument(..., help="module:attribute (or a .py file) of a durably.App"),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs executed at once per process."),
-    processes: int = typer.Option(1, "--processes", "-p", min=1, help="Worker processes to start."),
-    no_scheduler: bool = typer.Option(False, "--no-scheduler", help="Leave cron ticks and lease recovery to others."),
-) -> None:
-    """Execute an app's functions (any number of workers may share one store)."""
+@click.argument("app")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Runs executed at once per process.")
+@click.option("--processes", "-p", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes to start.")
+@click.option("--no-scheduler", is_flag=True, help="Leave cron ticks and lease recovery to others.")
+def worker(app: str, concurrency: int, processes: int, no_scheduler: bool) -> None:
+    """Execute an app's functions (any number of workers may share one store).
+
+    APP is module:attribute (or a .py file) of a durably.App.
+    """
     _logging()
     if processes > 1:
-        raise typer.Exit(_supervise(app, concurrency, processes, no_scheduler))
+        sys.exit(_supervise(app, concurrency, processes, no_scheduler))
     from .loader import load_app
 
     # Until the event loop takes over SIGTERM, a stop request while starting up (importing
@@ -182,12 +183,11 @@ def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -
 
 
 @cli.command()
-def send(
-    name: str = typer.Argument(..., help="Event name, e.g. inbox.counts.dirty"),
-    data: str = typer.Option("{}", "--data", "-d", help="Event data as a JSON object."),
-    id: Optional[str] = typer.Option(None, "--id", help="Event id (a second send with the same id does nothing)."),
-) -> None:
-    """Send an event."""
+@click.argument("name")
+@click.option("--data", "-d", default="{}", show_default=True, help="Event data as a JSON object.")
+@click.option("--id", "id", help="Event id (a second send with the same id does nothing).")
+def send(name: str, data: str, id: Optional[str]) -> None:
+    """Send an event: NAME such as inbox.counts.dirty, with --data."""
     from .app import App
     from .events import Event
 
@@ -208,16 +208,16 @@ def send(
 # --- the ledger ----------------------------------------------------------------------------
 
 
-@runs_cli.callback()
-def runs(
-    ctx: typer.Context,
-    status: Optional[str] = typer.Option(None, "--status", "-s", help=f"One of: {', '.join(RUN_STATUSES)}."),
-    function: Optional[str] = typer.Option(None, "--function", "-f", help="Function id."),
-    tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Tenant."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="How many (newest first)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """List runs, newest first."""
+@cli.group(invoke_without_command=True)
+@click.option("--status", "-s", help=f"One of: {', '.join(RUN_STATUSES)}.")
+@click.option("--function", "-f", help="Function id.")
+@click.option("--tenant", "-t", help="Tenant.")
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def runs(ctx: click.Context, status: Optional[str], function: Optional[str], tenant: Optional[str], limit: int,
+         as_json: bool) -> None:
+    """The run ledger: list runs (newest first), show one, cancel one."""
     if ctx.invoked_subcommand is not None:
         return
     if status is not None and status not in RUN_STATUSES:
@@ -246,8 +246,10 @@ def _status_style(s: str) -> str:
     return f"[{color}]{s}[/]"
 
 
-@runs_cli.command("show")
-def runs_show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_show(run_id: str, as_json: bool) -> None:
     """One run with its steps, attempts, output and error."""
     store = open_store()
     try:
@@ -279,8 +281,9 @@ def runs_show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(Fa
         out.print(f"[red]error: {data['error'].get('name')}: {data['error'].get('message')}[/]")
 
 
-@runs_cli.command("cancel")
-def runs_cancel(run_id: str = typer.Argument(...)) -> None:
+@runs.command("cancel")
+@click.argument("run_id")
+def runs_cancel(run_id: str) -> None:
     """Cancel a run that has not finished."""
     store = open_store()
     try:
@@ -297,7 +300,8 @@ def runs_cancel(run_id: str = typer.Argument(...)) -> None:
 
 
 @cli.command()
-def functions(as_json: bool = typer.Option(False, "--json")) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def functions(as_json: bool) -> None:
     """The registry: every function workers have registered, with triggers and last run."""
     from .cron import describe
 
@@ -331,7 +335,9 @@ def functions(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @cli.command()
-def status(tenant: str = typer.Argument(...), function: str = typer.Argument(...)) -> None:
+@click.argument("tenant")
+@click.argument("function")
+def status(tenant: str, function: str) -> None:
     """The status blob of (tenant, function) (from Redis when DURABLY_REDIS_URL is set)."""
     s = settings()
     if s.redis_url:
@@ -363,7 +369,8 @@ def migrate() -> None:
 
 
 @cli.command()
-def health(as_json: bool = typer.Option(False, "--json")) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def health(as_json: bool) -> None:
     """Queue health: store reachable, live workers, backlog, oldest queued age, stale leases."""
     from .health import collect
 
@@ -375,15 +382,15 @@ def health(as_json: bool = typer.Option(False, "--json")) -> None:
         for k, v in report.items():
             out.print(f"{k}: {json.dumps(v, default=str)}")
     if not report["ok"]:
-        raise typer.Exit(1)
+        sys.exit(1)
 
 
 
 @cli.command()
-def server(
-    host: str = typer.Option("127.0.0.1", "--host", envvar="DURABLY_HOST", show_envvar=True, help="HTTP host."),
-    port: int = typer.Option(None, "--port", envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288)."),
-) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="DURABLY_HOST", show_envvar=True,
+              help="HTTP host.")
+@click.option("--port", type=int, envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288).")
+def server(host: str, port: Optional[int]) -> None:
     """HTTP API and scheduler; needs no user code (functions come from the registry in the store).
 
     Outside DURABLY_ENV=dev it refuses to start unless DURABLY_EVENT_KEY, DURABLY_ADMIN_TOKEN
@@ -397,18 +404,20 @@ def server(
 
 
 @cli.command()
-def replay(
-    function: str = typer.Option(..., "--function", "-f", help="Function id."),
-    status: str = typer.Option("failed", "--status", "-s", help="Runs to replay: failed, completed or cancelled."),
-    since: Optional[str] = typer.Option(None, "--since", help="Created at or after: ISO-8601, or a duration ago (1h)."),
-    until: Optional[str] = typer.Option(None, "--until", help="Created before: ISO-8601, or a duration ago."),
-    limit: int = typer.Option(100, "--limit", "-n", min=1, max=1000, help="At most this many (oldest first)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1,
-                                              help="At most this many replays run at once (on all workers)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be replayed; create nothing."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the replays until they have all finished."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+@click.option("--function", "-f", required=True, help="Function id.")
+@click.option("--status", "-s", default="failed", show_default=True,
+              help="Runs to replay: failed, completed or cancelled.")
+@click.option("--since", help="Created at or after: ISO-8601, or a duration ago (1h).")
+@click.option("--until", help="Created before: ISO-8601, or a duration ago.")
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="At most this many (oldest first).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1),
+              help="At most this many replays run at once (on all workers).")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; create nothing.")
+@click.option("--wait", is_flag=True, help="Follow the replays until they have all finished.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def replay(function: str, status: str, since: Optional[str], until: Optional[str], limit: int,
+           concurrency: Optional[int], dry_run: bool, wait: bool, as_json: bool) -> None:
     """Re-run finished runs of a function as new runs (runs already replayed are left out)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -480,12 +489,12 @@ def _follow_replays(store: Any, res: dict, bar: Any) -> None:
 
 
 @cli.command()
-def prune(
-    older_than: str = typer.Option(..., "--older-than", help="Retention: delete what finished longer ago than this "
-                                                           "(e.g. 30d, 12h). Events are always kept 24 h."),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=100_000, help="Rows per table per transaction."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+@click.option("--older-than", required=True, help="Retention: delete what finished longer ago than this "
+                                                  "(e.g. 30d, 12h). Events are always kept 24 h.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Rows per table per transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prune(older_than: str, batch_size: int, as_json: bool) -> None:
     """Delete finished runs, their steps, old events and spent keys, in small batches."""
     from .durations import parse_duration
     from .retention import prune as run_prune
@@ -505,37 +514,25 @@ def prune(
     out.print(f"pruned {done}" if done else f"nothing older than {older_than} to prune")
 
 
-def _click_errors() -> tuple[tuple, tuple, tuple]:
-    """(aborts, exits, usage errors) of click and of the click that newer typer carries inside."""
-    aborts: list = [click.exceptions.Abort, typer.Abort]
-    exits: list = [click.exceptions.Exit, typer.Exit]
-    errors: list = [click.ClickException]
-    try:
-        from typer._click import exceptions as inner
-    except ImportError:  # a typer that uses click itself
-        pass
-    else:
-        aborts.extend(x for x in (getattr(inner, "Abort", None),) if x is not None)
-        exits.extend(x for x in (getattr(inner, "Exit", None),) if x is not None)
-        errors.append(inner.ClickException)
-    return tuple(aborts), tuple(exits), tuple(errors)
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; before, help and Exit(0)
 
 
 def main() -> None:
-    aborts, exits, usage_errors = _click_errors()
     try:
-        # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        code = cli(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a click Exit.
+        code = cli.main(prog_name="durably", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except aborts:
+    except click.exceptions.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(1)
-    except exits as exc:
-        sys.exit(getattr(exc, "exit_code", 0))
-    except usage_errors as exc:
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except _NO_ARGS as exc:  # ``durably`` alone: its help
+        sys.stdout.write(exc.format_message() + "\n")
+    except click.ClickException as exc:
         sys.stderr.write(f"error: {exc.format_message()}\n")
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except DurablyError as exc:
         if _state.get("verbose"):
             raise
