@@ -24,6 +24,12 @@ mkdir -p "$RESULTS"
 # runs from this checkout (editable), so compile it too, or with PYTHONDONTWRITEBYTECODE set
 # every worker process would compile durably's modules from source as it starts.
 python -m compileall -q "$ROOT/durably" >/dev/null
+# peerbench installs durably into its venv once; bring that venv up to this checkout's
+# dependencies (uvloop, say), or a new dependency would be missing from every figure.
+VENV_PY="${PEERBENCH_VENVS:-$(python -c 'import tempfile; print(tempfile.gettempdir())')/peerbench-venvs}/durably/bin/python"
+if [ -x "$VENV_PY" ] && ! "$VENV_PY" -m pip install -q -e "$ROOT" >/dev/null 2>&1; then
+  echo "compare.sh: could not update durably in $VENV_PY; its figures may miss a new dependency" >&2
+fi
 python "$PEERBENCH/run.py" "${args[@]}"
 echo
 python "$ROOT/bench/compare.py" "$RESULTS"
