@@ -31,7 +31,11 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
 
 def run(main: Coroutine[Any, Any, Any], choice: str = "auto") -> Any:
     """``asyncio.run(main)`` on the loop ``loop_factory(choice)`` names."""
-    factory = loop_factory(choice)
+    try:
+        factory = loop_factory(choice)
+    except ConfigError:
+        main.close()  # never started: no "coroutine was never awaited" warning
+        raise
     if factory is None:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=factory) as runner:

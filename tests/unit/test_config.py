@@ -97,4 +97,23 @@ def test_long_running_commands_run_on_uvloop_unless_told_otherwise():
     assert loop_factory("asyncio") is None
     assert run(loop_module(), "auto").startswith("uvloop") and run(loop_module(), "uvloop").startswith("uvloop")
     assert run(loop_module(), "asyncio").startswith("asyncio")
-    assert isinstance(loop_factory()(), uvloop.Loop)
+    loop = loop_factory()()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+
+
+def test_asking_for_uvloop_where_it_is_missing_is_a_clear_error(monkeypatch):
+    import asyncio
+    import warnings
+
+    from durably.lifecycle import run
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed, not left unawaited
+        with pytest.raises(ConfigError, match="DURABLY_EVENT_LOOP=uvloop, but uvloop is not installed"):
+            run(asyncio.sleep(0), "uvloop")
+        assert run(asyncio.sleep(0, "fell back"), "auto") == "fell back"
