@@ -24,6 +24,7 @@ from .status import iso
 
 _HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+
 class _Out:
     """stdout as a rich Console, made on first use: a worker that prints nothing does not
     import rich at start-up."""
