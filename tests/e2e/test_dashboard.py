@@ -83,7 +83,8 @@ def test_dev_dashboard_run_now_runs_failures_events(browser, tmp_path):
         greet.locator("button[type=submit]").click()
         link = page.locator("[data-testid=started-run]")
         link.wait_for()
-        link.click()
+        with page.expect_navigation():  # reloading while the click still navigates detaches the page
+            link.click()
         wait_for(lambda: (page.reload() or True) and "completed" in page.inner_text("h1"), 15, interval=0.3,
                  what="the run page to show completed")
         assert "compose" in page.inner_text("table")
