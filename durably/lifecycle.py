@@ -36,9 +36,7 @@ def run(main: Coroutine[Any, Any, Any], choice: str = "auto") -> Any:
     except ConfigError:
         main.close()  # never started: no "coroutine was never awaited" warning
         raise
-    if factory is None:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=factory) as runner:  # None: asyncio's, as asyncio.run
         return runner.run(main)
 
 

@@ -267,7 +267,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
         if throttled is None:
             chosen.append(c)
             continue
-        row = next(iter(tx.all("claim_runs", ids=dumps([c["id"]]), owner=owner, now=tx.now, lease=lease)), None)
+        row = tx.one("claim_runs", ids=dumps([c["id"]]), owner=owner, now=tx.now, lease=lease)
         if row is None:
             if ckeys:
                 tx.exec("release_slots", run_id=c["id"])
@@ -436,8 +436,7 @@ def _received_since(tx: Tx, run: ClaimedRun, w: WaitWrite) -> dict | None:
 def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str,
            emit: list[dict] | None, plan: Planner | None, match: Matcher | None) -> dict:
     """End a run for good; resolve the parent waiting on it (invoke); emit follow-up events."""
-    rows = tx.all("finish_runs", now=tx.now, items=dumps([_finish_item(run, status, output, error, reason)]))
-    row = rows[0] if rows else None
+    row = tx.one("finish_runs", now=tx.now, items=dumps([_finish_item(run, status, output, error, reason)]))
     if row is None:
         raise _finish_lost(run)
     _after_end(tx, run.id, row, status, output, error)
