@@ -3,7 +3,7 @@
 from .app import App, Function, SendResult
 from .context import Context
 from .errors import (DurablyError, InvalidInput, NonRetriableError, RetryAfterError, StepError, UnknownFunction)
-from .events import Event
+from .core.events import Event
 from .functions import (Batch, CancelOn, Concurrency, Debounce, Priority, RateLimit, Retry, Singleton, Throttle,
                         Timeouts, on_cron, on_event)
 

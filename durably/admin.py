@@ -17,12 +17,12 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .durations import parse_duration
+from .core.durations import parse_duration
 from .errors import DurablyError, InvalidInput, NotFound, UnknownFunction
-from .events import MANUAL_EVENT, Event
-from .ids import new_id
-from .jsonutil import dumps, loads
-from .status import iso
+from .core.events import MANUAL_EVENT, Event
+from .core.ids import new_id
+from .core.jsonutil import dumps, loads
+from .core.blobs import iso
 from .store.base import NewRun, aw
 
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")

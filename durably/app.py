@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
 from .errors import DuplicateFunction, InvalidInput
-from .events import FUNCTION_FAILED, Event, coerce_events
+from .core.events import FUNCTION_FAILED, Event, coerce_events
 from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
 from .store.base import IngestResult, aw

@@ -20,7 +20,7 @@ import click
 from .config import Settings
 from .errors import DurablyError, InvalidInput, NotFound
 from .serialize import run_json
-from .status import iso
+from .core.blobs import iso
 
 _HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -190,7 +190,7 @@ def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -
 def send(name: str, data: str, id: Optional[str]) -> None:
     """Send an event: NAME such as inbox.counts.dirty, with --data."""
     from .app import App
-    from .events import Event
+    from .core.events import Event
 
     try:
         payload = json.loads(data)
@@ -304,7 +304,7 @@ def runs_cancel(run_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def functions(as_json: bool) -> None:
     """The registry: every function workers have registered, with triggers and last run."""
-    from .cron import describe
+    from .core.cron import describe
 
     store = open_store()
     try:
@@ -497,7 +497,7 @@ def _follow_replays(store: Any, res: dict, bar: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def prune(older_than: str, batch_size: int, as_json: bool) -> None:
     """Delete finished runs, their steps, old events and spent keys, in small batches."""
-    from .durations import parse_duration
+    from .core.durations import parse_duration
     from .retention import prune as run_prune
 
     seconds = parse_duration(older_than, name="--older-than")

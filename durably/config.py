@@ -115,7 +115,7 @@ def _prune_after(v: Any) -> str | None:
     v = _str(v).strip()
     if not v:
         return None
-    from .durations import parse_duration
+    from .core.durations import parse_duration
 
     try:
         seconds = parse_duration(v, name="DURABLY_PRUNE_AFTER")

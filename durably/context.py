@@ -6,7 +6,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .events import Event
+from .core.events import Event
 
 if TYPE_CHECKING:
     from .engine.executor import Execution

@@ -104,7 +104,7 @@ class RetryAfterError(Exception):
     """Raise to be retried after ``after`` (a duration) instead of the computed backoff."""
 
     def __init__(self, message: str, after: Any):
-        from .durations import parse_duration
+        from .core.durations import parse_duration
 
         super().__init__(message)
         self.after = parse_duration(after)

@@ -13,11 +13,10 @@ import random
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .durations import parse_duration
+from .core.durations import parse_duration
 from .errors import ExpressionError, InvalidInput
-from .expressions import compile_expr
+from .core.expressions import compile_expr
 
 
 def _cel(expr: str | None, what: str) -> str | None:
@@ -63,7 +62,7 @@ def on_cron(expr: str, tz: str = "UTC") -> CronTrigger:
 
     Five fields (minute hour day month weekday), or six with seconds first.
     """
-    from .cron import validate_cron
+    from .core.cron import validate_cron
 
     validate_cron(expr, tz)
     return CronTrigger(expr, tz)
@@ -312,14 +311,3 @@ class FunctionDef:
             "has_on_failure": self.on_failure is not None,
             "internal": self.internal,
         }
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown time zone {tz!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None

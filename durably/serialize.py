@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .status import iso
+from .core.blobs import iso
 
 
 def run_json(r: dict, *, detail: bool = False) -> dict:

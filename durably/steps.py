@@ -14,9 +14,9 @@ import inspect
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .durations import parse_duration
+from .core.durations import parse_duration
 from .errors import InvalidInput
-from .events import Event, coerce_events
+from .core.events import Event, coerce_events
 
 if TYPE_CHECKING:
     from .engine.executor import Execution

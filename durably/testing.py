@@ -27,9 +27,9 @@ from typing import Any
 
 from .app import App, SendResult
 from .config import Settings
-from .durations import parse_duration
+from .core.durations import parse_duration
 from .errors import InvalidInput
-from .events import MANUAL_EVENT, Event
+from .core.events import MANUAL_EVENT, Event
 from .serialize import run_json
 from .store.base import NewRun
 

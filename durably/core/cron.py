@@ -3,45 +3,48 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 # Do not search further back than this for a missed tick: a tick missed while everything
 # was down fires once on restart, so only the latest due tick matters.
 _LOOKBACK_SECONDS = 2 * 86400
 
 
-def _zone(tz: str):
-    from .functions import zone
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {tz!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None
 
-    return zone(tz)
 
 
 def validate_cron(expr: str, tz: str = "UTC") -> None:
     if not isinstance(expr, str) or len(expr.split()) not in (5, 6):
         raise InvalidInput(f"invalid cron expression {expr!r}: use 5 fields (or 6 with seconds first)")
-    zone = _zone(tz)
+    tzinfo = zone(tz)
     try:
-        CronSim(expr, datetime.now(zone))
+        CronSim(expr, datetime.now(tzinfo))
     except CronSimError as exc:
         raise InvalidInput(f"invalid cron expression {expr!r}: {exc}") from None
 
 
 def next_tick(expr: str, tz: str, after: float) -> float:
     """The first tick strictly after ``after`` (epoch seconds)."""
-    zone = _zone(tz)
-    start = datetime.fromtimestamp(after, zone)
+    tzinfo = zone(tz)
+    start = datetime.fromtimestamp(after, tzinfo)
     return next(iter(CronSim(expr, start))).timestamp()
 
 
 def latest_due_tick(expr: str, tz: str, after: float, now: float) -> float | None:
     """The latest tick in ``(after, now]``, or None when none is due."""
-    zone = _zone(tz)
+    tzinfo = zone(tz)
     start = max(after, now - _LOOKBACK_SECONDS)
     latest = None
-    for t in CronSim(expr, datetime.fromtimestamp(start, zone)):
+    for t in CronSim(expr, datetime.fromtimestamp(start, tzinfo)):
         ts = t.timestamp()
         if ts > now:
             break

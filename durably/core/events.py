@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 from .ids import new_id
 from .jsonutil import EVENT_MAX_BYTES, dumps, loads
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExpressionError
+from ..errors import ExpressionError
 
 if TYPE_CHECKING:
     import cel

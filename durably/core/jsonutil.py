@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .errors import NotSerializable, PayloadTooLarge
+from ..errors import NotSerializable, PayloadTooLarge
 
 MiB = 1024 * 1024
 EVENT_MAX_BYTES = 1 * MiB

@@ -20,13 +20,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..context import Context
-from ..durations import parse_duration
+from ..core.durations import parse_duration
 from ..errors import (InvalidInput, LeaseLost, NonRetriableError, RetryAfterError, StepError, StepMismatch,
                       error_dict)
-from ..events import FUNCTION_INVOKED, Event, failure_event
-from ..expressions import compile_expr
+from ..core.events import FUNCTION_INVOKED, Event, failure_event
+from ..core.expressions import compile_expr
 from ..functions import FunctionDef
-from ..jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
+from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Interrupt, Steps, SyncSteps
 from ..store.base import ClaimedRun, NewRun, StepWrite, WaitWrite, aw
 from . import flow

@@ -26,9 +26,9 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from ..cron import next_tick
-from ..durations import parse_duration
-from ..ids import new_id
+from ..core.cron import next_tick
+from ..core.durations import parse_duration
+from ..core.ids import new_id
 from ..store.base import NewRun, aw
 from . import flow
 

@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import DurablyError
-from ..ids import new_id
-from ..jsonutil import dumps
+from ..core.ids import new_id
+from ..core.jsonutil import dumps
 from ..store.base import ClaimedRun, aw
 from .executor import Execution
 from .scheduler import Scheduler

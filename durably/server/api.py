@@ -37,12 +37,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, admin
 from ..config import Settings
-from ..cron import describe, next_tick
+from ..core.cron import describe, next_tick
 from ..errors import DurablyError, InvalidInput, LeaseLost, NotFound, PayloadTooLarge, StoreUnavailable, UnknownFunction
-from ..events import Event
-from ..jsonutil import EVENT_MAX_BYTES, MiB
+from ..core.events import Event
+from ..core.jsonutil import EVENT_MAX_BYTES, MiB
 from ..serialize import event_json, run_json
-from ..status import iso, redis_key
+from ..core.blobs import iso, redis_key
 from ..store.base import aw
 from . import dashboard, auth, openapi, schemas
 from .auth import Kind
@@ -357,7 +357,7 @@ async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Res
         api.inline_windows.popitem(last=False)
     api.metrics.cron_pings.labels("inline").inc()
     event = Event(name, {"dispatch_key": key, "window_start": iso(window_start), "window": window}, id=f"cron:{key}")
-    log.error(json.dumps({"event": "durably.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
+    log.error(json.dumps({"event": "durably.core.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
                           "eventName": name, "error": str(cause),
                           "message": "the store is unreachable: running the triggered functions inline"}))
     results = await run_inline(api.app, event.to_dict())

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..context import Context
 from ..errors import InvalidInput, NonRetriableError, RetryAfterError, StepError, error_dict
-from ..events import FUNCTION_INVOKED, Event
-from ..expressions import evaluate_bool
+from ..core.events import FUNCTION_INVOKED, Event
+from ..core.expressions import evaluate_bool
 from ..functions import EventTrigger, FunctionDef
-from ..ids import new_id
-from ..jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
+from ..core.ids import new_id
+from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Steps, SyncSteps
 
 if TYPE_CHECKING:

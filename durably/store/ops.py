@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from .. import status as status_mod
+from ..core import blobs as status_mod
 from ..errors import LeaseLost
-from ..ids import new_id
-from ..jsonutil import dumps, loads
+from ..core.ids import new_id
+from ..core.jsonutil import dumps, loads
 from ..engine.flow import gcra
 from .writer import Rejected
 from .base import ClaimedRun, IngestResult, Matcher, NewRun, Planner, Skip, StepWrite, WaitWrite
@@ -519,7 +519,7 @@ def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error
 
 def expire(tx: Tx, plan: Planner, match: Matcher) -> dict:
     """Enforce timeouts: cancel runs not started in time, fail runs not finished in time."""
-    from ..events import failure_event
+    from ..core.events import failure_event
 
     cancelled = [r["id"] for r in tx.all("expired_starts", env=tx.env, now=tx.now)]
     for rid in cancelled:
@@ -613,7 +613,7 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str, make_run: Callable[[
     ``last_tick`` advances by compare-and-set, and the tick's event id is unique: two
     schedulers racing on one tick create one run. Ticks missed while down fire once.
     """
-    from ..cron import latest_due_tick
+    from ..core.cron import latest_due_tick
 
     schedule = f"{expr}|{tz}"
     row = tx.one("cron_state", env=tx.env, function_id=function_id, schedule=schedule)

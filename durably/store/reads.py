@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jsonutil import loads
+from ..core.jsonutil import loads
 
 
 def _run_dict(row: Any) -> dict:

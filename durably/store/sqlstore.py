@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import ops, reads
 from ..errors import StoreUnavailable
-from ..jsonutil import dumps
+from ..core.jsonutil import dumps
 from .base import ClaimedRun, NewRun, StepWrite
 
 log = logging.getLogger("durably.store")

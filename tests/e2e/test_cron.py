@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from durably.status import iso
+from durably.core.blobs import iso
 from tests.apps.sidefx import effects
 from tests.helpers import cli_env, make_app, runs_of, wait_for
 

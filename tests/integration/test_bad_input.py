@@ -8,7 +8,7 @@ import pytest
 
 import durably
 from durably.errors import NotSerializable, PayloadTooLarge
-from durably.jsonutil import EVENT_MAX_BYTES, STEP_OUTPUT_MAX_BYTES
+from durably.core.jsonutil import EVENT_MAX_BYTES, STEP_OUTPUT_MAX_BYTES
 from tests.helpers import running_worker, runs_of, wait_run
 from tests.integration.support import steps_of
 

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 import durably
-from durably.events import FUNCTION_FAILED
+from durably.core.events import FUNCTION_FAILED
 from tests.helpers import get_run, running_worker, wait_run
 from tests.integration.support import FAST, steps_of
 

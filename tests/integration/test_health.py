@@ -7,7 +7,7 @@ import json
 
 import durably
 from durably.health import collect
-from durably.jsonutil import dumps
+from durably.core.jsonutil import dumps
 from tests.helpers import cli_env, run_cli, running_worker, wait_for
 from tests.integration.test_retention import age_rows
 from tests.redis_server import free_port

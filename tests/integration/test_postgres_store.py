@@ -17,8 +17,8 @@ import pytest
 import durably
 from durably.config import Settings
 from durably.errors import ConfigError, StoreUnavailable
-from durably.ids import new_id
-from durably.jsonutil import dumps
+from durably.core.ids import new_id
+from durably.core.jsonutil import dumps
 from durably.store import NewRun, open_store
 from durably.store.postgres import PostgresStore, Row, split_url
 from durably.store.queries import load, migrations, to_pyformat

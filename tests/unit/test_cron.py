@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from durably.cron import describe, latest_due_tick, next_tick, validate_cron
+from durably.core.cron import describe, latest_due_tick, next_tick, validate_cron
 from durably.errors import InvalidInput
 
 UTC = timezone.utc

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from durably.durations import format_duration, parse_duration
+from durably.core.durations import format_duration, parse_duration
 from durably.errors import InvalidInput
 
 

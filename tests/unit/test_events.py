@@ -4,8 +4,8 @@ import pytest
 
 from durably import Event
 from durably.errors import InvalidInput, NotSerializable, PayloadTooLarge
-from durably.events import coerce_events
-from durably.jsonutil import EVENT_MAX_BYTES
+from durably.core.events import coerce_events
+from durably.core.jsonutil import EVENT_MAX_BYTES
 
 
 def test_defaults():

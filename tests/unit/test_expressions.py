@@ -1,7 +1,7 @@
 import pytest
 
 from durably.errors import ExpressionError, InvalidInput
-from durably.expressions import compile_expr, evaluate, evaluate_bool, evaluate_key
+from durably.core.expressions import compile_expr, evaluate, evaluate_bool, evaluate_key
 
 EV = {"event": {"name": "a", "data": {"clientId": "c1", "n": 3, "f": 2.0, "flag": True}, "ts": 1_700_000_000_000}}
 

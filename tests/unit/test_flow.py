@@ -1,7 +1,7 @@
 import pytest
 
 from durably.engine.flow import match, match_value, plan
-from durably.jsonutil import dumps
+from durably.core.jsonutil import dumps
 from durably.store.base import NewRun, Skip
 
 

@@ -2,7 +2,7 @@ import pytest
 
 import durably
 from durably.errors import DuplicateFunction, ExpressionError, InvalidInput
-from durably.events import FUNCTION_FAILED
+from durably.core.events import FUNCTION_FAILED
 from durably.functions import Retry, coerce_retry
 
 

@@ -1,7 +1,7 @@
 import threading
 import time
 
-from durably.ids import _ALPHABET, new_id
+from durably.core.ids import _ALPHABET, new_id
 
 
 def _ms(i: str) -> int:

@@ -17,9 +17,9 @@ from starlette.staticfiles import StaticFiles
 
 from ... import admin
 from ...errors import DurablyError, InvalidInput
-from ...events import Event
+from ...core.events import Event
 from ...serialize import event_json, run_json
-from ...status import iso
+from ...core.blobs import iso
 from ...store.base import aw
 from .session import COOKIE, MAX_AGE, Sessions
 

@@ -1,0 +1,34 @@
+"""Status blobs as data: the blob of a run's state and the key it is kept under (DESIGN §5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def blob(status: str, run_id: str, started_at: float | None, finished_at: float | None,
+         attempt: int, last_error: Any) -> dict:
+    duration = None
+    if started_at is not None and finished_at is not None:
+        duration = int(round((finished_at - started_at) * 1000))
+    if isinstance(last_error, dict):
+        last_error = f"{last_error.get('name', 'Error')}: {last_error.get('message', '')}"
+    return {
+        "status": status,
+        "runId": run_id,
+        "startedAt": iso(started_at),
+        "finishedAt": iso(finished_at),
+        "durationMs": duration,
+        "attempt": attempt,
+        "lastError": last_error,
+    }
+
+
+def redis_key(template: str, env: str, tenant: str, function_id: str) -> str:
+    return template.format(env=env, tenant=tenant, function=function_id, jobName=function_id, clientId=tenant)
