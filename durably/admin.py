@@ -23,10 +23,10 @@ from .core.events import MANUAL_EVENT, Event
 from .core.ids import new_id
 from .core.jsonutil import dumps, loads
 from .core.blobs import iso
-from .store.base import NewRun, aw
+from .core.records import NewRun
+from .store.base import aw
+from .core.types import REPLAYABLE, RUN_STATUSES
 
-RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
-REPLAYABLE = ("failed", "completed", "cancelled")
 MAX_LIST = 1000
 REPLAY_CHUNK = 50  # replays created per transaction in a bulk replay
 

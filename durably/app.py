@@ -12,7 +12,8 @@ from .errors import DuplicateFunction, InvalidInput
 from .core.events import FUNCTION_FAILED, Event, coerce_events
 from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
-from .store.base import IngestResult, aw
+from .core.records import IngestResult
+from .store.base import aw
 
 log = logging.getLogger("durably")
 

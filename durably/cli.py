@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import DurablyError, InvalidInput, NotFound
 from .serialize import run_json
 from .core.blobs import iso
+from .core.types import RUN_STATUSES
 
 _HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,7 +49,6 @@ def Table(**kwargs: Any) -> Any:  # noqa: N802 - rich's Table, imported when a t
 out = _Out()
 _state: dict[str, Any] = {}
 
-RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
 
 @click.group(context_settings=_HELP)

@@ -31,11 +31,11 @@ from .core.durations import parse_duration
 from .errors import InvalidInput
 from .core.events import MANUAL_EVENT, Event
 from .serialize import run_json
-from .store.base import NewRun
+from .core.records import NewRun
 
 __all__ = ["TestEnv", "TestRun", "TestClock"]
 
-TERMINAL = ("completed", "failed", "cancelled")
+from .core.types import TERMINAL
 LEASE = 10 * 365 * 86400.0  # clock jumps must never expire a lease in a test
 
 

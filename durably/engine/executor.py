@@ -28,7 +28,8 @@ from ..core.expressions import compile_expr
 from ..functions import FunctionDef
 from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Interrupt, Steps, SyncSteps
-from ..store.base import ClaimedRun, NewRun, StepWrite, WaitWrite, aw
+from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
+from ..store.base import aw
 from . import flow
 
 if TYPE_CHECKING:

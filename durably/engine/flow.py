@@ -13,7 +13,7 @@ from ..errors import ExpressionError
 from ..core.expressions import evaluate, evaluate_bool, evaluate_key
 from ..core.ids import new_id
 from ..core.jsonutil import dumps
-from ..store.base import NewRun, Skip
+from ..core.records import NewRun, Skip
 
 IDEMPOTENCY_TTL = 86400.0
 

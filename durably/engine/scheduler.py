@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from ..core.cron import next_tick
 from ..core.durations import parse_duration
 from ..core.ids import new_id
-from ..store.base import NewRun, aw
+from ..core.records import NewRun
+from ..store.base import aw
 from . import flow
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import DurablyError
 from ..core.ids import new_id
 from ..core.jsonutil import dumps
-from ..store.base import ClaimedRun, aw
+from ..core.records import ClaimedRun
+from ..store.base import aw
 from .executor import Execution
 from .scheduler import Scheduler
 

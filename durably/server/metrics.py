@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..store.base import TERMINAL, aw
+from ..core.types import TERMINAL
+from ..store.base import aw
 from ..store.reads import STEP_BUCKETS
 
 

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from ..admin import MAX_LIST, REPLAYABLE, RUN_STATUSES
+from ..admin import MAX_LIST
+from ..core.types import REPLAYABLE, RUN_STATUSES
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
 Replayable = Literal["failed", "completed", "cancelled"]

@@ -10,7 +10,7 @@ import pytest
 import durably
 from durably.errors import LeaseLost
 from durably.core.jsonutil import dumps
-from durably.store.base import StepWrite
+from durably.core.records import StepWrite
 from tests.helpers import get_run, running_worker, wait_for, wait_run
 from tests.integration.support import steps_of, wait_status, wait_step
 

@@ -190,7 +190,7 @@ def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_u
     lost (here: cancelled) is refused alone, and a step someone else finished keeps its
     outcome."""
     from durably.errors import LeaseLost
-    from durably.store.base import StepWrite
+    from durably.core.records import StepWrite
 
     app = _noop_app(store_url)
     try:

@@ -19,7 +19,8 @@ from durably.config import Settings
 from durably.errors import ConfigError, StoreUnavailable
 from durably.core.ids import new_id
 from durably.core.jsonutil import dumps
-from durably.store import NewRun, open_store
+from durably.core.records import NewRun
+from durably.store import open_store
 from durably.store.postgres import PostgresStore, Row, split_url
 from durably.store.queries import load, migrations, to_pyformat
 from durably.store.sqlite import SqliteStore

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import durably
-from durably.store.base import StepWrite, WaitWrite
+from durably.core.records import StepWrite, WaitWrite
 from durably.testing import TestEnv
 from tests.helpers import get_run
 

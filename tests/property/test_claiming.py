@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import durably
-from durably.store.base import StepWrite
+from durably.core.records import StepWrite
 from tests.helpers import make_app
 
 KEY_LIMIT, FN_LIMIT = 1, 3

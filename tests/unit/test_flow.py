@@ -2,7 +2,7 @@ import pytest
 
 from durably.engine.flow import match, match_value, plan
 from durably.core.jsonutil import dumps
-from durably.store.base import NewRun, Skip
+from durably.core.records import NewRun, Skip
 
 
 def cfg(**kw):

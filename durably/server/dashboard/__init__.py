@@ -22,11 +22,11 @@ from ...serialize import event_json, run_json
 from ...core.blobs import iso
 from ...store.base import aw
 from .session import COOKIE, MAX_AGE, Sessions
+from ...core.types import RUN_STATUSES
 
 if TYPE_CHECKING:
     from ..api import Api
 
-RUN_STATUSES = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 ENV_COLORS = {"production": "#c62828", "prod": "#c62828", "preview": "#ef6c00", "staging": "#ef6c00",
               "dev": "#2e7d32", "test": "#6a1b9a"}
 PAGE = 50

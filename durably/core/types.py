@@ -1,0 +1,55 @@
+"""Statuses, kinds and reasons: each defined once, as a string enum (a member equals its value)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+
+
+class StepKind(StrEnum):
+    RUN = "run"
+    SLEEP = "sleep"
+    WAIT = "wait"
+    SEND = "send"
+    INVOKE = "invoke"
+
+
+class TriggerKind(StrEnum):
+    EVENT = "event"
+    CRON = "cron"
+    INVOKE = "invoke"
+    MANUAL = "manual"
+    REPLAY = "replay"
+
+
+class TerminalReason(StrEnum):
+    COMPLETED = "completed"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    NON_RETRIABLE = "non_retriable"
+    TIMEOUT = "timeout"
+    START_TIMEOUT = "start_timeout"
+    EXPRESSION_ERROR = "expression_error"
+    CANCELLED = "cancelled"
+
+
+RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+TERMINAL: tuple[str, ...] = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+PENDING: tuple[str, ...] = (RunStatus.QUEUED.value, RunStatus.SLEEPING.value, RunStatus.WAITING.value)
+REPLAYABLE: tuple[str, ...] = TERMINAL
