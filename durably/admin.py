@@ -91,7 +91,7 @@ async def function_config(store: Any, function_id: str) -> dict:
 
 
 def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
-    from .engine.flow import plan
+    from .core.flow import plan
 
     planned = plan(config, event, None, now, trigger=trigger)
     if not isinstance(planned, NewRun):  # only a filter (if_) can skip, and none is passed

@@ -182,12 +182,6 @@ class App:
 
     # --- sending ---------------------------------------------------------------------------
 
-    @staticmethod
-    def planner(config: dict, event: dict, if_expr: str | None, now: float):
-        from .engine.flow import plan
-
-        return plan(config, event, if_expr, now)
-
     def _prepare(self, events: Any) -> list[dict]:
         evs = coerce_events(events)
         for e in evs:
@@ -196,18 +190,14 @@ class App:
 
     def send(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
         """Send one event or a list (one transaction); returns the ids, with ``.runs``."""
-        from .engine.flow import match
-
         dicts = self._prepare(events)
         self.register()
-        return SendResult(self.store.ingest(dicts, self.planner, match).result())
+        return SendResult(self.store.ingest(dicts).result())
 
     async def send_async(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
-        from .engine.flow import match
-
         dicts = self._prepare(events)
         await self.register_async()
-        return SendResult(await aw(self.store.ingest(dicts, self.planner, match)))
+        return SendResult(await aw(self.store.ingest(dicts)))
 
     # --- running -------------------------------------------------------------------------
 

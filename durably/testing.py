@@ -176,7 +176,7 @@ class TestEnv:
     def run(self, function: Any, data: dict | None = None, *, timeout: float = 10.0,
             auto_advance: bool = True) -> TestRun:
         """Start ``function`` (id or decorated function) with ``data`` and return its outcome."""
-        from .engine.flow import plan
+        from .core.flow import plan
 
         fid = function if isinstance(function, str) else getattr(function, "id", None)
         if fid not in self.app.functions:

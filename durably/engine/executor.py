@@ -30,7 +30,7 @@ from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Interrupt, Steps, SyncSteps
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
-from . import flow
+from ..core import flow
 
 if TYPE_CHECKING:
     from ..app import App
@@ -110,7 +110,7 @@ class Execution:
     async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
         """Commit a step; returns the stored row if someone else resolved it first."""
         try:
-            res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit, self.app.planner, flow.match))
+            res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
         except LeaseLost as exc:
             # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
             # ``except Exception`` in the function cannot swallow it and go on running steps.
@@ -393,7 +393,7 @@ class Execution:
         failed = failure_event(self.run.function_id, self.run.id, reason, err, self.run.event)
         try:
             await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err),
-                                           reason=reason, emit=[failed], plan=self.app.planner, match=flow.match))
+                                           reason=reason, emit=[failed]))
         except LeaseLost as exc:
             log.info("%s", exc)
             return "lease_lost"

@@ -29,9 +29,7 @@ from typing import TYPE_CHECKING
 from ..core.cron import next_tick
 from ..core.durations import parse_duration
 from ..core.ids import new_id
-from ..core.records import NewRun
 from ..store.base import aw
-from . import flow
 
 if TYPE_CHECKING:
     from ..app import App
@@ -120,7 +118,7 @@ class Scheduler:
                     if self.leading:
                         await self._fire_due(now)
                     if now >= next_expire:
-                        expired = await aw(store.expire_runs(self.app.planner, flow.match))
+                        expired = await aw(store.expire_runs())
                         if expired["cancelled"] or expired["failed"]:
                             log.warning("timeouts: cancelled %d run(s) not started in time, failed %d run(s) not "
                                         "finished in time", len(expired["cancelled"]), len(expired["failed"]))
@@ -158,13 +156,7 @@ class Scheduler:
                 live.add(key)
                 if self._due.get(key, 0.0) > now:
                     continue
-
-                def make_run(event: dict, config: dict = config) -> NewRun:
-                    planned = flow.plan(config, event, None, self._now(), trigger="cron")
-                    assert isinstance(planned, NewRun)
-                    return planned
-
-                run_id = await aw(store.fire_cron(fid, t["cron"], t["tz"], make_run))
+                run_id = await aw(store.fire_cron(fid, t["cron"], t["tz"]))
                 if run_id:
                     log.info("cron %s (%s %s): run %s", fid, t["cron"], t["tz"], run_id)
                 self._due[key] = next_tick(t["cron"], t["tz"], self._now())

@@ -287,9 +287,7 @@ async def post_events(c: Call) -> Response:
         res = await api.app.send_async(events)
         ids, runs, dups, skipped = res.ids, res.runs, res.duplicates, res.skipped
     else:
-        from ..engine import flow
-
-        r = await aw((await api.store()).ingest(events, flow.plan, flow.match))
+        r = await aw((await api.store()).ingest(events))
         ids, runs, dups, skipped = r.ids, r.runs, r.duplicates, r.skipped
     return JSON({"ids": ids, "runs": runs, "duplicates": dups, "skipped": skipped})
 
@@ -327,9 +325,7 @@ async def post_cron(c: Call) -> Response:
     try:
         if api.code_loaded:
             await api.app.register_async()
-        from ..engine import flow
-
-        d = await aw((await api.store()).dispatch(name, window, event, flow.plan, flow.match))
+        d = await aw((await api.store()).dispatch(name, window, event))
     except StoreUnavailable as exc:
         if api.settings.inline_fallback and api.code_loaded:
             return await _inline(api, name, window, exc)

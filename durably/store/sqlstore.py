@@ -168,8 +168,8 @@ class SqlStore:
     def register(self, app_id: str, configs: list[dict]) -> cf.Future:
         return self._write(ops.register, app_id, configs)
 
-    def ingest(self, events: list[dict], plan, match) -> cf.Future:
-        return self._write(ops.ingest, events, plan, match)
+    def ingest(self, events: list[dict]) -> cf.Future:
+        return self._write(ops.ingest, events)
 
     def create_runs(self, runs: list[NewRun]) -> cf.Future:
         return self._write(ops.create_runs, runs)
@@ -179,17 +179,17 @@ class SqlStore:
         # fencing token to a second worker, and two workers would hold one lease.
         return self._write(ops.claim, owner, functions_json, limit, lease)
 
-    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite, emit=None, plan=None,
-                        match=None) -> cf.Future:
-        return self._write(ops.checkpoint, run, lease, step, emit, plan, match)
+    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite,
+                        emit: list[dict] | None = None) -> cf.Future:
+        return self._write(ops.checkpoint, run, lease, step, emit)
 
     def suspend_run(self, run: ClaimedRun, *, steps, waits, children, status: str, available_at: float,
                     attempt_inc: int = 0, error: str | None = None, lease: float = 30.0) -> cf.Future:
         return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
 
     def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
-                   emit=None, plan=None, match=None) -> cf.Future:
-        return self._write(ops.finish, run, status, output, error, reason, emit, plan, match)
+                   emit: list[dict] | None = None) -> cf.Future:
+        return self._write(ops.finish, run, status, output, error, reason, emit)
 
     def cancel_run(self, run_id: str, reason: str) -> cf.Future:
         return self._write(ops.cancel, run_id, reason)
@@ -206,8 +206,8 @@ class SqlStore:
     def recover_leases(self) -> cf.Future:
         return self._write(ops.recover)
 
-    def expire_runs(self, plan, match) -> cf.Future:
-        return self._write(ops.expire, plan, match)
+    def expire_runs(self) -> cf.Future:
+        return self._write(ops.expire)
 
     def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future:
         return self._write(ops.acquire_leadership, name, owner, ttl)
@@ -218,11 +218,11 @@ class SqlStore:
     def prune(self, older_than: float, limit: int = 1000) -> cf.Future:
         return self._write(ops.prune, older_than, limit)
 
-    def fire_cron(self, function_id: str, expr: str, tz: str, make_run) -> cf.Future:
-        return self._write(ops.fire_cron, function_id, expr, tz, make_run)
+    def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future:
+        return self._write(ops.fire_cron, function_id, expr, tz)
 
-    def dispatch(self, key: str, window: int, event: dict, plan, match) -> cf.Future:
-        return self._write(ops.dispatch, key, window, event, plan, match)
+    def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
+        return self._write(ops.dispatch, key, window, event)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 import pytest
 
-from durably.engine.flow import match, match_value, plan
+from durably.core.flow import match, match_value, plan
 from durably.core.jsonutil import dumps
 from durably.core.records import NewRun, Skip
 
@@ -120,7 +120,7 @@ def test_match_accepts_a_decoded_trigger():
 
 
 def test_match_on_a_field_the_trigger_lacks_matches_nothing():
-    from durably.engine.flow import match, match_value
+    from durably.core.flow import match, match_value
 
     wait = {"match_path": "data.userId", "match_value": match_value({"data": {}}, "data.userId"), "if_expr": None}
     assert not match(wait, {"name": "x", "data": {}})

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ExpressionError
-from ..core.expressions import evaluate, evaluate_bool, evaluate_key
-from ..core.ids import new_id
-from ..core.jsonutil import dumps
-from ..core.records import NewRun, Skip
+from .expressions import evaluate, evaluate_bool, evaluate_key
+from .ids import new_id
+from .jsonutil import dumps
+from .records import NewRun, Skip
 
 IDEMPOTENCY_TTL = 86400.0
 
@@ -126,7 +126,7 @@ def match_value(trigger_event: dict, path: str) -> str:
 
 def match(wait: dict, event: dict) -> bool:
     """Does ``event`` satisfy a pending wait (or cancel_on) registered by a run?"""
-    from ..core.jsonutil import loads
+    from .jsonutil import loads
 
     if wait.get("match_path"):
         expected = loads(wait["match_value"])

@@ -1,0 +1,18 @@
+"""The transactional bodies of the store verbs, shared by every dialect, by concern.
+
+Each function runs inside one open transaction ``tx`` (a ``Tx``: named statements of the
+dialect, the store's clock as ``tx.now``, the env as ``tx.env``). Nothing here knows which
+database it talks to, and nothing here calls back into the engine: runs are planned from
+the registry's configs by ``core.flow``.
+"""
+
+from .claim import claim
+from .maintenance import (acquire_leadership, heartbeat, prune, recover, release, release_leadership,
+                          remove_worker)
+from .runs import cancel, create_run, create_runs, dispatch, expire, finish, fire_cron, ingest, register
+from .steps import checkpoint, suspend
+from .tx import KEY_TTL, Tx
+
+__all__ = ["Tx", "KEY_TTL", "ingest", "create_run", "create_runs", "claim", "checkpoint", "suspend", "finish",
+           "cancel", "expire", "register", "fire_cron", "dispatch", "heartbeat", "remove_worker", "release",
+           "recover", "acquire_leadership", "release_leadership", "prune"]

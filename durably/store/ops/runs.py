@@ -1,0 +1,360 @@
+"""Runs: recording events and the runs they trigger (under flow control), resolving waits,
+ending runs, timeouts, cron ticks and dispatch windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core import blobs as status_mod
+from ...core import flow
+from ...core.jsonutil import dumps, loads
+from ...core.records import IngestResult, NewRun, Skip
+from ...errors import LeaseLost
+from ..writer import Rejected
+from .tx import Tx
+from .tx import stage_blob as _status
+
+# --- events and runs -----------------------------------------------------------------------
+
+
+def ingest(tx: Tx, events: list[dict]) -> IngestResult:
+    """Record events (duplicates ignored), create the runs they trigger, resolve waits."""
+    res = IngestResult(ids=[], runs=[], duplicates=[])
+    fresh = []
+    for e in events:
+        res.ids.append(e["id"])
+        n = tx.exec("insert_event", env=tx.env, id=e["id"], name=e["name"], data=dumps(e), ts=e["ts"], now=tx.now)
+        if n:
+            fresh.append(e)
+        else:
+            res.duplicates.append(e["id"])
+    if not fresh:
+        return res
+    triggers: dict[str, list] = {}
+    for e in fresh:
+        name = e["name"]
+        if name not in triggers:
+            triggers[name] = tx.all("triggers_for", env=tx.env, name=name)
+        for row in triggers[name]:
+            config = loads(row["config"])
+            planned = flow.plan(config, e, row["if_expr"], tx.now)
+            if planned is None:
+                continue
+            if isinstance(planned, Skip):
+                _skip(tx, e["id"], planned.function_id, planned.reason)
+                res.skipped.append({"event_id": e["id"], "function_id": planned.function_id, "reason": planned.reason})
+                continue
+            created = _create(tx, planned)
+            if isinstance(created, Skip):
+                res.skipped.append({"event_id": e["id"], "function_id": created.function_id, "reason": created.reason})
+            elif created not in res.runs:
+                res.runs.append(created)
+    _match_waits(tx, fresh)
+    return res
+
+
+def _skip(tx: Tx, event_id: str, function_id: str, reason: str) -> Skip:
+    tx.exec("insert_skip", env=tx.env, event_id=event_id, function_id=function_id, reason=reason, now=tx.now)
+    return Skip(function_id, reason)
+
+
+def create_run(tx: Tx, run: NewRun) -> str | None:
+    """Create a run under its flow control; returns its id (or the id of the open
+    debounce/batch run that took the event), or None when the event creates no run."""
+    res = _create(tx, run)
+    return None if isinstance(res, Skip) else res
+
+
+def _create(tx: Tx, run: NewRun) -> "str | Skip":
+    fid, event_id = run.function_id, run.event.get("id", "")
+    gcra_set = None
+    if run.rate_limit:
+        key, interval, tolerance = run.rate_limit
+        row = tx.one("gcra_get", env=tx.env, key=key)
+        ok, tat = flow.gcra(row[0] if row else None, tx.now, interval, tolerance)
+        if not ok:
+            return _skip(tx, event_id, fid, "rate_limited")
+        gcra_set = (key, tat)
+    for scope, key, ttl in run.keys:
+        taken = tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + ttl, now=tx.now)
+        if not taken:
+            return _skip(tx, event_id, fid, f"duplicate {scope.split(':')[0]} key {key!r}")
+    singleton_key = None
+    if run.singleton:
+        scope, key = f"singleton:{fid}", run.singleton["key"]
+        holder = tx.one("key_holder", env=tx.env, scope=scope, key=key)
+        if holder is not None and holder["expires_at"] > tx.now:
+            if run.singleton["mode"] == "skip":
+                return _skip(tx, event_id, fid, f"singleton: run {holder['run_id']} is still running")
+            cancel(tx, holder["run_id"], f"singleton: replaced by run {run.id}")
+        tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + 100 * 365 * 86400.0,
+                now=tx.now + 100 * 365 * 86400.0)  # taken unconditionally: the previous holder is gone
+        singleton_key = key
+    if gcra_set:
+        tx.exec("gcra_set", env=tx.env, key=gcra_set[0], tat=gcra_set[1])
+    gathering = 0
+    delay = run.delay
+    if run.debounce:
+        d = run.debounce
+        open_ = tx.one("debounce_open", env=tx.env, function_id=fid, key=d["key"])
+        if open_ is not None:
+            at = tx.now + d["period"]
+            if d.get("timeout") is not None:
+                at = min(at, open_["first_at"] + d["timeout"])
+            tx.exec("debounce_take", run_id=open_["run_id"], event=dumps(run.event), event_id=event_id, at=at)
+            return open_["run_id"]
+        gathering, delay = 1, max(delay, d["period"])
+    elif run.batch:
+        b = run.batch
+        open_ = tx.one("batch_open", env=tx.env, function_id=fid, key=b["key"])
+        if open_ is not None:
+            full = open_["size"] + 1 >= b["max_size"]
+            tx.exec("batch_append", run_id=open_["run_id"], event=dumps(run.event), full=1 if full else 0, now=tx.now)
+            tx.exec("close_batch" if full else "batch_grow", run_id=open_["run_id"])
+            if full:
+                tx.woke = True
+            return open_["run_id"]
+        run.events = [run.event]
+        if b["max_size"] > 1:
+            gathering, delay = 1, max(delay, b["timeout"])
+    available = tx.now + delay
+    tx.exec(
+        "insert_run",
+        id=run.id, env=tx.env, function_id=fid, tenant=run.tenant or "global",
+        trigger=run.trigger, event_id=event_id or None, event=dumps(run.event),
+        events=dumps(run.events) if run.events is not None else None,
+        available_at=available, sort_at=available - run.priority, priority=run.priority, now=tx.now,
+        ckeys=dumps(run.ckeys) if run.ckeys else None, idempotency_key=run.idempotency_key,
+        parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
+        start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
+        finish_timeout=run.finish_timeout, throttle=dumps(run.throttle) if run.throttle else None,
+        singleton_key=singleton_key, gathering=gathering,
+    )
+    if run.plan_error:
+        err = dumps({"name": "ExpressionError", "message": run.plan_error})
+        tx.exec("fail_new_run", run_id=run.id, error=err, reason="expression_error", now=tx.now)
+        if singleton_key:
+            tx.exec("release_keys_of_run", run_id=run.id)
+        _status(tx, run.tenant, fid, "failed", run.id, None, tx.now, 0, loads(err))
+        return run.id
+    if gathering:
+        if run.debounce:
+            tx.exec("debounce_put", env=tx.env, function_id=fid, key=run.debounce["key"], run_id=run.id, now=tx.now)
+        else:
+            tx.exec("batch_put", env=tx.env, function_id=fid, key=run.batch["key"], run_id=run.id)  # type: ignore[index]
+    for c in run.cancel_on:
+        tx.exec("insert_wait", env=tx.env, run_id=run.id, step_id="", kind="cancel", event_name=c["event"],
+                match_path=c["match_path"], match_value=c["match_value"], if_expr=c.get("if"),
+                expires_at=tx.now + c["timeout"] if c.get("timeout") else None, now=tx.now)
+    tx.woke = True
+    return run.id
+
+
+def create_runs(tx: Tx, runs: list[NewRun]) -> list[str | None]:
+    return [create_run(tx, r) for r in runs]
+
+
+def _match_waits(tx: Tx, events: list[dict]) -> None:
+    by_name: dict[str, list[dict]] = {}
+    for e in events:
+        by_name.setdefault(e["name"], []).append(e)
+    for name, evs in by_name.items():
+        waits = tx.all("waits_for", env=tx.env, name=name, now=tx.now)
+        for w in waits:
+            w = dict(w)
+            for e in evs:
+                if not flow.match(w, e):
+                    continue
+                if w["kind"] == "cancel":
+                    cancel(tx, w["run_id"], "cancelled by event " + e["id"])
+                else:
+                    n = tx.exec("resolve_step", run_id=w["run_id"], step_id=w["step_id"], status="completed",
+                                output=dumps(e), error=None, now=tx.now)
+                    tx.exec("delete_waits_of_step", run_id=w["run_id"], step_id=w["step_id"])
+                    if n:
+                        tx.exec("wake_run", run_id=w["run_id"], now=tx.now)
+                        tx.woke = True
+                break
+
+
+def finish(tx: Tx, run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str,
+           emit: list[dict] | None) -> dict:
+    """End a run for good; resolve the parent waiting on it (invoke); emit follow-up events."""
+    row = tx.one("finish_runs", now=tx.now, items=dumps([_finish_item(run, status, output, error, reason)]))
+    if row is None:
+        raise _finish_lost(run)
+    _after_end(tx, run.id, row, status, output, error)
+    if emit:
+        ingest(tx, emit)
+    return {"finished_at": tx.now}
+
+
+def _finish_many(tx: Tx, items: list[tuple]) -> list[Any]:
+    """``finish`` for many runs at once: one UPDATE for the runs that emit no event, and
+    one DELETE each for the slots and waits of those that held any at claim (a run takes
+    no slot and subscribes to no event while it runs); the others one by one."""
+    out: list[Any] = [None] * len(items)
+    plain: list[int] = []
+    for k, (run, status, output, error, reason, emit) in enumerate(items):
+        if not emit:
+            plain.append(k)
+            continue
+        try:
+            out[k] = finish(tx, run, status, output, error, reason, emit)
+        except LeaseLost as exc:  # the finishing UPDATE matched nothing: nothing was written
+            out[k] = Rejected(exc)
+    if not plain:
+        return out
+    rows = {r["id"]: r for r in tx.all("finish_runs", now=tx.now,
+                                       items=dumps([_finish_item(*items[k][:5]) for k in plain]))}
+    ended = []
+    for k in plain:
+        run, status, output, error = items[k][:4]
+        row = rows.get(run.id)
+        if row is None:
+            out[k] = Rejected(_finish_lost(run))
+            continue
+        if run.holds:
+            ended.append(run.id)
+        _ended(tx, run.id, row, status, output, error)
+        out[k] = {"finished_at": tx.now}
+    if ended:
+        ids = dumps(ended)
+        tx.exec("release_slots_of_runs", ids=ids)
+        tx.exec("delete_waits_of_runs", ids=ids)
+    return out
+
+
+def _finish_item(run: ClaimedRun, status: str, output: str | None, error: str | None, reason: str) -> dict:
+    return {"id": run.id, "gen": run.lease_gen, "status": status, "output": output, "error": error, "reason": reason}
+
+
+def _finish_lost(run: ClaimedRun) -> LeaseLost:
+    return LeaseLost(f"run {run.id}: lease lost before it could finish")
+
+
+finish.many = _finish_many  # type: ignore[attr-defined]
+
+
+def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
+    tx.exec("release_slots", run_id=run_id)
+    tx.exec("delete_waits_of_run", run_id=run_id)
+    _ended(tx, run_id, row, status, output, error)
+
+
+def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
+    """What follows the end of a run, slots and waits aside: its singleton key, the parent
+    waiting on it (invoke), its status blob."""
+    if row["singleton_key"] is not None:
+        tx.exec("release_keys_of_run", run_id=run_id)
+    if row["parent_run_id"]:
+        ok = status == "completed"
+        err = error if not ok else None
+        if not ok and err is None:
+            err = dumps({"name": "Cancelled", "message": f"invoked run {run_id} was {status}"})
+        n = tx.exec("resolve_step", run_id=row["parent_run_id"], step_id=row["parent_step_id"],
+                    status="completed" if ok else "failed", output=output if ok else None, error=err, now=tx.now)
+        if n:
+            tx.exec("wake_run", run_id=row["parent_run_id"], now=tx.now)
+            tx.woke = True
+    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
+            loads(error) if error else None)
+
+
+def expire(tx: Tx) -> dict:
+    """Enforce timeouts: cancel runs not started in time, fail runs not finished in time."""
+    from ...core.events import failure_event
+
+    cancelled = [r["id"] for r in tx.all("expired_starts", env=tx.env, now=tx.now)]
+    for rid in cancelled:
+        cancel(tx, rid, "start_timeout")
+    failed = []
+    for r in tx.all("expired_finishes", env=tx.env, now=tx.now):
+        err = {"name": "TimeoutError", "message": "the run did not finish within Timeouts.finish"}
+        row = tx.one("fail_run", run_id=r["id"], env=tx.env, reason="timeout", error=dumps(err), now=tx.now)
+        if row is None:
+            continue
+        _after_end(tx, r["id"], row, "failed", None, dumps(err))
+        ingest(tx, [failure_event(row["function_id"], r["id"], "timeout", err, loads(row["event"]))])
+        failed.append(r["id"])
+    return {"cancelled": cancelled, "failed": failed}
+
+
+def cancel(tx: Tx, run_id: str, reason: str) -> bool:
+    row = tx.one("cancel_run", run_id=run_id, env=tx.env, reason=reason, now=tx.now)
+    if row is None:
+        return False
+    _after_end(tx, run_id, row, "cancelled", None, None)
+    return True
+
+
+# --- registry and cron -----------------------------------------------------------------------
+
+
+def register(tx: Tx, app_id: str, configs: list[dict]) -> None:
+    for c in configs:
+        tx.exec("upsert_function", env=tx.env, id=c["id"], app_id=app_id, config=dumps(c), now=tx.now)
+        tx.exec("delete_triggers", env=tx.env, function_id=c["id"])
+        for t in c["triggers"]:
+            if "event" in t:
+                tx.exec("insert_trigger", env=tx.env, event_name=t["event"], function_id=c["id"], if_expr=t.get("if"))
+            else:
+                tx.exec("init_cron", env=tx.env, function_id=c["id"], schedule=f"{t['cron']}|{t['tz']}", now=tx.now)
+
+
+def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
+    """Fire the latest due tick of a schedule, at most once across every scheduler.
+
+    ``last_tick`` advances by compare-and-set, and the tick's event id is unique: two
+    schedulers racing on one tick create one run. Ticks missed while down fire once.
+    """
+    from ...core.cron import latest_due_tick
+
+    schedule = f"{expr}|{tz}"
+    row = tx.one("cron_state", env=tx.env, function_id=function_id, schedule=schedule)
+    if row is None:
+        tx.exec("init_cron", env=tx.env, function_id=function_id, schedule=schedule, now=tx.now)
+        return None
+    last = row[0]
+    tick = latest_due_tick(expr, tz, last, tx.now)
+    if tick is None:
+        return None
+    if not tx.exec("advance_cron", env=tx.env, function_id=function_id, schedule=schedule, tick=tick, last_tick=last):
+        return None
+    tick_iso = status_mod.iso(tick)
+    event = {"name": "durably/cron", "id": f"cron:{function_id}:{tick_iso}", "ts": int(tick * 1000),
+             "data": {"cron": expr, "tz": tz, "tick": tick_iso, "function_id": function_id}}
+    if not tx.exec("insert_event", env=tx.env, id=event["id"], name=event["name"], data=dumps(event), ts=event["ts"],
+                   now=tx.now):
+        return None
+    config = tx.one("function_config", env=tx.env, id=function_id)
+    if config is None:  # unregistered since the tick was read: nothing to run
+        return None
+    run = flow.plan(loads(config["config"]), event, None, tx.now, trigger="cron")
+    assert isinstance(run, NewRun)  # no filter is passed, so the plan is a run
+    return create_run(tx, run)
+
+
+# --- dispatch windows (the HTTP cron endpoint) -----------------------------------------------
+
+
+def dispatch(tx: Tx, key: str, window: int, event: dict) -> dict:
+    """One ping of a dispatch-only cron route: the window's first ping sends the event.
+
+    The window is ``[floor(now / window) * window, + window)`` on the store's clock. The
+    window row and the event commit in one transaction, and the row's primary key decides
+    which ping is first: two pings of one window, however they race, send one event. A
+    later ping only counts itself.
+    """
+    window_start = int(tx.now // window) * window
+    event_id = f"cron:{key}:{window_start}"
+    out = {"key": key, "window": window, "window_start": window_start, "event_id": event_id}
+    if not tx.exec("insert_dispatch", env=tx.env, key=key, window_start=window_start, event_id=event_id, now=tx.now):
+        row = tx.one("ping_dispatch", env=tx.env, key=key, window_start=window_start)
+        return {**out, "duplicate": True, "event_id": row["event_id"], "first_seen": row["first_seen"],
+                "pings": row["pings"], "runs": []}
+    data = dict(event.get("data") or {})
+    data.update(dispatch_key=f"{key}:{window_start}", window_start=status_mod.iso(window_start), window=window)
+    ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
+    res = ingest(tx, [ev])
+    return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}
