@@ -98,5 +98,5 @@ class Adapter(base.Adapter):
         fid = FUNCTION_OF.get(workload)
         if fid is None:
             return None
-        runs = app.store.read("list_runs", status="completed", function_id=fid, limit=1_000_000).result()
+        runs = app.store.list_runs(status="completed", function_id=fid, limit=1_000_000).result()
         return len(runs)

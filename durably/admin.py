@@ -81,9 +81,9 @@ def decode_cursor(text: str) -> tuple[float, str]:
 
 
 async def function_config(store: Any, function_id: str) -> dict:
-    config = await aw(store.read("get_function", function_id))
+    config = await aw(store.get_function(function_id))
     if config is None:
-        known = await aw(store.read("registry"))
+        known = await aw(store.registry())
         close = difflib.get_close_matches(function_id, list(known), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else " (workers register their functions when they start)"
         raise UnknownFunction(f"no function {function_id!r} is registered in env {store.env!r}{hint}")
@@ -118,7 +118,7 @@ async def run_now(store: Any, function_id: str, data: dict | None = None) -> dic
 
 
 async def _get(store: Any, run_id: str) -> dict:
-    r = await aw(store.read("get_run", run_id, with_steps=False))
+    r = await aw(store.get_run(run_id, with_steps=False))
     if r is None:
         raise NotFound(f"no run {run_id!r} in env {store.env!r}")
     return r
@@ -173,8 +173,8 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
                                     or concurrency < 1):
         raise InvalidInput(f"concurrency: must be an integer >= 1, got {concurrency!r}")
     config = await function_config(store, function_id)
-    originals = await aw(store.read("replay_candidates", function_id=function_id, status=status, since=since,
-                                    until=until, limit=limit))
+    originals = await aw(store.replay_candidates(function_id=function_id, status=status, since=since,
+                                                 until=until, limit=limit))
     items = [{"id": r["id"], "status": r["status"], "created_at": iso(r["created_at"]),
               "error": r.get("error"), "replay_id": None} for r in originals]
     out: dict[str, Any] = {"dry_run": dry_run, "function_id": function_id, "count": len(items), "runs": items,

@@ -1,10 +1,10 @@
-"""``durably.App``: the function registry, sending events, and the store it works on."""
+"""``durably.App``: declaring functions, sending events, running workers; an App builds a
+``Runtime`` (``durably.runtime``) the first time it needs its store, and everything below
+runs on that Runtime, never on the App."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
@@ -13,6 +13,7 @@ from .core.events import FUNCTION_FAILED, Event, coerce_events
 from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
 from .core.records import IngestResult
+from .runtime import LazyRuntime, Runtime
 from .store.base import aw
 
 log = logging.getLogger("durably")
@@ -57,45 +58,46 @@ class App:
         self._settings = settings
         self._overrides = {"database_url": database_url, "env": env, "redis_url": redis_url}
         self.functions: dict[str, FunctionDef] = {}
-        self._store = None
-        self._registered = False
-        self._lock = threading.Lock()
-        self.clock: Callable[[], float] = time.time  # the store's clock (a test may control it)
-        self._observers: list[Any] = []  # e.g. the HTTP API's metrics (status_sink_failed)
+        self.observers: list[Any] = []  # told of failed status-sink writes (the HTTP API's metrics)
+        self._runtime = LazyRuntime(self._open_runtime)
 
     # --- configuration -------------------------------------------------------------------
 
     @property
     def settings(self) -> Settings:
+        current = self._runtime.current
+        if current is not None:
+            return current.settings
         if self._settings is None:
             self._settings = Settings.load(**self._overrides)
         return self._settings
 
     def configure(self, **overrides: Any) -> "App":
         """Replace settings (before the store is opened): ``app.configure(database_url=...)``."""
-        if self._store is not None:
+        if self._runtime.current is not None:
             raise InvalidInput("configure() must be called before the app opens its store")
         self._settings = self.settings.replace(**overrides)
         return self
 
-    @property
-    def store(self):
-        if self._store is None:
-            with self._lock:
-                if self._store is None:
-                    from .store import open_store
+    def _open_runtime(self) -> Runtime:
+        return Runtime.open(self.settings, app_id=self.id, functions=self.functions,
+                            on_status_sink_error=self._status_sink_failed)
 
-                    store = open_store(self.settings, clock=None if self.clock is time.time else self.clock)
-                    if store.status_sink is not None:
-                        store.status_sink.on_error = lambda exc: self._status_sink_failed("redis", exc)
-                    self._store = store
-        return self._store
+    @property
+    def runtime(self) -> Runtime:
+        """What this app runs on (opened, and its store migrated, on first use)."""
+        return self._runtime.get()
+
+    def bind(self, runtime: Runtime) -> None:
+        """Run on ``runtime`` until ``close()`` instead of opening one (``durably.testing``)."""
+        self._runtime.bind(runtime)
+
+    @property
+    def store(self) -> Any:
+        return self.runtime.store
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-            self._registered = False
+        self._runtime.close()
 
     # --- declaring functions -------------------------------------------------------------
 
@@ -159,26 +161,19 @@ class App:
         if fdef.id in self.functions:
             raise DuplicateFunction(f"duplicate function id {fdef.id!r} in app {self.id!r}")
         self.functions[fdef.id] = fdef
-        self._registered = False
 
     # --- registry in the store -----------------------------------------------------------
 
     def register(self) -> None:
         """Write this app's functions to the store's registry (done on first use)."""
-        if not self._registered:
-            self.store.register(self.id, [f.config() for f in self.functions.values()]).result()
-            self._registered = True
+        written = self.runtime.registry.register()
+        if written is not None:
+            written.result()
 
     async def register_async(self) -> None:
-        if not self._registered:
-            store = self.store
-            await aw(store.register(self.id, [f.config() for f in self.functions.values()]))
-            self._registered = True
-
-    async def function_config(self, fid: str) -> dict | None:
-        if fid in self.functions:
-            return self.functions[fid].config()
-        return await aw(self.store.read("get_function", fid))
+        written = self.runtime.registry.register()
+        if written is not None:
+            await aw(written)
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -191,31 +186,24 @@ class App:
     def send(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
         """Send one event or a list (one transaction); returns the ids, with ``.runs``."""
         dicts = self._prepare(events)
-        self.register()
-        return SendResult(self.store.ingest(dicts).result())
+        return SendResult(self.runtime.ingest(dicts).result())
 
     async def send_async(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
         dicts = self._prepare(events)
-        await self.register_async()
-        return SendResult(await aw(self.store.ingest(dicts)))
+        return SendResult(await aw(self.runtime.ingest(dicts)))
 
     # --- running -------------------------------------------------------------------------
 
     def worker(self, *, concurrency: int = 8, scheduler: bool = True, **kwargs: Any):
-        from .engine.worker import Worker
-
-        return Worker(self, concurrency=concurrency, scheduler=scheduler, **kwargs)
+        """A worker for this app's functions on its runtime (``await worker.run(stop)``)."""
+        return self.runtime.worker(concurrency=concurrency, scheduler=scheduler, **kwargs)
 
     def run_worker(self, *, concurrency: int = 8, scheduler: bool = True) -> None:
         """Run a worker in this thread until SIGINT/SIGTERM."""
-        from .engine.worker import Worker
+        from .lifecycle import run, stop_on_signals
 
         async def main() -> None:
-            from .lifecycle import stop_on_signals
-
-            await Worker(self, concurrency=concurrency, scheduler=scheduler).run(stop_on_signals())
-
-        from .lifecycle import run
+            await self.worker(concurrency=concurrency, scheduler=scheduler).run(stop_on_signals())
 
         run(main(), self.settings.event_loop)
 
@@ -225,13 +213,13 @@ class App:
     # commits it (worker, API server, CLI). The sink never blocks nor fails a run.
 
     @property
-    def status_sink(self):
+    def status_sink(self) -> Any:
         """The Redis status sink, or None when blobs live in the store."""
         return self.store.status_sink if self.settings.redis_url else None
 
     def _status_sink_failed(self, sink: str, exc: BaseException) -> None:
-        """Hook for a status sink outside the store (Redis) whose write failed: counted in metrics."""
-        for observer in list(self._observers):
+        """A status sink outside the store (Redis) failed a write: counted in metrics."""
+        for observer in list(self.observers):
             observer.status_sink_failed(sink, exc)
 
     # --- web apps --------------------------------------------------------------------------
@@ -245,7 +233,7 @@ class App:
         """
         from .server.api import create_app
 
-        return create_app(self.settings, app=self)
+        return create_app(self.settings, runtime=self._runtime, functions=self.functions, observers=self.observers)
 
     def __repr__(self) -> str:
         return f"<durably.App {self.id!r} functions={len(self.functions)}>"

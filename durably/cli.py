@@ -65,7 +65,7 @@ def settings(**overrides: Any) -> Settings:
 
 
 def open_store(**overrides: Any):
-    from .store import open_store as _open
+    from .runtime import open_store as _open
 
     return _open(settings(**overrides))
 
@@ -225,7 +225,7 @@ def runs(ctx: click.Context, status: Optional[str], function: Optional[str], ten
         raise InvalidInput(f"unknown status {status!r}: use one of {', '.join(RUN_STATUSES)}")
     store = open_store()
     try:
-        rows = store.read("list_runs", status=status, function_id=function, tenant=tenant, limit=limit).result()
+        rows = store.list_runs(status=status, function_id=function, tenant=tenant, limit=limit).result()
     finally:
         store.close()
     items = [run_json(r) for r in rows]
@@ -254,7 +254,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
     """One run with its steps, attempts, output and error."""
     store = open_store()
     try:
-        r = store.read("get_run", run_id).result()
+        r = store.get_run(run_id).result()
     finally:
         store.close()
     if r is None:
@@ -290,7 +290,7 @@ def runs_cancel(run_id: str) -> None:
     try:
         ok = store.cancel_run(run_id, "cancelled by user").result()
         if not ok:
-            r = store.read("get_run", run_id, with_steps=False).result()
+            r = store.get_run(run_id, with_steps=False).result()
     finally:
         store.close()
     if not ok:
@@ -308,7 +308,7 @@ def functions(as_json: bool) -> None:
 
     store = open_store()
     try:
-        rows = store.read("list_functions", time.time() - 86400).result()
+        rows = store.list_functions(time.time() - 86400).result()
     finally:
         store.close()
     items = []
@@ -348,7 +348,7 @@ def status(tenant: str, function: str) -> None:
     else:
         store = open_store()
         try:
-            blob = store.read("get_status", tenant, function).result()
+            blob = store.get_status(tenant, function).result()
         finally:
             store.close()
     if blob is None:
@@ -359,7 +359,7 @@ def status(tenant: str, function: str) -> None:
 @cli.command()
 def migrate() -> None:
     """Apply the store's schema migrations."""
-    from .store import open_store as _open
+    from .runtime import open_store as _open
 
     store = _open(settings(), migrate=False)
     try:
@@ -477,7 +477,7 @@ def _follow_replays(store: Any, res: dict, bar: Any) -> None:
     outcome: dict[str, int] = {}
     while pending:
         for rid in list(pending):
-            r = store.read("get_run", rid, with_steps=False).result()
+            r = store.get_run(rid, with_steps=False).result()
             if r is None or r["status"] in ("completed", "failed", "cancelled"):
                 pending.discard(rid)
                 status = r["status"] if r else "gone"

@@ -28,8 +28,6 @@ def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: i
 
 
 async def _main(app, host: str, port: int, concurrency: int) -> None:
-    from .engine.scheduler import Scheduler
-
     from .lifecycle import stop_on_signals
 
     stop = stop_on_signals()
@@ -37,7 +35,7 @@ async def _main(app, host: str, port: int, concurrency: int) -> None:
     if app.functions:
         tasks.append(asyncio.create_task(app.worker(concurrency=concurrency).run(stop)))
     else:
-        tasks.append(asyncio.create_task(Scheduler(app).run(stop)))
+        tasks.append(asyncio.create_task(app.runtime.scheduler().run(stop)))
     server = _http_server(app, host, port)
     if server is not None:
         tasks.append(asyncio.create_task(server.serve()))
@@ -63,7 +61,7 @@ def _http_server(app, host: str, port: int):
         return None
     import uvicorn
 
-    asgi = create_app(app.settings, app=app)
+    asgi = app.asgi()
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

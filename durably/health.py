@@ -15,14 +15,14 @@ def collect(settings: Settings, store: Any = None) -> dict:
     own = store is None
     try:
         if store is None:
-            from .store import open_store
+            from .runtime import open_store
 
             store = open_store(settings, migrate=False)
         try:
             now = store.now().result()  # the store's clock: heartbeats and leases are on it
         except Exception:  # noqa: BLE001 - reported by the read below
             now = time.time()
-        h = store.read("health", now, settings.lease_seconds).result()
+        h = store.health(now, settings.lease_seconds).result()
         for b in h["backlog"]:
             b["alert"] = b["oldest_age_s"] > settings.backlog_alert_seconds
         report["store"] = {"ok": True, "dialect": store.dialect}

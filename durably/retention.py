@@ -1,65 +1,8 @@
-"""Retention: delete finished runs, their steps, old events and spent keys in small batches.
-
-``durably prune --older-than 30d`` runs it once; with ``DURABLY_PRUNE_AFTER`` set, the
-scheduler that leads runs it periodically. Each batch (``store.prune``) is one short
-transaction of at most ``batch`` rows per table, with a pause between batches, so a large
-backlog of old rows never holds locks long enough to slow claims down.
-"""
+"""Retention (``durably prune``, ``DURABLY_PRUNE_AFTER``): see ``durably.engine.retention``,
+where the scheduler's pruning duty lives; this module keeps the names the CLI and users import."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any, Callable
+from .engine.retention import DEFAULT_BATCH, PAUSE, interval_for, prune, prune_async
 
-from .store.base import aw
-
-DEFAULT_BATCH = 1000
-PAUSE = 0.01  # between batches: other transactions get the database in between
-
-
-def _more(counts: dict[str, int], batch: int) -> bool:
-    return any(v >= batch for k, v in counts.items() if k != "workers")
-
-
-def prune(store: Any, older_than: float, *, batch: int = DEFAULT_BATCH, pause: float = PAUSE,
-          progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
-    """Prune until nothing past retention is left; returns the rows deleted per kind."""
-    _check(older_than, batch)
-    totals: dict[str, int] = {}
-    while True:
-        counts = store.prune(older_than, batch).result()
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + v
-        if progress is not None:
-            progress(totals)
-        if not _more(counts, batch):
-            return totals
-        time.sleep(pause)
-
-
-async def prune_async(store: Any, older_than: float, *, batch: int = DEFAULT_BATCH,
-                      pause: float = PAUSE) -> dict[str, int]:
-    _check(older_than, batch)
-    totals: dict[str, int] = {}
-    while True:
-        counts = await aw(store.prune(older_than, batch))
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + v
-        if not _more(counts, batch):
-            return totals
-        await asyncio.sleep(pause)
-
-
-def interval_for(older_than: float) -> float:
-    """How often the scheduler prunes: a tenth of the retention, between 1 s and 1 h."""
-    return min(3600.0, max(1.0, older_than / 10))
-
-
-def _check(older_than: float, batch: int) -> None:
-    from .errors import InvalidInput
-
-    if older_than <= 0:
-        raise InvalidInput(f"retention must be a positive duration, got {older_than!r} seconds")
-    if batch < 1:
-        raise InvalidInput(f"batch size must be >= 1, got {batch!r}")
+__all__ = ["DEFAULT_BATCH", "PAUSE", "interval_for", "prune", "prune_async"]

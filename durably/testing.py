@@ -27,6 +27,7 @@ from typing import Any
 
 from .app import App, SendResult
 from .config import Settings
+from .runtime import Runtime
 from .core.durations import parse_duration
 from .errors import InvalidInput
 from .core.events import MANUAL_EVENT, Event
@@ -91,7 +92,6 @@ class TestEnv:
         self.clock = TestClock()
         self._env = env
         self._dir: tempfile.TemporaryDirectory | None = None
-        self._saved: tuple | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -108,15 +108,17 @@ class TestEnv:
 
     def start(self) -> None:
         app = self.app
-        self._saved = (app._settings, app._store, app._registered, app.clock)
-        if app._store is not None:
-            raise InvalidInput("TestEnv needs an app whose store is not open yet (create the TestEnv first)")
         self._dir = tempfile.TemporaryDirectory(prefix="durably-test-")
-        app._settings = Settings.load({"DURABLY_DATABASE_URL": f"sqlite:///{self._dir.name}/test.db",
-                                       "DURABLY_ENV": self._env, "DURABLY_LEASE_SECONDS": str(LEASE),
-                                       "DURABLY_SQLITE_SYNCHRONOUS": "normal"})
-        app._registered = False
-        app.clock = self.clock
+        settings = Settings.load({"DURABLY_DATABASE_URL": f"sqlite:///{self._dir.name}/test.db",
+                                  "DURABLY_ENV": self._env, "DURABLY_LEASE_SECONDS": str(LEASE),
+                                  "DURABLY_SQLITE_SYNCHRONOUS": "normal"})
+        runtime = Runtime.open(settings, clock=self.clock, app_id=app.id, functions=app.functions)
+        try:
+            app.bind(runtime)  # the app runs on this throwaway store until stop()
+        except RuntimeError:
+            runtime.close()
+            self._dir.cleanup()
+            raise InvalidInput("TestEnv needs an app whose store is not open yet (create the TestEnv first)") from None
         app.register()
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -149,11 +151,7 @@ class TestEnv:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(30)
             self._loop.close()
-        self.app.close()
-        if self._saved is not None:
-            self.app._settings, _store, self.app._registered, self.app.clock = self._saved
-            self.app._store = None
-            self.app._registered = False
+        self.app.close()  # closes the bound runtime: the app opens its own again when next used
         if self._dir is not None:
             self._dir.cleanup()
         self._thread = self._loop = self._stop = None
@@ -193,7 +191,7 @@ class TestEnv:
         while True:
             if self._errors:
                 raise self._errors[0]
-            row = self.app.store.read("get_run", run_id).result()
+            row = self.app.store.get_run(run_id).result()
             if row is None:
                 raise InvalidInput(f"no run {run_id!r}")
             status = row["status"]
@@ -209,6 +207,6 @@ class TestEnv:
 
     def runs(self, function: Any = None) -> list[TestRun]:
         fid = function if isinstance(function, str) or function is None else getattr(function, "id", None)
-        rows = self.app.store.read("list_runs", function_id=fid, limit=1000).result()
-        return [TestRun.from_row(self.app.store.read("get_run", r["id"]).result()) for r in rows]
+        rows = self.app.store.list_runs(function_id=fid, limit=1000).result()
+        return [TestRun.from_row(self.app.store.get_run(r["id"]).result()) for r in rows]
 

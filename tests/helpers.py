@@ -64,11 +64,11 @@ def running_worker(app: durably.App, concurrency: int = 8, scheduler: bool = Tru
 
 
 def get_run(app: durably.App, run_id: str) -> dict | None:
-    return app.store.read("get_run", run_id).result()
+    return app.store.get_run(run_id).result()
 
 
 def runs_of(app: durably.App, **filters: Any) -> list[dict]:
-    return app.store.read("list_runs", limit=1000, **filters).result()
+    return app.store.list_runs(limit=1000, **filters).result()
 
 
 def wait_run(app: durably.App, run_id: str, statuses=("completed", "failed", "cancelled"), timeout: float = 20.0) -> dict:

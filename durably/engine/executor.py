@@ -33,7 +33,7 @@ from ..store.base import aw
 from ..core import flow
 
 if TYPE_CHECKING:
-    from ..app import App
+    from .registry import Registry
 
 log = logging.getLogger("durably.executor")
 
@@ -44,10 +44,18 @@ FOREVER = 10 * 365 * 86400.0
 
 
 class Execution:
-    def __init__(self, app: "App", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor, lease: float):
-        self.app, self.fdef, self.run = app, fdef, run
-        self.store = app.store
+    """One attempt of ``run`` (claimed under ``lease``) of ``fdef`` on ``store``.
+
+    ``registry`` answers ``ctx.invoke``'s lookups of other functions; ``on_final`` is called
+    once, just before the attempt's final write (finish or suspend) goes to the store: the
+    worker frees the run's slot then, before that write has committed.
+    """
+
+    def __init__(self, store: Any, registry: "Registry", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor,
+                 lease: float, on_final: Callable[[], None] | None = None):
+        self.store, self.registry, self.fdef, self.run = store, registry, fdef, run
         self.pool, self.lease = pool, lease
+        self._on_final = on_final
         self.memo: dict[str, dict] = {s["step_id"]: s for s in run.steps}
         # Every recorded step was reached by an earlier attempt: the code before it is replay.
         self._to_replay = len(run.steps)
@@ -68,6 +76,12 @@ class Execution:
         self.lease_lost: LeaseLost | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
+
+    def _final(self) -> None:
+        """The attempt's final write is about to go out: tell the worker (once)."""
+        on_final, self._on_final = self._on_final, None
+        if on_final is not None:
+            on_final()
 
     @property
     def replaying(self) -> bool:
@@ -269,7 +283,7 @@ class Execution:
             self.wake_times.append(m["wake_at"])
             raise Interrupt()
         fid = function if isinstance(function, str) else getattr(function, "id", None)
-        config = await self.app.function_config(fid) if isinstance(fid, str) else None
+        config = await self.registry.function_config(fid) if isinstance(fid, str) else None
         if config is None:
             err = error_dict(NonRetriableError(f"invoke: unknown function {fid or function!r}"))
             await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None, now, now))
@@ -336,6 +350,7 @@ class Execution:
             return await self._fail(error_dict(exc), "non_retriable")
         # Not awaited: the worker's slot is free as soon as the write is submitted, and nothing
         # here depends on its commit. Its outcome is logged from the store's thread.
+        self._final()
         fut = self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed")
         fut.add_done_callback(self._finish_logged)
         return "completed"
@@ -357,6 +372,7 @@ class Execution:
             return await self._fail(err, "retries_exhausted")
         delay = exc.after if isinstance(exc, RetryAfterError) else self.fdef.retry.delay(failures)
         log.info("run %s failed (%s); retry %d in %.2fs", self.run.id, exc, failures, delay)
+        self._final()
         try:
             await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=[], children=[], status="queued",
                                             available_at=self.now() + delay, attempt_inc=1, error=dumps(err),
@@ -378,6 +394,7 @@ class Execution:
             times = [t for t in self.wake_times if t is not None]
             at = min(times) if times else self.now() + FOREVER
             inc, error = 0, None
+        self._final()
         try:
             await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=self.waits,
                                             children=self.children, status=status, available_at=at,
@@ -391,6 +408,7 @@ class Execution:
         log.error("run %s of %s failed (%s): %s: %s", self.run.id, self.run.function_id, reason,
                   err.get("name"), err.get("message"))
         failed = failure_event(self.run.function_id, self.run.id, reason, err, self.run.event)
+        self._final()
         try:
             await aw(self.store.finish_run(self.run, status="failed", output=None, error=dumps(err),
                                            reason=reason, emit=[failed]))

@@ -34,49 +34,40 @@ from ..core.ids import new_id
 from ..core.jsonutil import dumps
 from ..core.records import ClaimedRun
 from ..store.base import aw
+from . import heartbeat
 from .executor import Execution
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ..app import App
+    from .registry import Registry
 
 log = logging.getLogger("durably.worker")
 
 SHORT_RUN = 0.05  # claim ahead only while runs take less than this (seconds, moving average)
 
 
-class _RunStore:
-    """The store as one execution sees it: its final write (finish or suspend) frees the
-    worker slot at once, before that write has committed."""
-
-    __slots__ = ("_store", "_release")
-
-    def __init__(self, store: Any, release: Callable[[], None]):
-        self._store = store
-        self._release = release
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def finish_run(self, *args: Any, **kwargs: Any) -> Any:
-        self._release()
-        return self._store.finish_run(*args, **kwargs)
-
-    def suspend_run(self, *args: Any, **kwargs: Any) -> Any:
-        self._release()
-        return self._store.suspend_run(*args, **kwargs)
-
-
 class Worker:
-    def __init__(self, app: "App", *, concurrency: int = 8, scheduler: bool = True, poll_interval: float = 1.0,
-                 grace: float | None = None, prefetch: int | None = None, hold: float = 0.5):
+    """Executes the functions of ``registry`` that are ready in ``store``.
+
+    ``lease`` is the lease period (seconds), ``clock`` the store's clock as this process reads
+    it; with ``scheduler`` a scheduler runs beside the worker (``prune_after``: its retention).
+    Built by ``Runtime.worker()``.
+    """
+
+    def __init__(self, store: Any, registry: "Registry", *, lease: float, clock: Callable[[], float] = time.time,
+                 prune_after: float | None = None, concurrency: int = 8, scheduler: bool = True,
+                 poll_interval: float = 1.0, grace: float | None = None, prefetch: int | None = None,
+                 hold: float = 0.5):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        self.app = app
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.prune_after = prune_after
         self.concurrency = concurrency
         self.with_scheduler = scheduler
         self.poll_interval = poll_interval
-        self.lease = app.settings.lease_seconds
+        self.lease = lease
         self.grace = grace if grace is not None else max(1.0, self.lease * 0.8)
         self.prefetch = 32 * concurrency if prefetch is None else max(0, prefetch)
         self.hold = hold
@@ -94,13 +85,14 @@ class Worker:
 
     def info(self) -> dict:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
-                "functions": sorted(self.app.functions), "concurrency": self.concurrency}
+                "functions": self.registry.ids(), "concurrency": self.concurrency}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set (or the task is cancelled)."""
-        app = self.app
-        store = app.store
-        await app.register_async()
+        store = self.store
+        registering = self.registry.register()
+        if registering is not None:
+            await aw(registering)
         loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
         self.stopping = stop
@@ -119,7 +111,7 @@ class Worker:
                 loop.call_soon_threadsafe(on_poke)
 
         unsubscribe = store.subscribe(poke)
-        functions = dumps(sorted(fid for fid in app.functions))
+        functions = dumps(self.registry.ids())
 
         def want() -> int:  # the store's writer thread, inside a transaction that made runs ready
             if not self._idle:
@@ -133,20 +125,20 @@ class Worker:
             self._fill()
             wake.set()
 
-        handoff = getattr(store, "handoff", None)
-        no_handoff = handoff(self.id, functions, self.lease, want,
-                             lambda runs: loop.call_soon_threadsafe(accept, runs)) if handoff else None
+        no_handoff = store.handoff(self.id, functions, self.lease, want,
+                                   lambda runs: loop.call_soon_threadsafe(accept, runs))
         pool = ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="durably-run")
         self._pool = pool
         side = [asyncio.create_task(self._heartbeat(stop), name="durably-heartbeat")]
         if self.with_scheduler:
-            side.append(asyncio.create_task(Scheduler(app).run(stop), name="durably-scheduler"))
+            side.append(asyncio.create_task(Scheduler(store, self.clock, self.lease, self.registry,
+                                                                prune_after=self.prune_after).run(stop), name="durably-scheduler"))
         # One waiting point for the claim loop: stopping, a side task dying, a slot freeing,
         # the store's wake-ups and the poll timer all set ``wake``.
         stop_waiter = asyncio.create_task(stop.wait(), name="durably-stop")
         for t in (stop_waiter, *side):
             t.add_done_callback(lambda _t: wake.set())
-        log.info("worker %s started: %d function(s), concurrency %d", self.id, len(app.functions), self.concurrency)
+        log.info("worker %s started: %d function(s), concurrency %d", self.id, len(self.registry.ids()), self.concurrency)
         try:
             await aw(store.heartbeat(self.info(), self.lease))
             self.started.set()
@@ -196,8 +188,7 @@ class Worker:
         finally:
             stop_waiter.cancel()
             self._idle = False
-            if no_handoff is not None:
-                no_handoff()
+            no_handoff()
             unsubscribe()
             await self._hand_back(list(self._ahead))
             await self._hand_back(list(self._ahead))  # any handed to us by a commit in flight meanwhile
@@ -263,14 +254,14 @@ class Worker:
             except ValueError:
                 pass
         try:
-            await aw(self.app.store.release_runs(self.id, [run.id for run, _at in claimed]))
+            await aw(self.store.release_runs(self.id, [run.id for run, _at in claimed]))
         except Exception as exc:  # noqa: BLE001 - their leases will expire
             log.warning("could not hand back %d run(s) claimed ahead (their leases will expire): %s",
                         len(claimed), exc)
 
     def _start(self, run: ClaimedRun) -> None:
-        fdef = self.app.functions.get(run.function_id)
-        ex = Execution(self.app, fdef, run, pool=self._pool, lease=self.lease)  # type: ignore[arg-type]
+        fdef = self.registry.get(run.function_id)
+        assert fdef is not None, run.function_id  # claimed only for the functions of the registry
         self._busy += 1
         started = time.monotonic()
         released = False
@@ -285,7 +276,7 @@ class Worker:
             self._fill()
             self._wake.set()
 
-        ex.store = _RunStore(ex.store, release)
+        ex = Execution(self.store, self.registry, fdef, run, pool=self._pool, lease=self.lease, on_final=release)
 
         async def go() -> None:
             try:
@@ -305,17 +296,7 @@ class Worker:
         task.add_done_callback(done)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        interval = max(0.2, self.lease / 3)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await aw(self.app.store.heartbeat(self.info(), self.lease))
-            except Exception as exc:  # noqa: BLE001 - keep trying; leases outlive short outages
-                log.warning("heartbeat failed: %s", exc)
+        await heartbeat.heartbeat(self.store, self.info, self.lease, stop)
 
     async def _drain(self, pool: ThreadPoolExecutor) -> None:
         if not self._inflight:
@@ -329,7 +310,7 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             try:
-                n = await aw(self.app.store.release_runs(self.id, ids))
+                n = await aw(self.store.release_runs(self.id, ids))
                 log.info("worker %s handed %d unfinished run(s) back to the queue", self.id, n)
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not release runs (their leases will expire): %s", exc)

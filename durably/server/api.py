@@ -1,10 +1,10 @@
 """The HTTP API (DESIGN §4): events, the dispatch-only cron endpoint, the run ledger, "Run
 now", replay, the registry, status blobs, health and metrics.
 
-``create_app(settings, app=None)`` returns a Starlette ASGI app. ``durably server`` serves
-it without user code (functions come from the registry in the store); ``durably dev`` and
-``app.asgi()`` pass the App, whose code then also backs the cron endpoint's emergency
-inline fallback.
+``create_app(settings, runtime=None, functions=None)`` returns a Starlette ASGI app.
+``durably server`` serves it on a runtime of its own without user code (functions come from
+the registry in the store); ``durably dev`` and ``app.asgi()`` pass the App's runtime and
+functions, whose code then also backs the cron endpoint's emergency inline fallback.
 
 Every request goes through the same steps, in this order: body size limit and the
 ``X-Durably-Env`` response header (ASGI middleware), then per route: the env guard (409),
@@ -21,7 +21,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,13 +43,13 @@ from ..core.events import Event
 from ..core.jsonutil import EVENT_MAX_BYTES, MiB
 from ..serialize import event_json, run_json
 from ..core.blobs import iso, redis_key
+from ..core.records import IngestResult
+from ..functions import FunctionDef
+from ..runtime import LazyRuntime, Runtime
 from ..store.base import aw
 from . import dashboard, auth, openapi, schemas
 from .auth import Kind
 from .metrics import Metrics
-
-if TYPE_CHECKING:
-    from ..app import App
 
 log = logging.getLogger("durably.server")
 
@@ -156,20 +156,38 @@ class Op:
 
 
 class Api:
-    def __init__(self, settings: Settings, app: "App", *, owns_app: bool, code_loaded: bool):
+    """The HTTP API's state: settings, keys, metrics and the runtime it serves.
+
+    ``functions`` is the code loaded in this process (``app.asgi()``, ``durably dev``), or
+    None (``durably server``): with code, the cron endpoint can fall back to running it
+    inline when the store is unreachable.
+    """
+
+    def __init__(self, settings: Settings, runtime: LazyRuntime, *, owns_runtime: bool,
+                 functions: Mapping[str, FunctionDef] | None):
         self.settings = settings
-        self.app = app
-        self.owns_app = owns_app
-        self.code_loaded = code_loaded
+        self.runtime = runtime
+        self.owns_runtime = owns_runtime
+        self.functions = functions
+        self.code_loaded = functions is not None
         self.keys = auth.Keys.from_settings(settings)
         self.metrics = Metrics(worker_window=settings.lease_seconds)
         self.inline_windows: OrderedDict[str, int] = OrderedDict()
         self._redis: Any = None
 
+    async def open(self) -> Runtime:
+        """The runtime, opened (and its store migrated) on first use."""
+        current = self.runtime.current
+        if current is not None:
+            return current
+        return await run_in_threadpool(self.runtime.get)
+
     async def store(self) -> Any:
-        if self.app._store is not None:
-            return self.app._store
-        return await run_in_threadpool(lambda: self.app.store)  # opens (and migrates) once
+        return (await self.open()).store
+
+    async def ingest(self, events: list[dict]) -> IngestResult:
+        """Record events and the runs they start (after registering this process's functions)."""
+        return await aw((await self.open()).ingest(events))
 
     async def try_store(self) -> Any:
         try:
@@ -188,8 +206,8 @@ class Api:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
-        if self.owns_app:
-            await run_in_threadpool(self.app.close)
+        if self.owns_runtime:
+            await run_in_threadpool(self.runtime.close)
 
 
 def _query(model: type[BaseModel], request: Request) -> BaseModel:
@@ -283,19 +301,14 @@ def _events(body: Any) -> list[dict]:
 async def post_events(c: Call) -> Response:
     events = _events(c.body)
     api = c.api
-    if api.code_loaded:
-        res = await api.app.send_async(events)
-        ids, runs, dups, skipped = res.ids, res.runs, res.duplicates, res.skipped
-    else:
-        r = await aw((await api.store()).ingest(events))
-        ids, runs, dups, skipped = r.ids, r.runs, r.duplicates, r.skipped
-    return JSON({"ids": ids, "runs": runs, "duplicates": dups, "skipped": skipped})
+    r = await api.ingest(events)
+    return JSON({"ids": r.ids, "runs": r.runs, "duplicates": r.duplicates, "skipped": r.skipped})
 
 
 async def list_events(c: Call) -> Response:
     q: schemas.EventsQuery = c.query
     cursor = admin.decode_cursor(q.cursor) if q.cursor else None
-    rows = await aw((await c.api.store()).read("list_events", name=q.name, cursor=cursor, limit=q.limit + 1))
+    rows = await aw((await c.api.store()).list_events(name=q.name, cursor=cursor, limit=q.limit + 1))
     more = len(rows) > q.limit
     rows = rows[:q.limit]
     nxt = admin.encode_cursor(rows[-1]["received_at"], rows[-1]["id"]) if more else None
@@ -303,7 +316,7 @@ async def list_events(c: Call) -> Response:
 
 
 async def get_event(c: Call) -> Response:
-    e = await aw((await c.api.store()).read("get_event", c.path("id")))
+    e = await aw((await c.api.store()).get_event(c.path("id")))
     if e is None:
         raise NotFound(f"no event {c.path('id')!r} in env {c.api.settings.env!r}")
     out = event_json(e)
@@ -323,9 +336,11 @@ async def post_cron(c: Call) -> Response:
         raise InvalidInput("event_name: must be 1 to 256 characters, not blank, without control characters")
     event = {"name": name, "data": {}}
     try:
-        if api.code_loaded:
-            await api.app.register_async()
-        d = await aw((await api.store()).dispatch(name, window, event))
+        runtime = await api.open()
+        registering = runtime.registry.register()
+        if registering is not None:
+            await aw(registering)
+        d = await aw(runtime.store.dispatch(name, window, event))
     except StoreUnavailable as exc:
         if api.settings.inline_fallback and api.code_loaded:
             return await _inline(api, name, window, exc)
@@ -339,7 +354,7 @@ async def post_cron(c: Call) -> Response:
 
 
 async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Response:
-    from .inline import run_inline
+    from ..engine.inline import run_inline
 
     window_start = int(time.time() // window) * window
     key = f"{name}:{window_start}"
@@ -356,7 +371,8 @@ async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Res
     log.error(json.dumps({"event": "durably.core.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
                           "eventName": name, "error": str(cause),
                           "message": "the store is unreachable: running the triggered functions inline"}))
-    results = await run_inline(api.app, event.to_dict())
+    assert api.functions is not None  # inline only where the code is loaded
+    results = await run_inline(api.functions, api.ingest, event.to_dict())
     return JSON({**body, "duplicate": False, "inline": results})
 
 
@@ -369,8 +385,8 @@ async def list_runs(c: Call) -> Response:
     since = admin.parse_time(q.since, name="since", now=now)
     until = admin.parse_time(q.until, name="until", now=now)
     cursor = admin.decode_cursor(q.cursor) if q.cursor else None
-    rows = await aw((await c.api.store()).read("list_runs", status=q.status, function_id=q.function, tenant=q.tenant,
-                                                since=since, until=until, cursor=cursor, limit=q.limit + 1))
+    rows = await aw((await c.api.store()).list_runs(status=q.status, function_id=q.function, tenant=q.tenant,
+                                                    since=since, until=until, cursor=cursor, limit=q.limit + 1))
     more = len(rows) > q.limit
     rows = rows[:q.limit]
     nxt = admin.encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
@@ -378,7 +394,7 @@ async def list_runs(c: Call) -> Response:
 
 
 async def get_run(c: Call) -> Response:
-    r = await aw((await c.api.store()).read("get_run", c.path("id")))
+    r = await aw((await c.api.store()).get_run(c.path("id")))
     if r is None:
         raise NotFound(f"no run {c.path('id')!r} in env {c.api.settings.env!r}")
     return JSON(run_json(r, detail=True))
@@ -438,7 +454,7 @@ def function_json(f: dict, now: float) -> dict:
 
 async def list_functions(c: Call) -> Response:
     now = time.time()
-    rows = await aw((await c.api.store()).read("functions_overview", now - 86400))
+    rows = await aw((await c.api.store()).functions_overview(now - 86400))
     return JSON({"functions": [function_json(f, now) for f in rows if not f["config"].get("internal")]})
 
 
@@ -457,7 +473,7 @@ async def get_status(c: Call) -> Response:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from None
         blob = orjson.loads(raw) if raw is not None else None
     else:
-        blob = await aw((await api.store()).read("get_status", tenant, fid))
+        blob = await aw((await api.store()).get_status(tenant, fid))
     if blob is None:
         raise NotFound(f"no status for tenant {tenant!r} and function {fid!r} in env {api.settings.env!r}")
     return JSON(blob)
@@ -536,19 +552,25 @@ OPS: list[Op] = [
 ]
 
 
-def create_app(settings: Settings, app: "App | None" = None) -> Starlette:
-    """The HTTP API as an ASGI app. Raises ConfigError when a required key is missing."""
-    from ..app import App
+def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,
+               functions: Mapping[str, FunctionDef] | None = None, observers: list[Any] | None = None) -> Starlette:
+    """The HTTP API as an ASGI app. Raises ConfigError when a required key is missing.
 
-    owns = app is None
-    api = Api(settings, app if app is not None else App("durably-server", settings=settings),
-              owns_app=owns, code_loaded=not owns)
+    ``durably server`` passes only ``settings``: the API opens a runtime of its own (no user
+    code) and closes it on shutdown. ``app.asgi()`` and ``durably dev`` pass the App's
+    runtime, its ``functions`` (the inline fallback's code) and its ``observers`` list (the
+    API's metrics join it, to count failed status-sink writes).
+    """
+    owns = runtime is None
+    if runtime is None:
+        runtime = LazyRuntime(lambda: Runtime.open(settings, on_status_sink_error=api.metrics.status_sink_failed))
+    api = Api(settings, runtime, owns_runtime=owns, functions=functions)
     if api.keys.open_kinds():
         log.warning("env %r: %s unset, so %s routes are open (allowed in dev only)", settings.env,
                     ", ".join(auth.SETTINGS[k][1] for k in api.keys.open_kinds()),
                     "/".join(api.keys.open_kinds()))
-    if app is not None:
-        app._observers.append(api.metrics)
+    if observers is not None:
+        observers.append(api.metrics)
 
     async def openapi_json(request: Request) -> Response:
         try:

@@ -130,7 +130,7 @@ class Metrics:
             try:
                 if store is None:
                     raise RuntimeError("store unavailable")
-                self._ledger.snapshot = await aw(store.read("metrics", now, self.worker_window))
+                self._ledger.snapshot = await aw(store.metrics(now, self.worker_window))
                 self._ledger.now, self._ledger.up = now, 1
             except Exception:  # noqa: BLE001 - an unreachable store shows as durably_store_up 0
                 self._ledger.snapshot, self._ledger.up = None, 0

@@ -6,10 +6,14 @@ import asyncio
 import logging
 import socket
 import sys
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Settings
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 log = logging.getLogger("durably.server")
 
@@ -27,16 +31,16 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
     from .api import create_app
 
     asgi = create_app(settings)  # ConfigError on a missing key, before anything starts
-    app = asgi.state.durably.app  # the API's own App (no functions): the scheduler shares its store
+    runtime = asgi.state.durably.runtime  # the API's own runtime (no user code): the scheduler shares it
     sock = bind(host, port)
     try:
-        app.store  # noqa: B018 - open and migrate now, so a bad store fails before serving
+        runtime.get()  # open and migrate now, so a bad store fails before serving
         from ..lifecycle import run
 
-        run(_main(app, asgi, sock, host, port), settings.event_loop)
+        run(_main(runtime.get(), asgi, sock, host, port), settings.event_loop)
     finally:
         sock.close()
-        app.close()
+        runtime.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -53,10 +57,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _main(app, asgi, sock: socket.socket, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, port: int) -> None:
     import uvicorn
-
-    from ..engine.scheduler import Scheduler
 
     from ..lifecycle import stop_on_signals
 
@@ -64,7 +66,7 @@ async def _main(app, asgi, sock: socket.socket, host: str, port: int) -> None:  
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    scheduler = asyncio.create_task(Scheduler(app).run(stop), name="durably-scheduler")
+    scheduler = asyncio.create_task(runtime.scheduler().run(stop), name="durably-scheduler")
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="durably-http")
     started = asyncio.create_task(_wait_started(server))
     done, _ = await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -75,7 +77,7 @@ async def _main(app, asgi, sock: socket.socket, host: str, port: int) -> None:  
         exc = serving.exception()
         raise ConfigError(f"cannot listen on {host}:{port}" + (f": {exc}" if exc and str(exc) else
                                                                  " (is the port in use?)"))
-    s = app.settings
+    s = runtime.settings
     print(f"durably server: env {s.env!r}, store {masked(s.database_url)}", file=sys.stderr)
     print(f"durably server: API at http://{host}:{port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr,
           flush=True)

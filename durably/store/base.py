@@ -1,11 +1,20 @@
-"""The Store protocol and the records that cross it.
+"""The store's protocols and the records that cross them.
 
-The engine talks to a store only through these state-change verbs; each is one
-transaction (several verbs from concurrent runs may share one commit). The engine never
-sees SQL or a driver exception: dialects translate errors into durably errors.
+Three protocols, one implementation of each per dialect (``sqlite.SqliteStore``,
+``postgres.PostgresStore``, both on ``sqlstore.SqlStore``):
 
-Verbs return ``concurrent.futures.Future``: async code awaits ``asyncio.wrap_future(f)``
-(``durably.store.aw``), sync code calls ``f.result()``. One implementation serves both.
+* ``Store``: the state-change verbs. The engine talks to a store only through these; each
+  is one transaction (several verbs from concurrent runs may share one commit) and none
+  calls back into the engine: the store plans runs from the registry (``core.flow``).
+* ``Ledger``: the typed reads of the ledger, each returning records of ``core.ledger``.
+* ``Wakeups``: being told when runs may have become ready, and the hand-off of freshly
+  ready runs to an idle worker of this process inside the committing transaction.
+
+The engine never sees SQL or a driver exception: dialects translate errors into durably
+errors (``StoreUnavailable``; ``LeaseLost`` for a write under a lease taken over).
+
+Verbs and reads return ``concurrent.futures.Future``: async code awaits ``aw(f)``, sync code
+calls ``f.result()``. One implementation serves both.
 """
 
 from __future__ import annotations
@@ -14,15 +23,22 @@ import asyncio
 import concurrent.futures as cf
 import weakref
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
+
+from ..core.ledger import (EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
+                           FunctionRecord, HealthSnapshot, JsonObject, MetricsSnapshot, RunRecord, SkipRecord,
+                           SlotRecord, StatusBlob)
+from ..core.records import ClaimedRun, IngestResult, NewRun, Skip, StepWrite, WaitWrite
 
 Future = cf.Future
 
-from ..core.records import ClaimedRun, IngestResult, NewRun, Skip, StepWrite, WaitWrite
-from ..core.types import PENDING, TERMINAL
+T = TypeVar("T")
+
+__all__ = ["Store", "Ledger", "Wakeups", "StoreBackend", "StatusSink", "Future", "aw", "ClaimedRun", "IngestResult",
+           "NewRun", "Skip", "StepWrite", "WaitWrite"]
 
 
-async def aw(fut: cf.Future) -> Any:
+async def aw(fut: cf.Future[T]) -> T:
     """Await a store Future from async code.
 
     Like ``asyncio.wrap_future``, but the results of one group commit reach the event loop
@@ -35,7 +51,7 @@ async def aw(fut: cf.Future) -> Any:
         bridge = _bridges[loop] = _Bridge(loop)
     except TypeError:  # a loop that cannot be weakly referenced
         return await asyncio.wrap_future(fut)
-    afut = loop.create_future()
+    afut: asyncio.Future[T] = loop.create_future()
     afut.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
     fut.add_done_callback(lambda f: bridge.post(afut, f))
     return await afut
@@ -48,10 +64,10 @@ class _Bridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.settled: deque = deque()
+        self.settled: deque[tuple[asyncio.Future[Any], cf.Future[Any]]] = deque()
         self.scheduled = False
 
-    def post(self, afut: asyncio.Future, fut: cf.Future) -> None:  # any thread
+    def post(self, afut: asyncio.Future[Any], fut: cf.Future[Any]) -> None:  # any thread
         self.settled.append((afut, fut))
         if not self.scheduled:
             self.scheduled = True
@@ -77,36 +93,186 @@ class _Bridge:
                 afut.set_exception(exc)
 
 
-_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridge]" = weakref.WeakKeyDictionary()
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridge] = weakref.WeakKeyDictionary()
 
 
+class StatusSink(Protocol):
+    """Where status blobs go when the store does not keep them (Redis, ``status.RedisStatusSink``)."""
+
+    on_error: Callable[[BaseException], None] | None
+
+    def put(self, tenant: str, function_id: str, value: dict[str, Any], /) -> None: ...
+    def close(self) -> None: ...
 
 
 class Store(Protocol):
-    """State-change verbs. Each is one transaction and returns a Future."""
+    """State-change verbs. Each is one transaction and returns a Future.
+
+    Writes of a claimed run (``checkpoint_step``, ``suspend_run``, ``finish_run``) are fenced
+    by its lease generation: under a lease taken over since, they raise ``LeaseLost`` and
+    write nothing.
+    """
 
     env: str
-    dialect: str
+    dialect: str  # "sqlite" | "postgres"
+    status_sink: StatusSink | None  # set when status blobs live outside the store
 
-    def migrate(self) -> Future: ...
-    def now(self) -> Future: ...
-    def register(self, app_id: str, configs: list[dict]) -> Future: ...
-    def ingest(self, events: list[dict]) -> Future: ...
-    def create_runs(self, runs: list[NewRun]) -> Future: ...
-    def claim_runs(self, owner: str, functions: list[str], limit: int, lease: float) -> Future: ...
-    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite,
-                        emit: list[dict] | None = None) -> Future: ...
-    def suspend_run(self, run: ClaimedRun, *, steps: list[StepWrite], waits: list[WaitWrite],
-                    children: list[NewRun], status: str, available_at: float,
-                    attempt_inc: int = 0, error: str | None = None) -> Future: ...
-    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None,
-                   reason: str, emit: list[dict] | None = None) -> Future: ...
-    def cancel_run(self, run_id: str, reason: str) -> Future: ...
-    def heartbeat(self, worker: dict, lease: float) -> Future: ...
-    def release_runs(self, owner: str, run_ids: list[str]) -> Future: ...
-    def remove_worker(self, worker_id: str) -> Future: ...
-    def recover_leases(self) -> Future: ...
-    def fire_cron(self, function_id: str, expr: str, tz: str) -> Future: ...
-    def expire_runs(self) -> Future: ...
-    def dispatch(self, key: str, window: int, event: dict) -> Future: ...
+    # --- lifecycle ---------------------------------------------------------------------------
+    def migrate(self) -> cf.Future[list[int]]:
+        """Apply the schema migrations not applied yet; their versions."""
+        ...
+
+    def now(self) -> cf.Future[float]:
+        """The store's clock (epoch seconds): the clock of leases, timers and cron."""
+        ...
+
+    def ping(self) -> cf.Future[bool]: ...
     def close(self) -> None: ...
+
+    # --- registry, events, runs ----------------------------------------------------------------
+    def register(self, app_id: str, configs: list[FunctionConfig]) -> cf.Future[None]:
+        """Upsert the functions of an app (``FunctionDef.config()``) and their triggers."""
+        ...
+
+    def ingest(self, events: list[JsonObject]) -> cf.Future[IngestResult]:
+        """Record events (duplicate ids ignored), create the runs they trigger, resolve waits."""
+        ...
+
+    def create_runs(self, runs: list[NewRun]) -> cf.Future[list[str | None]]:
+        """Create runs; each one's id, or None where flow control created none."""
+        ...
+
+    def dispatch(self, key: str, window: int, event: JsonObject) -> cf.Future[dict[str, Any]]:
+        """One ping of a dispatch window: the window's first ping sends ``event``
+        (``{"duplicate": False, "runs": [...], ...}``), later ones count themselves."""
+        ...
+
+    def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future[str | None]:
+        """Fire the latest due tick of a schedule at most once; the run created, if any."""
+        ...
+
+    # --- claimed runs --------------------------------------------------------------------------
+    def claim_runs(self, owner: str, functions: str, limit: int,
+                   lease: float) -> cf.Future[tuple[list[ClaimedRun], float | None, float]]:
+        """Lease up to ``limit`` ready runs of ``functions`` (a JSON list of function ids):
+        ``(runs, when the next one becomes ready or None, the store's now)``."""
+        ...
+
+    def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite,
+                        emit: list[JsonObject] | None = None) -> cf.Future[dict[str, Any] | None]:
+        """Commit one step (and the events it sends) and extend the lease; the stored step
+        when someone else finished it first, else None."""
+        ...
+
+    def suspend_run(self, run: ClaimedRun, *, steps: list[StepWrite], waits: list[WaitWrite],
+                    children: list[NewRun], status: str, available_at: float, attempt_inc: int = 0,
+                    error: str | None = None, lease: float) -> cf.Future[None]:
+        """Park a run (sleep, wait, invoke, retry backoff) until ``available_at``."""
+        ...
+
+    def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
+                   emit: list[JsonObject] | None = None) -> cf.Future[dict[str, float]]:
+        """End a run for good (``{"finished_at": now}``); resolve a parent waiting on it."""
+        ...
+
+    def cancel_run(self, run_id: str, reason: str) -> cf.Future[bool]:
+        """Cancel an unfinished run; False when it had already finished (or does not exist)."""
+        ...
+
+    # --- workers, leases, maintenance ----------------------------------------------------------
+    def heartbeat(self, worker: dict[str, Any], lease: float) -> cf.Future[int]:
+        """Record a worker (``{"id", "host", "pid", "functions", "concurrency"}``) and extend
+        the leases it holds; how many."""
+        ...
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> cf.Future[int]:
+        """Requeue runs this owner holds (claimed ahead, or a stopping worker's); how many."""
+        ...
+
+    def remove_worker(self, worker_id: str) -> cf.Future[None]: ...
+
+    def recover_leases(self) -> cf.Future[list[str]]:
+        """Requeue runs whose lease expired; their ids."""
+        ...
+
+    def expire_runs(self) -> cf.Future[dict[str, list[str]]]:
+        """Enforce timeouts: ``{"cancelled": [not started in time], "failed": [not finished]}``."""
+        ...
+
+    def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future[bool]: ...
+    def release_leadership(self, name: str, owner: str) -> cf.Future[bool]: ...
+
+    def prune(self, older_than: float, limit: int = 1000) -> cf.Future[dict[str, int]]:
+        """Delete one batch of data past retention; counts by kind."""
+        ...
+
+
+class Wakeups(Protocol):
+    """Being told when runs may have become ready."""
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread) whenever runs may have become ready;
+        returns the unsubscribe call."""
+        ...
+
+    def wake(self) -> None:
+        """Tell this process's subscribers that runs may be ready."""
+        ...
+
+    def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
+                deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
+        """Claim for an idle worker of this process inside the transaction that made runs
+        ready: ``want()`` (on the writer thread) says how many, ``deliver(runs)`` receives
+        them after the commit. Returns the unregister call."""
+        ...
+
+
+class Ledger(Protocol):
+    """Typed reads of the ledger, each on one snapshot, returning ``core.ledger`` records."""
+
+    def get_run(self, run_id: str, with_steps: bool = True) -> cf.Future[RunRecord | None]: ...
+
+    def list_runs(self, *, status: str | None = None, function_id: str | None = None, tenant: str | None = None,
+                  since: float | None = None, until: float | None = None, cursor: tuple[float, str] | None = None,
+                  limit: int = 50) -> cf.Future[list[RunRecord]]:
+        """Newest first; ``cursor`` is the (created_at, id) of the last run of the previous page."""
+        ...
+
+    def list_events(self, *, name: str | None = None, cursor: tuple[float, str] | None = None,
+                    limit: int = 50) -> cf.Future[list[EventRecord]]:
+        """Newest first; ``cursor`` is the (received_at, id) of the last event of the previous page."""
+        ...
+
+    def get_event(self, event_id: str) -> cf.Future[EventDetail | None]: ...
+
+    def list_functions(self, since: float) -> cf.Future[list[FunctionRecord]]:
+        """Registered functions; ``stats_24h`` counts their runs created since ``since``."""
+        ...
+
+    def functions_overview(self, since: float) -> cf.Future[list[FunctionOverview]]:
+        """``list_functions`` plus, for cron functions, their newest cron run."""
+        ...
+
+    def get_function(self, function_id: str) -> cf.Future[FunctionConfig | None]: ...
+    def registry(self) -> cf.Future[dict[str, FunctionConfig]]: ...
+    def get_status(self, tenant: str, function_id: str) -> cf.Future[StatusBlob | None]: ...
+
+    def health(self, now: float, worker_window: float) -> cf.Future[HealthSnapshot]:
+        """Backlog ready at ``now``, workers heard from within ``worker_window`` seconds."""
+        ...
+
+    def list_skips(self, *, function_id: str | None = None, limit: int = 1000) -> cf.Future[list[SkipRecord]]: ...
+    def list_slots(self) -> cf.Future[list[SlotRecord]]: ...
+
+    def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
+                          limit: int) -> cf.Future[list[RunRecord]]:
+        """Finished runs in ``status`` never replayed, oldest first."""
+        ...
+
+    def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]: ...
+
+    def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]: ...
+
+
+class StoreBackend(Store, Wakeups, Ledger, Protocol):
+    """What a store implementation provides, and what ``runtime.open_store`` returns."""

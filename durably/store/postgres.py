@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -556,3 +556,9 @@ def _migrate_txn(tx: PgTx, schema: str) -> list[int]:
                       (version, name, tx.now))
         applied.append(version)
     return applied
+
+
+if TYPE_CHECKING:  # both stores implement every protocol of ``base`` (checked by mypy)
+    from .base import StoreBackend
+
+    _implements: type[StoreBackend] = PostgresStore

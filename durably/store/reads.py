@@ -1,120 +1,142 @@
-"""Read-only queries of the ledger, shared by every dialect (run on a reader connection)."""
+"""Read-only queries of the ledger, shared by every dialect (run on a reader connection, one
+snapshot per read). Each returns the records of ``core.ledger``; ``SqlStore`` exposes them
+as the ``Ledger`` methods of the same names."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, cast
 
 from ..core.jsonutil import loads
+from ..core.ledger import (BacklogEntry, BacklogRow, CronRecord, EventDetail, EventRecord, EventSkip,
+                           FinishedBucket, FunctionConfig, FunctionOverview, FunctionRecord, HealthSnapshot,
+                           MetricsSnapshot, RunBrief, RunCount, RunRecord, RunRef, SkipRecord, SlotRecord,
+                           StatusBlob, StepHistogram, StepRecord, WorkerRecord)
 
 
-def _run_dict(row: Any) -> dict:
+class ReadTx(Protocol):
+    """What a read needs of a transaction: the env and named statements."""
+
+    env: str
+
+    def one(self, name: str, /, **params: Any) -> Any: ...
+    def all(self, name: str, /, **params: Any) -> list[Any]: ...
+
+
+def _run_record(row: Any) -> RunRecord:
     r = dict(row)
     for k in ("event", "events", "output", "error", "ckeys"):
         if k in r and r[k] is not None:
             r[k] = loads(r[k])
-    return r
+    return cast(RunRecord, r)
 
 
-def get_run(tx, run_id: str, with_steps: bool = True) -> dict | None:
+def _step_record(row: Any) -> StepRecord:
+    d = dict(row)
+    for k in ("output", "error", "log"):
+        if d.get(k) is not None:
+            d[k] = loads(d[k])
+    return cast(StepRecord, d)
+
+
+def _event_record(tx: ReadTx, row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["event"] = loads(d.pop("data"))
+    d["runs"] = [cast(RunRef, dict(x)) for x in tx.all("runs_of_event", env=tx.env, event_id=d["id"])]
+    return d
+
+
+def get_run(tx: ReadTx, run_id: str, with_steps: bool = True) -> RunRecord | None:
     row = tx.one("get_run", env=tx.env, id=run_id)
     if row is None:
         return None
-    run = _run_dict(row)
+    run = _run_record(row)
     if with_steps:
-        steps = []
-        for s in tx.all("load_steps_full", run_id=run_id):
-            d = dict(s)
-            for k in ("output", "error", "log"):
-                if d.get(k) is not None:
-                    d[k] = loads(d[k])
-            steps.append(d)
-        run["steps"] = steps
+        run["steps"] = [_step_record(s) for s in tx.all("load_steps_full", run_id=run_id)]
     return run
 
 
-def list_runs(tx, *, status=None, function_id=None, tenant=None, since=None, until=None, cursor=None,
-              limit: int = 50) -> list[dict]:
+def list_runs(tx: ReadTx, *, status: str | None = None, function_id: str | None = None, tenant: str | None = None,
+              since: float | None = None, until: float | None = None, cursor: tuple[float, str] | None = None,
+              limit: int = 50) -> list[RunRecord]:
     cursor_at = cursor_id = None
     if cursor:
         cursor_at, cursor_id = cursor
     rows = tx.all("list_runs", env=tx.env, status=status, function_id=function_id, tenant=tenant, since=since,
                   until=until, cursor_at=cursor_at, cursor_id=cursor_id, limit=limit)
-    return [_run_dict(r) for r in rows]
+    return [_run_record(r) for r in rows]
 
 
-def list_events(tx, *, name=None, cursor=None, limit: int = 50) -> list[dict]:
+def list_events(tx: ReadTx, *, name: str | None = None, cursor: tuple[float, str] | None = None,
+                limit: int = 50) -> list[EventRecord]:
     cursor_at = cursor_id = None
     if cursor:
         cursor_at, cursor_id = cursor
-    out = []
-    for r in tx.all("list_events", env=tx.env, name=name, cursor_at=cursor_at, cursor_id=cursor_id, limit=limit):
-        d = dict(r)
-        d["event"] = loads(d.pop("data"))
-        d["runs"] = [dict(x) for x in tx.all("runs_of_event", env=tx.env, event_id=d["id"])]
-        out.append(d)
-    return out
+    rows = tx.all("list_events", env=tx.env, name=name, cursor_at=cursor_at, cursor_id=cursor_id, limit=limit)
+    return [cast(EventRecord, _event_record(tx, r)) for r in rows]
 
 
-def get_event(tx, event_id: str) -> dict | None:
+def get_event(tx: ReadTx, event_id: str) -> EventDetail | None:
     r = tx.one("get_event", env=tx.env, id=event_id)
     if r is None:
         return None
-    d = dict(r)
-    d["event"] = loads(d.pop("data"))
-    d["runs"] = [dict(x) for x in tx.all("runs_of_event", env=tx.env, event_id=event_id)]
-    d["skipped"] = [dict(x) for x in tx.all("skips_of_event", env=tx.env, event_id=event_id)]
-    return d
+    d = _event_record(tx, r)
+    d["skipped"] = [cast(EventSkip, dict(x)) for x in tx.all("skips_of_event", env=tx.env, event_id=event_id)]
+    return cast(EventDetail, d)
 
 
-def list_functions(tx, since: float) -> list[dict]:
+def list_functions(tx: ReadTx, since: float) -> list[FunctionRecord]:
     stats: dict[str, dict[str, int]] = {}
     for r in tx.all("function_stats", env=tx.env, since=since):
         stats.setdefault(r["function_id"], {})[r["status"]] = r["n"]
-    out = []
+    out: list[FunctionRecord] = []
     for r in tx.all("list_functions", env=tx.env):
-        d = {"id": r["id"], "app_id": r["app_id"], "config": loads(r["config"]), "updated_at": r["updated_at"]}
         last = tx.one("last_run_of", env=tx.env, function_id=r["id"])
-        d["last_run"] = dict(last) if last else None
-        d["cron"] = [dict(c) for c in tx.all("cron_of", env=tx.env, function_id=r["id"])]
-        d["stats_24h"] = stats.get(r["id"], {})
-        out.append(d)
+        out.append({
+            "id": r["id"], "app_id": r["app_id"], "config": loads(r["config"]), "updated_at": r["updated_at"],
+            "last_run": cast(RunBrief, dict(last)) if last else None,
+            "cron": [cast(CronRecord, dict(c)) for c in tx.all("cron_of", env=tx.env, function_id=r["id"])],
+            "stats_24h": stats.get(r["id"], {}),
+        })
     return out
 
 
-def get_function(tx, function_id: str) -> dict | None:
+def get_function(tx: ReadTx, function_id: str) -> FunctionConfig | None:
     r = tx.one("function_config", env=tx.env, id=function_id)
-    return loads(r["config"]) if r else None
+    return cast(FunctionConfig, loads(r["config"])) if r else None
 
 
-def get_status(tx, tenant: str, function_id: str) -> dict | None:
+def get_status(tx: ReadTx, tenant: str, function_id: str) -> StatusBlob | None:
     r = tx.one("get_status", env=tx.env, tenant=tenant, function_id=function_id)
-    return loads(r["blob"]) if r else None
+    return cast(StatusBlob, loads(r["blob"])) if r else None
 
 
-def health(tx, now: float, worker_window: float) -> dict:
-    backlog = [dict(r) for r in tx.all("backlog", env=tx.env, now=now)]
-    for b in backlog:
-        b["oldest_age_s"] = max(0.0, now - b.pop("oldest")) if b.get("oldest") is not None else 0.0
-    workers = []
+def health(tx: ReadTx, now: float, worker_window: float) -> HealthSnapshot:
+    backlog: list[BacklogEntry] = []
+    for r in tx.all("backlog", env=tx.env, now=now):
+        b = dict(r)
+        oldest = b.pop("oldest")
+        b["oldest_age_s"] = max(0.0, now - oldest) if oldest is not None else 0.0
+        backlog.append(cast(BacklogEntry, b))
+    workers: list[WorkerRecord] = []
     for w in tx.all("live_workers", env=tx.env, since=now - worker_window):
         d = dict(w)
         d["functions"] = loads(d["functions"])
-        workers.append(d)
-    stale = tx.one("stale_leases", env=tx.env, now=now)[0]
-    counts = {r["status"]: r["n"] for r in tx.all("count_by_status", env=tx.env)}
+        workers.append(cast(WorkerRecord, d))
+    stale: int = tx.one("stale_leases", env=tx.env, now=now)[0]
+    counts: dict[str, int] = {r["status"]: r["n"] for r in tx.all("count_by_status", env=tx.env)}
     return {"backlog": backlog, "workers": workers, "stale_leases": stale, "counts": counts}
 
 
-def registry(tx) -> dict[str, dict]:
+def registry(tx: ReadTx) -> dict[str, FunctionConfig]:
     return {r["id"]: loads(r["config"]) for r in tx.all("list_functions", env=tx.env)}
 
 
-def list_skips(tx, *, function_id: str | None = None, limit: int = 1000) -> list[dict]:
-    return [dict(r) for r in tx.all("list_skips", env=tx.env, function_id=function_id, limit=limit)]
+def list_skips(tx: ReadTx, *, function_id: str | None = None, limit: int = 1000) -> list[SkipRecord]:
+    return [cast(SkipRecord, dict(r)) for r in tx.all("list_skips", env=tx.env, function_id=function_id, limit=limit)]
 
 
-def list_slots(tx) -> list[dict]:
-    return [dict(r) for r in tx.all("list_slots", env=tx.env)]
+def list_slots(tx: ReadTx) -> list[SlotRecord]:
+    return [cast(SlotRecord, dict(r)) for r in tx.all("list_slots", env=tx.env)]
 
 
 # --- the HTTP API: registry overview, replay selection, metrics --------------------------------
@@ -124,41 +146,42 @@ def list_slots(tx) -> list[dict]:
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def functions_overview(tx, since: float) -> list[dict]:
+def functions_overview(tx: ReadTx, since: float) -> list[FunctionOverview]:
     """``list_functions`` plus, for functions with a cron trigger, their newest cron run."""
-    out = list_functions(tx, since)
-    for f in out:
+    out: list[FunctionOverview] = []
+    for f in list_functions(tx, since):
         last = None
         if any("cron" in t for t in f["config"].get("triggers", [])):
             row = tx.one("last_run_by_trigger", env=tx.env, function_id=f["id"], trigger="cron")
-            last = dict(row) if row else None
-        f["last_cron_run"] = last
+            last = cast(RunBrief, dict(row)) if row else None
+        out.append({**f, "last_cron_run": last})
     return out
 
 
-def replay_candidates(tx, *, function_id: str, status: str, since: float | None, until: float | None,
-                      limit: int) -> list[dict]:
+def replay_candidates(tx: ReadTx, *, function_id: str, status: str, since: float | None, until: float | None,
+                      limit: int) -> list[RunRecord]:
     rows = tx.all("replay_candidates", env=tx.env, function_id=function_id, status=status, since=since,
                   until=until, limit=limit)
-    return [_run_dict(r) for r in rows]
+    return [_run_record(r) for r in rows]
 
 
-def metrics(tx, now: float, worker_window: float) -> dict:
+def metrics(tx: ReadTx, now: float, worker_window: float) -> MetricsSnapshot:
     """Everything ``/metrics`` derives from the ledger, read in one snapshot."""
-    runs = [dict(r) for r in tx.all("metrics_runs", env=tx.env)]
-    dead = {r["function_id"]: r["n"] for r in tx.all("metrics_dead_letters", env=tx.env)}
-    steps: dict[str, dict] = {}
+    runs = [cast(RunCount, dict(r)) for r in tx.all("metrics_runs", env=tx.env)]
+    dead: dict[str, int] = {r["function_id"]: r["n"] for r in tx.all("metrics_dead_letters", env=tx.env)}
+    steps: dict[str, StepHistogram] = {}
     for r in tx.all("metrics_step_durations", env=tx.env):
         h = steps.setdefault(r["function_id"], {"buckets": [0] * (len(STEP_BUCKETS) + 1), "sum": 0.0})
         h["buckets"][min(int(r["b"]), len(STEP_BUCKETS))] += r["n"]
         h["sum"] += r["total"] or 0.0
-    backlog = [dict(r) for r in tx.all("backlog", env=tx.env, now=now)]
+    backlog = [cast(BacklogRow, dict(r)) for r in tx.all("backlog", env=tx.env, now=now)]
     workers = len(tx.all("live_workers", env=tx.env, since=now - worker_window))
-    stale = tx.one("stale_leases", env=tx.env, now=now)[0]
-    step_retries = {r["function_id"]: r["retries"] or 0 for r in tx.all("metrics_step_retries", env=tx.env)}
+    stale: int = tx.one("stale_leases", env=tx.env, now=now)[0]
+    step_retries: dict[str, int] = {r["function_id"]: r["retries"] or 0
+                                    for r in tx.all("metrics_step_retries", env=tx.env)}
     return {"runs": runs, "dead_letters": dead, "steps": steps, "step_retries": step_retries, "backlog": backlog,
             "workers": workers, "stale_leases": stale}
 
 
-def finished_per_minute(tx, since: float) -> list[dict]:
-    return [dict(r) for r in tx.all("finished_per_minute", env=tx.env, since=since)]
+def finished_per_minute(tx: ReadTx, since: float) -> list[FinishedBucket]:
+    return [cast(FinishedBucket, dict(r)) for r in tx.all("finished_per_minute", env=tx.env, since=since)]

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import StoreUnavailable
 from .queries import load, migrations
@@ -299,3 +299,9 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+if TYPE_CHECKING:  # both stores implement every protocol of ``base`` (checked by mypy)
+    from .base import StoreBackend
+
+    _implements: type[StoreBackend] = SqliteStore

@@ -1,6 +1,7 @@
-"""What both SQL stores share: the verbs (each one transaction through the group-commit
-writer, bodies in ``ops``), ledger reads (``reads``), in-process wake-ups, and the hand-off
-of freshly ready runs to an idle worker of this process inside the committing transaction.
+"""What both SQL stores share (``base.StoreBackend``): the verbs of ``Store`` (each one
+transaction through the group-commit writer, bodies in ``ops``), the typed reads of
+``Ledger`` (bodies in ``reads``), and ``Wakeups``: in-process wake-ups and the hand-off of
+freshly ready runs to an idle worker of this process inside the committing transaction.
 
 A dialect provides the connection, the transaction object (``Tx``), ``_write``/``_read``,
 ``_savepoint(tx, statement)``, ``_is_retryable(exc)``, ``_start_wakeups()`` (its source of
@@ -12,14 +13,19 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from . import ops, reads
 from ..errors import StoreUnavailable
 from ..core.jsonutil import dumps
 from .base import ClaimedRun, NewRun, StepWrite
+from ..core.ledger import (EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
+                           FunctionRecord, HealthSnapshot, MetricsSnapshot, RunRecord, SkipRecord, SlotRecord,
+                           StatusBlob)
 
 log = logging.getLogger("durably.store")
+
+T = TypeVar("T")
 
 
 class StatusStaging:
@@ -60,7 +66,7 @@ class SqlStore:
     def _write(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         raise NotImplementedError
 
-    def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+    def _read(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
         raise NotImplementedError
 
     def _submit_read(self, run: Callable[[], Any]) -> cf.Future:
@@ -184,7 +190,7 @@ class SqlStore:
         return self._write(ops.checkpoint, run, lease, step, emit)
 
     def suspend_run(self, run: ClaimedRun, *, steps, waits, children, status: str, available_at: float,
-                    attempt_inc: int = 0, error: str | None = None, lease: float = 30.0) -> cf.Future:
+                    attempt_inc: int = 0, error: str | None = None, lease: float) -> cf.Future:
         return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
 
     def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
@@ -224,9 +230,55 @@ class SqlStore:
     def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
         return self._write(ops.dispatch, key, window, event)
 
-    # --- reads ----------------------------------------------------------------------------
+    # --- reads (the Ledger protocol: bodies in ``reads``, on a reader connection) ---------------
 
-    def read(self, name: str, /, *args: Any, **kwargs: Any) -> cf.Future:
-        """Run a read-only query function of ``reads`` by name."""
-        fn = getattr(reads, name)
-        return self._read(lambda tx: fn(tx, *args, **kwargs))
+    def get_run(self, run_id: str, with_steps: bool = True) -> cf.Future[RunRecord | None]:
+        return self._read(reads.get_run, run_id, with_steps)
+
+    def list_runs(self, *, status: str | None = None, function_id: str | None = None, tenant: str | None = None,
+                  since: float | None = None, until: float | None = None, cursor: tuple[float, str] | None = None,
+                  limit: int = 50) -> cf.Future[list[RunRecord]]:
+        return self._read(lambda tx: reads.list_runs(tx, status=status, function_id=function_id, tenant=tenant,
+                                                     since=since, until=until, cursor=cursor, limit=limit))
+
+    def list_events(self, *, name: str | None = None, cursor: tuple[float, str] | None = None,
+                    limit: int = 50) -> cf.Future[list[EventRecord]]:
+        return self._read(lambda tx: reads.list_events(tx, name=name, cursor=cursor, limit=limit))
+
+    def get_event(self, event_id: str) -> cf.Future[EventDetail | None]:
+        return self._read(reads.get_event, event_id)
+
+    def list_functions(self, since: float) -> cf.Future[list[FunctionRecord]]:
+        return self._read(reads.list_functions, since)
+
+    def functions_overview(self, since: float) -> cf.Future[list[FunctionOverview]]:
+        return self._read(reads.functions_overview, since)
+
+    def get_function(self, function_id: str) -> cf.Future[FunctionConfig | None]:
+        return self._read(reads.get_function, function_id)
+
+    def registry(self) -> cf.Future[dict[str, FunctionConfig]]:
+        return self._read(reads.registry)
+
+    def get_status(self, tenant: str, function_id: str) -> cf.Future[StatusBlob | None]:
+        return self._read(reads.get_status, tenant, function_id)
+
+    def health(self, now: float, worker_window: float) -> cf.Future[HealthSnapshot]:
+        return self._read(reads.health, now, worker_window)
+
+    def list_skips(self, *, function_id: str | None = None, limit: int = 1000) -> cf.Future[list[SkipRecord]]:
+        return self._read(lambda tx: reads.list_skips(tx, function_id=function_id, limit=limit))
+
+    def list_slots(self) -> cf.Future[list[SlotRecord]]:
+        return self._read(reads.list_slots)
+
+    def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
+                          limit: int) -> cf.Future[list[RunRecord]]:
+        return self._read(lambda tx: reads.replay_candidates(tx, function_id=function_id, status=status, since=since,
+                                                             until=until, limit=limit))
+
+    def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]:
+        return self._read(reads.metrics, now, worker_window)
+
+    def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]:
+        return self._read(reads.finished_per_minute, since)

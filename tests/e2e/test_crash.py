@@ -19,14 +19,14 @@ def test_kill_9_in_the_middle_of_a_step(store_url, tmp_path, procs):
     first = procs.start(["worker", APP, "--concurrency", "2"], {**env, "DURABLY_TEST_BLOCK": "1"})
     app = make_app(store_url, "crash-test")
     try:
-        wait_for(lambda: app.store.read("get_function", "three-steps").result() or first.poll() is not None,
+        wait_for(lambda: app.store.get_function("three-steps").result() or first.poll() is not None,
                  timeout=30, what="the first worker to register")
         assert first.poll() is None, procs.log(first)
         rid = app.send(durably.Event("crash.go")).runs[0]
         wait_for(lambda: any(w == "two:start" for _, w, _, _ in effects(side)), timeout=30,
                  what="step two to start")
         procs.kill9(first)  # mid-step: step one is committed, step two is executing
-        steps = {s["step_id"]: s for s in app.store.read("get_run", rid).result()["steps"]}
+        steps = {s["step_id"]: s for s in app.store.get_run(rid).result()["steps"]}
         assert steps["one"]["status"] == "completed" and "two" not in steps
 
         second = procs.start(["worker", APP], env)
@@ -51,12 +51,12 @@ def test_sigterm_mid_step_hands_the_run_back_and_exits(store_url, tmp_path, proc
     first = procs.start(["worker", APP], {**env, "DURABLY_TEST_BLOCK": "1"})
     app = make_app(store_url, "crash-test")
     try:
-        wait_for(lambda: app.store.read("get_function", "three-steps").result() or first.poll() is not None,
+        wait_for(lambda: app.store.get_function("three-steps").result() or first.poll() is not None,
                  timeout=30, what="the first worker to register")
         rid = app.send(durably.Event("crash.go")).runs[0]
         wait_for(lambda: any(w == "two:start" for _, w, _, _ in effects(side)), timeout=30, what="step two")
         assert procs.stop(first, timeout=15) == 0, procs.log(first)
-        run = app.store.read("get_run", rid).result()
+        run = app.store.get_run(rid).result()
         assert run["status"] == "queued" and run["lease_owner"] is None, run
         second = procs.start(["worker", APP], env)
         assert wait_run(app, rid, timeout=30)["status"] == "completed", procs.log(second)

@@ -38,7 +38,7 @@ def test_cron_fires_once_per_tick_with_two_schedulers(store_url, tmp_path, procs
     workers = [procs.start(["worker", APP], env) for _ in range(2)]
     app = make_app(store_url, "cron-test")
     try:
-        wait_for(lambda: len(app.store.read("health", time.time(), 30).result()["workers"]) == 2
+        wait_for(lambda: len(app.store.health(time.time(), 30).result()["workers"]) == 2
                  or any(w.poll() is not None for w in workers), timeout=30, what="two live workers")
         assert all(w.poll() is None for w in workers), [procs.log(w) for w in workers]
 
@@ -75,7 +75,7 @@ def test_cron_fires_once_per_tick_with_two_schedulers(store_url, tmp_path, procs
         workers = [procs.start(["worker", APP], env) for _ in range(2)]
         hourly = wait_for(lambda: [r for r in runs_of(app, function_id="hourly") if r["status"] == "completed"],
                           timeout=30, what="the missed hourly tick")
-        wait_for(lambda: len(app.store.read("health", time.time(), 30).result()["workers"]) == 2, timeout=30,
+        wait_for(lambda: len(app.store.health(time.time(), 30).result()["workers"]) == 2, timeout=30,
                  what="both workers back")
         wait_for(lambda: len([r for r in runs_of(app, function_id="every-2s") if _tick_of(r) > restart]) >= 2,
                  timeout=30, what="two more 2-second ticks")  # both schedulers have had their chances

@@ -47,7 +47,7 @@ def test_kill_9_chaos_every_step_effect_exactly_once(pg_url, procs):
     rng = random.Random(4)
     kills: list[tuple[int, list[str]]] = []  # (pid, runs it held when killed)
     try:
-        wait_for(lambda: len(app.store.read("health", app.store.now().result(), lease).result()["workers"]) == 3
+        wait_for(lambda: len(app.store.health(app.store.now().result(), lease).result()["workers"]) == 3
                  or any(w.poll() is not None for w in workers), 30, what="three live workers")
         assert all(w.poll() is None for w in workers), [procs.log(w) for w in workers]
         sent = app.send([durably.Event("chaos.go", {"n": i}) for i in range(500)])

@@ -93,7 +93,7 @@ async def test_dev_without_keys_is_open_and_a_configured_key_is_required(tmp_pat
         doc = (await c.get("/openapi.json")).json()
         assert doc["paths"]["/api/v1/events"]["post"]["security"] == []
         assert doc["paths"]["/api/v1/runs"]["get"]["security"] == [{"adminToken": []}]
-    asgi.state.durably.app.close()
+    asgi.state.durably.runtime.close()
 
 
 async def test_each_route_takes_only_its_own_credential(api_app):

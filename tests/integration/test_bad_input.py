@@ -44,7 +44,7 @@ def test_event_data_not_serializable(app):
     # A batch holding one bad event writes nothing at all.
     with pytest.raises(NotSerializable):
         app.send([durably.Event("echo", {"ok": 1}, id="good"), durably.Event("echo", {"bad": {1, 2}})])
-    assert app.store.read("get_event", "good").result() is None
+    assert app.store.get_event("good").result() is None
     assert runs_of(app) == []
 
 
@@ -54,7 +54,7 @@ def test_event_over_1_mib(app):
     assert "1,048,576" in str(exc.value)
     with pytest.raises(PayloadTooLarge):
         app.send([durably.Event("echo", {"ok": 1}, id="good"), durably.Event("echo", {"blob": "x" * EVENT_MAX_BYTES})])
-    assert app.store.read("get_event", "good").result() is None
+    assert app.store.get_event("good").result() is None
     ok = app.send(durably.Event("echo", {"blob": "x" * (EVENT_MAX_BYTES - 1000)}))  # just under: fine
     with running_worker(app):
         assert wait_run(app, ok.runs[0])["status"] == "completed"

@@ -53,7 +53,7 @@ def test_one_event_fans_out_to_every_function_it_triggers(app_factory):
         assert len(res.runs) == 2
         for rid in res.runs:
             assert wait_run(app, rid)["status"] == "completed"
-        event = app.store.read("get_event", res[0]).result()
+        event = app.store.get_event(res[0]).result()
     assert sorted(seen) == ["crm:ann", "email:ann"]
     assert sorted(r["function_id"] for r in event["runs"]) == ["crm", "email"]
     assert sorted(r["id"] for r in event["runs"]) == sorted(res.runs)
@@ -63,7 +63,7 @@ def test_an_event_nobody_listens_to_is_recorded(app_factory):
     app = app_factory()
     res = app.send(durably.Event("nobody.cares", {"k": 1}, id="lonely"))
     assert res.runs == [] and res.ids == ["lonely"]
-    stored = app.store.read("get_event", "lonely").result()
+    stored = app.store.get_event("lonely").result()
     assert stored["event"]["data"] == {"k": 1} and stored["runs"] == []
 
 
@@ -125,7 +125,7 @@ def test_trigger_filter_error_is_recorded_as_skipped(app_factory):
     assert len(res.runs) == 1
     assert [s["event_id"] for s in res.skipped] == ["no-kind"]
     assert "event.data.kind" in res.skipped[0]["reason"]
-    stored = app.store.read("get_event", "no-kind").result()
+    stored = app.store.get_event("no-kind").result()
     assert stored["runs"] == [] and stored["skipped"][0]["function_id"] == "picky"
 
 
@@ -163,7 +163,7 @@ def test_send_rejects_bad_values_before_writing(app_factory):
             pass
         else:
             raise AssertionError(f"send({bad!r}) was accepted")
-    assert app.store.read("list_events", limit=10).result() == []
+    assert app.store.list_events(limit=10).result() == []
 
 
 def test_on_failure_runs_only_for_its_own_function(app_factory):
@@ -188,5 +188,5 @@ def test_on_failure_runs_only_for_its_own_function(app_factory):
     # Both failures emitted durably/function.failed; only a's reached a's handler.
     assert handled == ["a"]
     assert len(runs_of(app, function_id="a-failure")) == 1
-    failed_events = app.store.read("list_events", name="durably/function.failed", limit=10).result()
+    failed_events = app.store.list_events(name="durably/function.failed", limit=10).result()
     assert sorted(e["event"]["data"]["function_id"] for e in failed_events) == ["a", "b"]

@@ -14,7 +14,7 @@ from tests.helpers import get_run, running_worker, runs_of, wait_for, wait_run
 
 
 def _skips(app, function_id):
-    return app.store.read("list_skips", function_id=function_id).result()
+    return app.store.list_skips(function_id=function_id).result()
 
 
 def test_throttle_spreads_starts(app_factory):

@@ -227,7 +227,7 @@ def test_runs_finishing_in_one_batch_fail_alone_when_their_lease_is_lost(store_u
         by_id = {r["id"]: r for r in runs_of(app, function_id="f")}
         assert [by_id[r.id]["status"] for r in runs] == ["completed", "cancelled", "completed", "running",
                                                          "cancelled", "running"]
-        steps = app.store.read("get_run", runs[3].id).result(10)["steps"]
+        steps = app.store.get_run(runs[3].id).result(10)["steps"]
         assert [(s["step_id"], s["status"], s["output"], s["attempts"], s["log"]) for s in steps] == [
             ("a", "completed", "second", 2, [{"attempt": 1}, {"attempt": 2}])]
     finally:

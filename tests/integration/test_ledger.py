@@ -15,7 +15,7 @@ BLOB_KEYS = {"status", "runId", "startedAt", "finishedAt", "durationMs", "attemp
 
 
 def _blob(app, tenant, fid):
-    return app.store.read("get_status", tenant, fid).result()
+    return app.store.get_status(tenant, fid).result()
 
 
 def test_status_blob_on_start_and_end(app_factory):
@@ -111,7 +111,7 @@ def test_ledger_filters(app_factory):
         res = app.send([durably.Event("go", {"t": "a"}), durably.Event("go", {"t": "b"})])
         for rid in res.runs:
             wait_run(app, rid)
-    read = lambda **kw: app.store.read("list_runs", **kw).result()  # noqa: E731
+    read = lambda **kw: app.store.list_runs(**kw).result()  # noqa: E731
     assert len(read()) == 4
     assert {r["function_id"] for r in read(status="failed")} == {"f2"}
     assert {r["tenant"] for r in read(function_id="f1")} == {"a", "b"}
@@ -140,7 +140,7 @@ def test_envs_are_isolated(store_url):
         with running_worker(a):
             wait_run(a, ra.runs[0])
             assert get_run(a, rb.runs[0]) is None
-        assert b.store.read("get_run", rb.runs[0]).result()["status"] == "queued"
+        assert b.store.get_run(rb.runs[0]).result()["status"] == "queued"
         with running_worker(b):
             assert wait_run(b, rb.runs[0])["output"] == "two"
         assert get_run(a, ra.runs[0])["output"] == "one"

@@ -20,7 +20,7 @@ from durably.errors import ConfigError, StoreUnavailable
 from durably.core.ids import new_id
 from durably.core.jsonutil import dumps
 from durably.core.records import NewRun
-from durably.store import open_store
+from durably.runtime import open_store
 from durably.store.postgres import PostgresStore, Row, split_url
 from durably.store.queries import load, migrations, to_pyformat
 from durably.store.sqlite import SqliteStore
@@ -269,7 +269,7 @@ def test_a_lost_write_connection_is_replaced(pg_url):
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])
         ids = _queued_runs(store, 2)  # retried on a new connection
         assert store._wconn.backend_pid != pid
-        assert store.read("get_run", ids[1]).result()["status"] == "queued"
+        assert store.get_run(ids[1]).result()["status"] == "queued"
     finally:
         store.close()
 
@@ -366,7 +366,7 @@ def test_a_postgres_outage_mid_run_is_ridden_out(pg_url):
 
         with running_worker(app):
             rid = app.send(durably.Event("two")).runs[0]
-            wait_for(lambda: app.store.read("get_run", rid).result()["status"] == "running", 10, what="the run to start")
+            wait_for(lambda: app.store.get_run(rid).result()["status"] == "running", 10, what="the run to start")
             proxy.cut()
             gate.set()  # the first step ends while the store is unreachable: its checkpoint waits
             time.sleep(3)  # an outage of a few seconds (the point of the test, not a synchronization)

@@ -93,7 +93,7 @@ def test_runs_complete_while_redis_is_down_and_blobs_catch_up(app_factory, redis
                         10, what="the final blob to catch up")
         assert done["runId"] == rid and done["finishedAt"] and done["durationMs"] is not None
     # With Redis configured, the store keeps no blobs.
-    assert app.store.read("get_status", "c1", "recompute").result() is None
+    assert app.store.get_status("c1", "recompute").result() is None
 
 
 def test_failed_and_retrying_blobs_go_to_redis(app_factory, redis_server):

@@ -77,7 +77,7 @@ def test_prune_deletes_old_finished_runs_steps_events_and_keys_in_batches(app_fa
             wait_run(app, fresh)
     finally:
         served.close()
-    assert app.store.read("get_status", "global", "keep").result() is not None
+    assert app.store.get_status("global", "keep").result() is not None
 
     totals = retention.prune(app.store, DAY, batch=2)
 
@@ -88,7 +88,7 @@ def test_prune_deletes_old_finished_runs_steps_events_and_keys_in_batches(app_fa
         assert get_run(app, rid) is None
     assert get_run(app, fresh)["status"] == "completed"  # finished just now: kept
     assert get_run(app, queued)["status"] == "queued"  # live runs are never pruned
-    assert app.store.read("get_status", "global", "keep").result() is not None  # status blobs stay
+    assert app.store.get_status("global", "keep").result() is not None  # status blobs stay
     # A second pass finds nothing, and an expired key can be taken again by a new event.
     assert not any(retention.prune(app.store, DAY).values())
     assert app.send(durably.Event("go", {"k": "k0"})).runs
@@ -100,7 +100,7 @@ def test_prune_keeps_events_a_day_whatever_the_retention(app_factory, store_url)
     ev = app.send(durably.Event("idle", id="dedupe-me")).ids[0]
     age_rows(store_url, 3600, where={"durably_runs": "1 = 0"})  # the event is an hour old
     assert retention.prune(app.store, 60)["events"] == 0
-    assert app.store.read("get_event", ev).result() is not None
+    assert app.store.get_event(ev).result() is not None
     # Its id still deduplicates a second delivery.
     assert app.send(durably.Event("idle", id="dedupe-me")).duplicates == ["dedupe-me"]
 
@@ -138,5 +138,5 @@ def test_scheduler_prunes_with_prune_after(app_factory):
         wait_run(app, rid)
         wait_for(lambda: get_run(app, rid) is None, 20, what="the finished run to be pruned")
         # Events stay at least a day; the run's event is still there.
-        assert app.store.read("get_event", app.store.read("list_events").result()[0]["id"]).result()
+        assert app.store.get_event(app.store.list_events().result()[0]["id"]).result()
     assert not runs_of(app, function_id="keep")

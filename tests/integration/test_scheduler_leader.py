@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import durably
-from durably.engine.scheduler import LEADER_TTL, Scheduler
+from durably.engine.scheduler import LEADER_TTL
 from tests.helpers import runs_of, wait_for
 
 
@@ -15,7 +15,7 @@ class Running:
     """A Scheduler on its own thread and event loop."""
 
     def __init__(self, app):
-        self.sched = Scheduler(app)
+        self.sched = app.runtime.scheduler()
         self.loop = asyncio.new_event_loop()
         self.stop_ev = asyncio.Event()
         self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(self.sched.run(self.stop_ev)),

@@ -11,7 +11,7 @@ import redis
 
 import durably
 from durably.config import Settings
-from durably.store import open_store
+from durably.runtime import open_store
 from tests.conftest import CI, REDIS_URL
 from tests.helpers import make_app, running_worker, wait_for, wait_run
 

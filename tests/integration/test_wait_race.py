@@ -33,7 +33,7 @@ def _suspend(app, run, since):
     step = StepWrite("reply", "wait", "waiting", 0, started_at=since, wake_at=since + 3600)
     wait = WaitWrite("reply", "wait", "reply", "data.id", '"a"', None, since + 3600, since=since)
     app.store.suspend_run(run, steps=[step], waits=[wait], children=[], status="waiting",
-                          available_at=since + 3600).result()
+                          available_at=since + 3600, lease=60.0).result()
 
 
 def test_event_between_wait_and_suspend_is_seen(app_factory):

@@ -86,13 +86,13 @@ class Claiming(RuleBasedStateMachine):
 
     @invariant()
     def limits_hold(self):
-        running = self.store.read("list_runs", status="running", limit=1000).result()
+        running = self.store.list_runs(status="running", limit=1000).result()
         assert len(running) <= FN_LIMIT
         per_key: dict[str, int] = {}
         for r in running:
             per_key[r["event"]["data"]["k"]] = per_key.get(r["event"]["data"]["k"], 0) + 1
         assert all(v <= KEY_LIMIT for v in per_key.values()), per_key
-        slots = self.store.read("list_slots").result()
+        slots = self.store.list_slots().result()
         assert {s["run_id"] for s in slots} == {r["id"] for r in running}
         assert {r["id"] for r in running} == {rid for h in self.held.values() for rid in h}
 
@@ -111,7 +111,7 @@ class Claiming(RuleBasedStateMachine):
 
     @invariant()
     def nothing_lost(self):
-        total = self.store.read("list_runs", function_id="f", limit=10_000).result()
+        total = self.store.list_runs(function_id="f", limit=10_000).result()
         assert {r["id"] for r in total} == self.sent
 
 
@@ -129,7 +129,7 @@ def test_drain_completes_everything():
         m.crash("w1")
         m.claim("w2", 2)
         m.drain()
-        done = m.store.read("list_runs", function_id="f", status="completed", limit=100).result()
+        done = m.store.list_runs(function_id="f", status="completed", limit=100).result()
         assert {r["id"] for r in done} == m.sent
     finally:
         m.teardown()

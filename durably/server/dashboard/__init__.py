@@ -204,7 +204,7 @@ class Dashboard:
         from ..api import function_json
 
         now = time.time()
-        rows = await aw((await self.store()).read("functions_overview", now - 86400))
+        rows = await aw((await self.store()).functions_overview(now - 86400))
         fns = []
         for f in rows:
             if f["config"].get("internal"):
@@ -240,8 +240,8 @@ class Dashboard:
         since = admin.parse_time(q.get("since") or None, name="since", now=now)
         until = admin.parse_time(q.get("until") or None, name="until", now=now)
         cursor = admin.decode_cursor(q["cursor"]) if q.get("cursor") else None
-        rows = await aw((await self.store()).read(
-            "list_runs", status=status, function_id=q.get("function") or None, tenant=q.get("tenant") or None,
+        rows = await aw((await self.store()).list_runs(
+            status=status, function_id=q.get("function") or None, tenant=q.get("tenant") or None,
             since=since, until=until, cursor=cursor, limit=PAGE + 1))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
@@ -257,7 +257,7 @@ class Dashboard:
 
     async def run(self, request: Request, session: dict) -> Response:
         rid = request.path_params["id"]
-        row = await aw((await self.store()).read("get_run", rid))
+        row = await aw((await self.store()).get_run(rid))
         if row is None:
             return self.render(request, session, "error.html", status=404, error=f"no run {rid!r}")
         run = run_json(row, detail=True)
@@ -276,7 +276,7 @@ class Dashboard:
     # --- failures ------------------------------------------------------------------------------
 
     async def _failure_groups(self) -> list[dict]:
-        rows = await aw((await self.store()).read("list_runs", status="failed", limit=1000))
+        rows = await aw((await self.store()).list_runs(status="failed", limit=1000))
         groups: dict[tuple, dict] = {}
         for r in rows:
             err = r.get("error") or {}
@@ -325,8 +325,8 @@ class Dashboard:
                      form: dict | None = None) -> Response:
         q = request.query_params
         cursor = admin.decode_cursor(q["cursor"]) if q.get("cursor") else None
-        rows = await aw((await self.store()).read("list_events", name=q.get("name") or None, cursor=cursor,
-                                                  limit=PAGE + 1))
+        rows = await aw((await self.store()).list_events(name=q.get("name") or None, cursor=cursor,
+                                                         limit=PAGE + 1))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         items = [event_json(e) | {"received_ts": e["received_at"]} for e in rows]
@@ -345,14 +345,15 @@ class Dashboard:
         try:
             data = _json_object(data_text, "data")
             event = Event(name, data)
-            res = await self.api.app.send_async(event)
+            event.encode()
+            res = await self.api.ingest([event.to_dict()])
         except DurablyError as exc:
             return await self.events(request, session, form_error=str(exc), form=values)
         return RedirectResponse(f"{self._base(request)}/events/{res.ids[0]}", status_code=303)
 
     async def event(self, request: Request, session: dict) -> Response:
         eid = request.path_params["id"]
-        row = await aw((await self.store()).read("get_event", eid))
+        row = await aw((await self.store()).get_event(eid))
         if row is None:
             return self.render(request, session, "error.html", status=404, error=f"no event {eid!r}")
         return self.render(request, session, "event.html", event=event_json(row))
@@ -369,7 +370,7 @@ class Dashboard:
         chart = None
         if store is not None:
             now = time.time()
-            rows = await aw(store.read("finished_per_minute", now - 3600))
+            rows = await aw(store.finished_per_minute(now - 3600))
             chart = _chart(rows)
         return self.render(request, session, "health.html", report=report, chart=chart)
 

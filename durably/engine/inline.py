@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from ..context import Context
 from ..errors import InvalidInput, NonRetriableError, RetryAfterError, StepError, error_dict
@@ -39,8 +39,7 @@ from ..core.ids import new_id
 from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Steps, SyncSteps
 
-if TYPE_CHECKING:
-    from ..app import App
+Send = Callable[[list[dict]], Awaitable[Any]]  # records events (dicts); its result has ``.ids``
 
 log = logging.getLogger("durably.inline")
 
@@ -65,8 +64,10 @@ class InlineExecution:
 
     replaying = False
 
-    def __init__(self, app: "App", fdef: FunctionDef, event: dict, pool: ThreadPoolExecutor, deadline: float):
-        self.app, self.fdef, self.pool, self.deadline = app, fdef, pool, deadline
+    def __init__(self, functions: Mapping[str, FunctionDef], send: Send, fdef: FunctionDef, event: dict,
+                 pool: ThreadPoolExecutor, deadline: float):
+        self.functions, self.send = functions, send
+        self.fdef, self.pool, self.deadline = fdef, pool, deadline
         self.run = _Run(id=new_id(), function_id=fdef.id, event=event)
         self.current_step: ContextVar[str | None] = ContextVar(f"durably_inline_step_{self.run.id}", default=None)
         self.done: dict[str, Any] = {}  # step id -> output of a finished step (kept across body retries)
@@ -137,7 +138,7 @@ class InlineExecution:
         if sid in self.done:
             return self.done[sid]
         try:
-            res = await self.app.send_async(events)
+            res = await self.send([e.to_dict() for e in events])
         except Exception as exc:  # noqa: BLE001 - the store is still down: the step fails
             raise StepError(sid, error_dict(exc)) from exc
         self.done[sid] = list(res.ids)
@@ -148,10 +149,10 @@ class InlineExecution:
         if sid in self.done:
             return self.done[sid]
         fid = function if isinstance(function, str) else getattr(function, "id", None)
-        fdef = self.app.functions.get(fid) if isinstance(fid, str) else None
+        fdef = self.functions.get(fid) if isinstance(fid, str) else None
         if fdef is None:
             raise StepError(sid, error_dict(NonRetriableError(f"invoke: unknown function {fid or function!r}")))
-        child = InlineExecution(self.app, fdef, Event(FUNCTION_INVOKED, dict(data or {})).to_dict(), self.pool,
+        child = InlineExecution(self.functions, self.send, fdef, Event(FUNCTION_INVOKED, dict(data or {})).to_dict(), self.pool,
                                 self.deadline)
         outcome = await child.execute()
         if outcome["status"] != "completed":
@@ -196,10 +197,10 @@ def _short(exc: BaseException) -> dict:
     return {"name": err["name"], "message": err["message"]}
 
 
-def triggered(app: "App", event: dict) -> list[FunctionDef]:
-    """The app's functions that ``event`` triggers (name and ``if_`` filter)."""
+def triggered(functions: Mapping[str, FunctionDef], event: dict) -> list[FunctionDef]:
+    """The functions that ``event`` triggers (name and ``if_`` filter)."""
     out = []
-    for fdef in app.functions.values():
+    for fdef in functions.values():
         for t in fdef.triggers:
             if isinstance(t, EventTrigger) and t.event == event["name"]:
                 try:
@@ -212,14 +213,16 @@ def triggered(app: "App", event: dict) -> list[FunctionDef]:
     return out
 
 
-async def run_inline(app: "App", event: dict, *, deadline_seconds: float = DEADLINE_SECONDS) -> list[dict]:
-    """Run every function ``event`` triggers, concurrently, within the deadline."""
-    fdefs = triggered(app, event)
+async def run_inline(functions: Mapping[str, FunctionDef], send: Send, event: dict, *,
+                     deadline_seconds: float = DEADLINE_SECONDS) -> list[dict]:
+    """Run every function of ``functions`` that ``event`` triggers, concurrently, within the
+    deadline; ``send`` records the events their steps send (it fails while the store is down)."""
+    fdefs = triggered(functions, event)
     if not fdefs:
         return []
     deadline = time.monotonic() + deadline_seconds
     pool = ThreadPoolExecutor(max_workers=max(2, len(fdefs) * 2), thread_name_prefix="durably-inline")
-    executions = [InlineExecution(app, f, event, pool, deadline) for f in fdefs]
+    executions = [InlineExecution(functions, send, f, event, pool, deadline) for f in fdefs]
     tasks = [asyncio.ensure_future(e.execute()) for e in executions]
     try:
         done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
