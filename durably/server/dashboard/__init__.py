@@ -137,7 +137,7 @@ class Dashboard:
                 if not self.sessions.open:
                     if post:
                         return HTMLResponse("login required", status_code=401)
-                    return RedirectResponse(f"{self._base(request)}/login?{urlencode({'next': request.url.path})}",
+                    return RedirectResponse(f"{self._base(request)}/login?{urlencode({'next': _here(request)})}",
                                             status_code=303)
                 fresh, session = self.sessions.new(True)
             if post:
@@ -168,9 +168,8 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         base = self._base(request)
         form = await request.form() if request.method == "POST" else None
-        nxt = str((form.get("next") if form else None) or request.query_params.get("next") or f"{base}/")
-        if not nxt.startswith("/") or nxt.startswith("//"):  # only a path on this site: no open redirect
-            nxt = f"{base}/"
+        nxt = _same_site(str((form.get("next") if form else None) or request.query_params.get("next") or ""),
+                         f"{base}/")
         if self.sessions.open:
             return RedirectResponse(nxt, status_code=303)
         pre = self.sessions.read(request.cookies.get(COOKIE))
@@ -372,6 +371,23 @@ class Dashboard:
             rows = await aw(store.read("finished_per_minute", now - 3600))
             chart = _chart(rows)
         return self.render(request, session, "health.html", report=report, chart=chart)
+
+
+def _here(request: Request) -> str:
+    """The path and query of this request: where to come back to after logging in."""
+    q = request.url.query
+    return request.url.path + (f"?{q}" if q else "")
+
+
+def _same_site(nxt: str, default: str) -> str:
+    """``nxt`` if it is a path (and query) on this site, else ``default``: no open redirect.
+
+    Browsers read ``/\\host`` like ``//host`` and drop tabs and newlines, so those are refused too.
+    """
+    if (not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in nxt)):
+        return default
+    return nxt
 
 
 def _status_of(exc: DurablyError) -> int:
