@@ -4,7 +4,9 @@ script refresh the live parts every few seconds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlencode
@@ -85,6 +87,24 @@ def flow_summary(config: dict) -> list[str]:
     if retry:
         out.append(f"{retry.get('attempts', 1)} attempts")
     return out
+
+
+_MASKS = [
+    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<uuid>"),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9A-Za-z]*[0-9])(?=[0-9A-Za-z]*[A-Za-z])[0-9A-Za-z]{20,}\b"), "<id>"),  # ULIDs, tokens
+    (re.compile(r"\b(?=[\w-]*[A-Za-z])(?=[\w-]*[0-9])[A-Za-z][\w-]*[_-][\w-]*\b"), "<id>"),  # ord_8f3k2, user-42
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+]
+
+
+def mask_message(message: str) -> str:
+    """An error message with its ids, uuids, hex strings and numbers masked, so that one bug
+    hit with different ids is one group: "order 1234 not found" -> "order <n> not found"."""
+    for pattern, repl in _MASKS:
+        message = pattern.sub(repl, message)
+    return message
 
 
 class Dashboard:
@@ -279,16 +299,21 @@ class Dashboard:
         groups: dict[tuple, dict] = {}
         for r in rows:
             err = r.get("error") or {}
-            key = (r["function_id"], err.get("name") or "Error", (err.get("message") or "")[:300])
-            g = groups.setdefault(key, {"function_id": key[0], "error_name": key[1], "message": key[2],
-                                        "count": 0, "runs": [], "last": 0.0, "reasons": set()})
+            message = (err.get("message") or "")[:300]
+            key = (r["function_id"], err.get("name") or "Error", mask_message(message))
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = {"function_id": key[0], "error_name": key[1], "message": key[2], "count": 0,
+                                   "runs": [], "last": 0.0, "reasons": set(), "examples": [],
+                                   "key": hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}
             g["count"] += 1
             g["runs"].append(r["id"])
             g["last"] = max(g["last"], r.get("finished_at") or r["created_at"])
             g["reasons"].add(r.get("terminal_reason") or "")
+            if message not in g["examples"] and len(g["examples"]) < 3:
+                g["examples"].append(message)
         out = sorted(groups.values(), key=lambda g: (-g["count"], -g["last"]))
-        for i, g in enumerate(out):
-            g["key"] = str(i)
+        for g in out:
             g["reasons"] = ", ".join(sorted(x for x in g["reasons"] if x))
         return out
 
