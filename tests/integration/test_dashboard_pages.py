@@ -3,6 +3,8 @@ real store: what they say and do without JavaScript."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -83,6 +85,11 @@ def dev_app(store_url):
     async def ship(ctx):
         raise KeyError(f"no parcel {ctx.event.data['parcel']}")
 
+    @app.function(id="sync", trigger=durably.on_event("sync.requested"), tenant="event.data.client",
+                  concurrency=durably.Concurrency(limit=1, key="event.data.account.id"))
+    async def sync(ctx):
+        return ctx.event.data
+
     app.register()
     yield app
     app.close()
@@ -137,3 +144,40 @@ async def test_event_page_refreshes_live(dev_app):
         eid = re.search(r'<tr data-event="([^"]+)"', events.text).group(1)
         r = await c.get(f"/events/{eid}")
         assert r.status_code == 200 and 'id="live" data-live' in r.text and rid in r.text
+
+
+async def test_run_now_asks_for_the_data_its_keys_read(dev_app):
+    from tests.helpers import runs_of
+
+    async with client(dev_app.asgi()) as c:
+        home = await c.get("/")
+        row = re.search(r'<tr data-function="sync">(.*?)</tr>', home.text, re.S).group(1)
+        assert 'href="/functions/sync/run"' in row and "Run now…" in row
+        row = re.search(r'<tr data-function="ship">(.*?)</tr>', home.text, re.S).group(1)
+        assert 'method="post" action="/functions/ship/run"' in row  # keys read no data: one click
+        # No event yet: the form is pre-filled with the paths the keys read.
+        form = await c.get("/functions/sync/run")
+        assert form.status_code == 200
+        assert "event.data.client" in form.text and "event.data.account.id" in form.text
+        text = re.search(r'<textarea name="data"[^>]*>(.*?)</textarea>', form.text, re.S).group(1)
+        assert json.loads(html.unescape(text)) == {"client": "", "account": {"id": ""}}
+        # A POST without data (the old one-click form, or no JavaScript) asks instead of failing.
+        r = await c.post("/functions/sync/run", data={"csrf": csrf_of(home.text)})
+        assert r.status_code == 200 and '<textarea name="data"' in r.text
+        # Data the keys cannot read is refused before any run exists.
+        r = await c.post("/functions/sync/run", data={"csrf": csrf_of(home.text), "data": '{"client": "c1"}'})
+        assert r.status_code == 400 and "no such key" in r.text and "account" in r.text
+        assert runs_of(dev_app, function_id="sync") == []
+        r = await c.post("/functions/sync/run", data={"csrf": csrf_of(home.text), "data": "{nope"})
+        assert r.status_code == 400 and "not valid JSON" in r.text and "{nope" in r.text
+        # After an event, the form is pre-filled from the function's last event.
+        dev_app.send(durably.Event("sync.requested", {"client": "c9", "account": {"id": "a-1"}}))
+        form = await c.get("/functions/sync/run")
+        text = re.search(r'<textarea name="data"[^>]*>(.*?)</textarea>', form.text, re.S).group(1)
+        assert json.loads(html.unescape(text)) == {"client": "c9", "account": {"id": "a-1"}}
+        assert "pre-filled from the function" in form.text
+        r = await c.post("/functions/sync/run", data={"csrf": csrf_of(home.text), "data": html.unescape(text)})
+        assert r.status_code == 303
+        started = parse_qs(urlsplit(r.headers["location"]).query)["started"][0]
+        run = next(x for x in runs_of(dev_app, function_id="sync") if x["id"] == started)
+        assert run["status"] == "queued" and run["tenant"] == "c9" and run["trigger"] == "manual"

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from ... import admin
 from ...errors import DurablyError, InvalidInput
-from ...core.events import Event
+from ...core.events import MANUAL_EVENT, Event
 from ...serialize import event_json, run_json
 from ...core.blobs import iso
 from ...store.base import aw
@@ -107,6 +107,56 @@ def mask_message(message: str) -> str:
     return message
 
 
+_READS_DATA = re.compile(r"\bevent\s*(?:\.\s*data\b|\[\s*[\"']data[\"']\s*\])")
+_DATA_PATH = re.compile(r"\bevent\s*\.\s*data((?:\s*\.\s*[A-Za-z_]\w*)+)")
+
+
+def data_keys(config: dict) -> list[tuple[str, str]]:
+    """The function's key expressions (tenant, concurrency, throttle, ...) that read ``event.data``,
+    as (what, expression): Run now must be given data for them."""
+    out: list[tuple[str, str]] = []
+
+    def walk(what: str, value: Any) -> None:
+        if isinstance(value, str):
+            if _READS_DATA.search(value):
+                out.append((what, value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{what}.{k}" if what else k, v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(what, v)
+
+    for k, v in config.items():
+        if k not in ("id", "name", "triggers", "retry", "timeouts", "has_on_failure", "internal", "cancel_on"):
+            walk(k, v)
+    return out
+
+
+def data_skeleton(keys: list[tuple[str, str]]) -> dict:
+    """A data object with an empty value at every ``event.data.a.b`` path the keys read."""
+    out: dict = {}
+    for _, expr in keys:
+        for m in _DATA_PATH.finditer(expr):
+            parts = [p.strip() for p in m.group(1).split(".") if p.strip()]
+            node = out
+            for p in parts[:-1]:
+                node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else node
+            node.setdefault(parts[-1], "")
+    return out
+
+
+def _plan_error_text(error: Any) -> str:
+    if isinstance(error, str):
+        try:
+            error = json.loads(error)
+        except ValueError:
+            return error
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
 class Dashboard:
     def __init__(self, api: "Api"):
         self.api = api
@@ -124,6 +174,7 @@ class Dashboard:
             Route("/", r(self.functions)),
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", r(self.logout, post=True), methods=["POST"]),
+            Route("/functions/{id:path}/run", r(self.run_now_form), methods=["GET"]),
             Route("/functions/{id:path}/run", r(self.run_now, post=True), methods=["POST"]),
             Route("/runs", r(self.runs)),
             Route("/runs/{id}", r(self.run)),
@@ -235,16 +286,62 @@ class Dashboard:
             j["flow"] = flow_summary(j["config"])
             j["last_at"] = f["last_run"]["created_at"] if f.get("last_run") else None
             j["next_at"] = _ts(j["next_run_at"])
+            j["data_keys"] = data_keys(j["config"])
             fns.append(j)
         started = request.query_params.get("started")
         return self.render(request, session, "functions.html", functions=fns, started=started,
                            started_fn=request.query_params.get("fn"))
 
+    async def _last_data(self, fid: str, config: dict) -> dict | None:
+        """The data of the function's last event: its newest run's, else its trigger's newest event's."""
+        store = await self.store()
+        for r in await aw(store.read("list_runs", function_id=fid, limit=20)):
+            data = (r.get("event") or {}).get("data")
+            if data:
+                return data
+        for t in config.get("triggers") or []:
+            if t.get("event"):
+                rows = await aw(store.read("list_events", name=t["event"], limit=1))
+                if rows and (rows[0].get("event") or {}).get("data"):
+                    return rows[0]["event"]["data"]
+        return None
+
+    async def run_now_form(self, request: Request, session: dict, *, data_text: str | None = None,
+                           error: str | None = None) -> Response:
+        """Run now for a function whose keys read ``event.data``: ask for the data, pre-filled."""
+        fid = request.path_params["id"]
+        config = await admin.function_config(await self.store(), fid)
+        keys = data_keys(config)
+        source = None
+        if data_text is None:
+            last = await self._last_data(fid, config)
+            if last is not None:
+                data_text, source = json.dumps(last, indent=2, ensure_ascii=False), "last"
+            else:
+                data_text, source = json.dumps(data_skeleton(keys), indent=2), "keys"
+        return self.render(request, session, "run_now.html", status=400 if error else 200, fid=fid, keys=keys,
+                           data_text=data_text, source=source, error=error)
+
     async def run_now(self, request: Request, session: dict) -> Response:
+        from ...core.flow import plan
+
         fid = request.path_params["id"]
         data_text = str(request.state.form.get("data") or "").strip()
-        data = _json_object(data_text, "data") if data_text else None
-        res = await admin.run_now(await self.store(), fid, data)
+        store = await self.store()
+        config = await admin.function_config(store, fid)
+        if not data_text and data_keys(config):
+            return await self.run_now_form(request, session)
+        try:
+            data = _json_object(data_text, "data") if data_text else None
+        except InvalidInput as exc:
+            return await self.run_now_form(request, session, data_text=data_text, error=str(exc))
+        # A key that cannot be read from this data would make a run that fails at once: ask again.
+        planned = plan(config, Event(MANUAL_EVENT, dict(data or {})).to_dict(), None, time.time(),
+                       trigger="manual")
+        if getattr(planned, "plan_error", None):
+            return await self.run_now_form(request, session, data_text=data_text,
+                                           error=_plan_error_text(planned.plan_error))
+        res = await admin.run_now(store, fid, data)
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
 
