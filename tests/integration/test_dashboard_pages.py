@@ -181,3 +181,73 @@ async def test_run_now_asks_for_the_data_its_keys_read(dev_app):
         started = parse_qs(urlsplit(r.headers["location"]).query)["started"][0]
         run = next(x for x in runs_of(dev_app, function_id="sync") if x["id"] == started)
         assert run["status"] == "queued" and run["tenant"] == "c9" and run["trigger"] == "manual"
+
+
+@pytest.fixture
+def wait_app(store_url):
+    import threading
+
+    app = make_app(store_url, "dashwait", env="dev")
+    gate = threading.Event()
+    app.gate = gate
+
+    @app.function(id="gated", trigger=durably.on_event("gated"), retries=0,
+                  concurrency=durably.Concurrency(limit=1, key="event.data.account"))
+    async def gated(ctx):
+        return await ctx.step.run("hold", lambda: gate.wait(30))
+
+    @app.function(id="flaky", trigger=durably.on_event("flaky"),
+                  retries=durably.Retry(attempts=3, initial="1h", max="1h", jitter=False))
+    async def flaky(ctx):
+        return await ctx.step.run("call", _refuse, "upstream said 503")
+
+    @app.function(id="slow", trigger=durably.on_event("slow"), throttle=durably.Throttle(limit=1, period="1h"))
+    async def slow(ctx):
+        return 1
+
+    app.register()
+    yield app
+    gate.set()
+    app.close()
+
+
+def _reasons(page: str) -> list[tuple[str, str]]:
+    block = re.search(r'<ul class="waiting" data-testid="why-waiting">(.*?)</ul>', page, re.S)
+    assert block, "the page says nothing about why the run waits"
+    return [(k, re.sub(r"<[^>]+>", "", t)) for k, t in re.findall(r'<li data-reason="([^"]+)">(.*?)</li>',
+                                                                  block.group(1), re.S)]
+
+
+async def test_a_queued_run_says_why_it_waits(wait_app):
+    from tests.helpers import get_run, running_worker, wait_for
+
+    first, second = (wait_app.send(durably.Event("gated", {"account": "acme"})).runs[0] for _ in range(2))
+    flaky = wait_app.send(durably.Event("flaky", {})).runs[0]
+    slow1, slow2 = (wait_app.send(durably.Event("slow", {})).runs[0] for _ in range(2))
+    async with client(wait_app.asgi()) as c:
+        # No worker at all yet.
+        assert _reasons((await c.get(f"/runs/{second}")).text)[0][0] == "no_worker"
+        assert "no live worker" in _reasons((await c.get(f"/runs/{second}")).text)[0][1]
+        with running_worker(wait_app):
+            wait_for(lambda: (get_run(wait_app, first) or {}).get("status") == "running", 20, what="first to run")
+            wait_for(lambda: any(s["status"] == "retrying" for s in get_run(wait_app, flaky)["steps"]), 20,
+                     what="flaky's step to be in backoff")
+            wait_for(lambda: get_run(wait_app, slow1)["status"] == "completed"
+                     and get_run(wait_app, slow2)["available_at"] > get_run(wait_app, slow2)["created_at"] + 60,
+                     20, what="the second slow run to be throttled")
+            page = (await c.get(f"/runs/{second}")).text
+            (kind, text), = _reasons(page)
+            assert kind == "concurrency" and "acme" in text and "(1/1)" in text and first in text
+            assert f'href="/runs/{first}"' in page
+            (kind, text), = _reasons((await c.get(f"/runs/{flaky}")).text)
+            assert kind == "backoff" and "step call failed attempt 1" in text and "upstream said 503" in text
+            assert "in 59m" in text or "in 1h" in text
+            (kind, text), = _reasons((await c.get(f"/runs/{slow2}")).text)
+            assert kind == "throttled" and ("in 59m" in text or "in 1h" in text)
+            # The runs list says it too, next to the status.
+            runs = (await c.get("/runs?status=queued")).text
+            row = re.search(rf'<tr data-run="{second}">(.*?)</tr>', runs, re.S).group(1)
+            assert 'data-reason="concurrency"' in row
+            wait_app.gate.set()
+            wait_for(lambda: get_run(wait_app, second)["status"] == "completed", 20, what="second to complete")
+        assert "why-waiting" not in (await c.get(f"/runs/{second}")).text

@@ -361,8 +361,9 @@ class Dashboard:
             since=since, until=until, cursor=cursor, limit=PAGE + 1))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
-        items = [run_json(r) | {"started_ts": r.get("started_at"), "event_name": (r.get("event") or {}).get("name")}
-                 for r in rows]
+        waiting = await self._why_waiting([r for r in rows if r["status"] == "queued"], now)
+        items = [run_json(r) | {"started_ts": r.get("started_at"), "event_name": (r.get("event") or {}).get("name"),
+                                "waiting": waiting.get(r["id"])} for r in rows]
         next_q = None
         if more:
             params = {k: v for k, v in q.items() if k != "cursor" and v}
@@ -377,8 +378,88 @@ class Dashboard:
         if row is None:
             return self.render(request, session, "error.html", status=404, error=f"no run {rid!r}")
         run = run_json(row, detail=True)
-        return self.render(request, session, "run.html", run=run, timeline=_timeline(row),
+        now = time.time()
+        waiting = (await self._why_waiting([row], now)).get(rid)
+        return self.render(request, session, "run.html", run=run, timeline=_timeline(row, now), waiting=waiting,
                            live=run["status"] not in ("completed", "failed", "cancelled"))
+
+    async def _why_waiting(self, rows: list[dict], now: float) -> dict[str, list[dict]]:
+        """Why each unfinished run of ``rows`` is not running, from what the store records:
+        its availability, retry backoff, throttle, debounce/batch window, the concurrency slots
+        its keys need and who holds them, and the live workers that serve its function."""
+        pending = [r for r in rows if r["status"] in ("queued", "sleeping", "waiting")]
+        if not pending:
+            return {}
+        store = await self.store()
+        slots: dict[str, list[str]] | None = None
+        served: set[str] | None = None
+        live_workers = 0
+        out: dict[str, list[dict]] = {}
+        for r in pending:
+            reasons: list[dict] = []
+            steps = r.get("steps") or []
+            at = r.get("available_at")
+            if r["status"] in ("sleeping", "waiting"):
+                step = next((x for x in steps if x["status"] in ("sleeping", "waiting")), None)
+                what = {"sleep": "sleeping in step", "wait": "waiting for an event in step",
+                        "invoke": "waiting for the run invoked by step"}.get(step["kind"] if step else "", r["status"])
+                if step is not None:
+                    what += f" {step['step_id']}"
+                until = (step or {}).get("wake_at") or at
+                reasons.append({"kind": r["status"], "text": what + (", until" if until else ""), "at": until})
+                out[r["id"]] = reasons
+                continue
+            if r.get("gathering"):
+                reasons.append({"kind": "gathering", "text": "gathering events (debounce/batch window) until",
+                                "at": at})
+            elif at is not None and at > now:
+                if "steps" not in r:  # a list row: its steps say whether a step is in backoff
+                    steps = ((await aw(store.read("get_run", r["id"]))) or {}).get("steps") or []
+                retrying = next((x for x in steps if x["status"] == "retrying"), None)
+                if retrying is not None:
+                    log = [a for a in (retrying.get("log") or []) if a]
+                    err = (log[-1].get("error") if log else None) or retrying.get("error") or {}
+                    text = f"retry backoff: step {retrying['step_id']} failed attempt {len(log) or retrying.get('attempts')}"
+                    if err:
+                        text += f" ({err.get('name')}: {str(err.get('message') or '')[:120]})"
+                    reasons.append({"kind": "backoff", "text": text + "; next attempt", "at": at})
+                elif (r.get("attempt") or 0) > 0:
+                    err = r.get("error") or {}
+                    text = f"retry backoff: attempt {r['attempt']} failed"
+                    if err:
+                        text += f" ({err.get('name')}: {str(err.get('message') or '')[:120]})"
+                    reasons.append({"kind": "backoff", "text": text + "; next attempt", "at": at})
+                elif r.get("throttle") and r.get("started_at") is None and \
+                        at > (r.get("sort_at") or at) + (r.get("priority") or 0) + 1e-6:
+                    key = (r["throttle"] if isinstance(r["throttle"], list) else json.loads(r["throttle"]))[0]
+                    reasons.append({"kind": "throttled", "text": f"throttled (key {key}) until", "at": at})
+                else:
+                    reasons.append({"kind": "scheduled", "text": "scheduled for", "at": at})
+            else:
+                for key, cap in (r.get("ckeys") or []):
+                    if slots is None:
+                        slots = {}
+                        for s in await aw(store.read("list_slots")):
+                            slots.setdefault(s["key"], []).append(s["run_id"])
+                    holders = [x for x in slots.get(key, []) if x != r["id"]]
+                    if len(holders) >= int(cap):
+                        reasons.append({"kind": "concurrency",
+                                        "text": f"concurrency key {key} is full ({len(holders)}/{int(cap)}), held by",
+                                        "runs": holders[:10]})
+                if served is None:
+                    report = await aw(store.read("health", now, self.api.settings.lease_seconds))
+                    served = {f for w in report["workers"] for f in (w.get("functions") or [])}
+                    live_workers = len(report["workers"])
+                if r["function_id"] not in served:
+                    reasons.append({"kind": "no_worker", "text": (
+                        f"no live worker serves function {r['function_id']}" if live_workers else
+                        "no live worker: start one (durably worker APP, or durably dev APP)")})
+                if not reasons:
+                    reasons.append({"kind": "ready", "text": "ready: waiting for a worker to claim it"})
+            if r.get("start_deadline") and r.get("started_at") is None:
+                reasons.append({"kind": "deadline", "text": "cancelled if not started by", "at": r["start_deadline"]})
+            out[r["id"]] = reasons
+        return out
 
     async def cancel(self, request: Request, session: dict) -> Response:
         rid = request.path_params["id"]
@@ -534,7 +615,7 @@ def _json_object(text: str, what: str) -> dict:
     return value
 
 
-def _timeline(row: dict) -> dict:
+def _timeline(row: dict, now: float | None = None) -> dict:
     """Bars of a waterfall: each step's span (and each attempt) relative to the run's span."""
     steps = row.get("steps") or []
     t0 = row.get("started_at") or row["created_at"]
