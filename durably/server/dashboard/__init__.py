@@ -615,35 +615,120 @@ def _json_object(text: str, what: str) -> dict:
     return value
 
 
+def _nice_step(span: float, ticks: int = 6) -> float:
+    """A round tick interval (1, 2 or 5 times a power of ten) giving about ``ticks`` ticks."""
+    import math
+
+    raw = max(span, 1e-6) / ticks
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+def _span_text(seconds: float) -> str:
+    return duration(seconds * 1000)
+
+
+def _tick_text(seconds: float, step: float) -> str:
+    if step < 1:
+        return f"{seconds * 1000:g} ms"
+    if step < 60:
+        return f"{seconds:g} s"
+    if step < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
 def _timeline(row: dict, now: float | None = None) -> dict:
-    """Bars of a waterfall: each step's span (and each attempt) relative to the run's span."""
+    """The run's trace: per step, one bar per attempt (failed ones red, with their error), the
+    backoff between attempts as a gap, sleeps and waits as the span they really took (a wait
+    that ended early ends where it ended), all on an axis from the run's start to its end (or
+    to now while it is unfinished), never to a timeout that did not happen."""
+    now = time.time() if now is None else now
     steps = row.get("steps") or []
     t0 = row.get("started_at") or row["created_at"]
-    ends = [t0]
-    for s in steps:
-        for t in (s.get("finished_at"), s.get("wake_at"), s.get("started_at")):
-            if t:
-                ends.append(t)
-    if row.get("finished_at"):
-        ends.append(row["finished_at"])
-    t1 = max(ends)
+    finished = row.get("finished_at")
+    ends = [t0, finished or now]
+    for st in steps:
+        for a in st.get("log") or []:
+            if a and a.get("finished_at"):
+                ends.append(a["finished_at"])
+        if st.get("finished_at"):
+            ends.append(st["finished_at"])
+    t1 = finished if finished else max(ends)
     span = max(t1 - t0, 0.001)
-    bars = []
-    for s in steps:
-        start = s.get("started_at") or t0
-        end = s.get("finished_at") or (s.get("wake_at") if s["status"] in ("sleeping", "waiting") else None) or t1
-        attempts = [a for a in (s.get("log") or []) if a]
-        bars.append({
-            "id": s["step_id"], "kind": s["kind"], "status": s["status"], "attempts": s.get("attempts") or 0,
-            "left": round(100 * (start - t0) / span, 2), "width": max(0.6, round(100 * (end - start) / span, 2)),
-            "ms": int((end - start) * 1000),
-            "errors": [a["error"] for a in attempts if a.get("error")],
-            "tries": [{"left": round(100 * ((a.get("started_at") or start) - t0) / span, 2),
-                       "width": max(0.4, round(100 * ((a.get("finished_at") or end) - (a.get("started_at") or start))
-                                               / span, 2)),
-                       "failed": bool(a.get("error"))} for a in attempts],
-        })
-    return {"bars": bars, "span_ms": int(span * 1000)}
+
+    def pos(t: float) -> float:
+        return round(100 * min(max(t - t0, 0.0), span) / span, 3)
+
+    def seg(kind: str, start: float, end: float, title: str, **extra: Any) -> dict:
+        left = pos(start)
+        return {"kind": kind, "left": left, "width": round(max(pos(end) - left, 0.0), 3), "title": title,
+                "ms": int(round((end - start) * 1000)), **extra}
+
+    lanes = []
+    for st in steps:
+        kind, status = st["kind"], st["status"]
+        start = st.get("started_at") or t0
+        segs: list[dict] = []
+        errors = []
+        if kind in ("sleep", "wait", "invoke"):
+            pending = status in ("sleeping", "waiting")
+            end = now if pending else (st.get("finished_at") or t1)
+            wake = st.get("wake_at")
+            what = {"sleep": "sleep", "wait": "wait for an event", "invoke": "wait for the invoked run"}[kind]
+            if pending:
+                title = f"{st['step_id']}: {what}, {_span_text(end - start)} so far" + (
+                    f", until {iso(wake)}" if wake else "")
+            else:
+                title = f"{st['step_id']}: {what}, {_span_text(end - start)}"
+                if kind == "wait" and wake and end < wake - 0.001:
+                    title += f" (ended early; its timeout was {_span_text(wake - start)})"
+                elif kind == "wait" and status == "completed" and st.get("output") is None:
+                    title += " (timed out)"
+            segs.append(seg("idle", start, end, title, pending=pending))
+        else:
+            log = [a for a in (st.get("log") or []) if a]
+            if not log:  # a step recorded without its attempt log: one bar for its whole span
+                end = st.get("finished_at") or (now if not finished else t1)
+                segs.append(seg("work", start, end, f"{st['step_id']}: {status}, {_span_text(end - start)}",
+                                failed=status == "failed"))
+            prev_end = None
+            for a in log:
+                a_start = a.get("started_at") or start
+                a_end = a.get("finished_at") or (now if not finished else t1)
+                if prev_end is not None and a_start > prev_end:
+                    segs.append(seg("gap", prev_end, a_start,
+                                    f"backoff before attempt {a.get('attempt')}: {_span_text(a_start - prev_end)}"))
+                err = a.get("error")
+                title = f"{st['step_id']} attempt {a.get('attempt')}: "
+                if err:
+                    title += f"failed after {_span_text(a_end - a_start)}: {err.get('name')}: {err.get('message')}"
+                    errors.append(err)
+                else:
+                    title += f"ok, {_span_text(a_end - a_start)}"
+                segs.append(seg("work", a_start, a_end, title, failed=bool(err), attempt=a.get("attempt")))
+                prev_end = a_end
+            if status == "retrying" and prev_end is not None:
+                nxt = row.get("available_at")
+                until = f" until {iso(nxt)}" if nxt and nxt > now else ""
+                segs.append(seg("gap", prev_end, max(prev_end, now if not finished else t1),
+                                f"backoff{until}", pending=True))
+        first = min((x["left"] for x in segs), default=0.0)
+        last = max((x["left"] + x["width"] for x in segs), default=0.0)
+        lanes.append({"id": st["step_id"], "kind": kind, "status": status, "segments": segs,
+                      "attempts": st.get("attempts") or 0, "errors": errors,
+                      "ms": int(round(span * (last - first) / 100 * 1000))})
+    step = _nice_step(span)
+    ticks = []
+    i = 0
+    while i * step <= span * 1.0001 and i < 40:
+        ticks.append({"left": pos(t0 + i * step), "label": _tick_text(i * step, step)})
+        i += 1
+    return {"bars": lanes, "span_ms": int(span * 1000), "span_text": _span_text(span), "ticks": ticks,
+            "live": not finished}
 
 
 def _chart(rows: list[dict]) -> dict:
