@@ -85,7 +85,8 @@ def flow_summary(config: dict) -> list[str]:
         out.append("priority")
     retry = config.get("retry") or {}
     if retry:
-        out.append(f"{retry.get('attempts', 1)} attempts")
+        n = retry.get("attempts", 1)
+        out.append(f"{n} attempt" + ("" if n == 1 else "s"))
     return out
 
 
@@ -186,6 +187,7 @@ class Dashboard:
             Route("/events/send", r(self.send_event, post=True), methods=["POST"]),
             Route("/events/{id:path}", r(self.event)),
             Route("/health", r(self.health)),
+            Route("/favicon.ico", self.favicon),
             Mount("/static", StaticFiles(packages=[("durably.server.dashboard", "static")]), name="dashboard-static"),
         ]
 
@@ -233,6 +235,12 @@ class Dashboard:
 
     async def store(self) -> Any:
         return await self.api.store()
+
+    async def favicon(self, request: Request) -> Response:
+        from importlib.resources import files
+
+        data = files("durably.server.dashboard").joinpath("static/favicon.ico").read_bytes()
+        return Response(data, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
 
     # --- login ---------------------------------------------------------------------------------
 
@@ -732,23 +740,35 @@ def _timeline(row: dict, now: float | None = None) -> dict:
 
 
 def _chart(rows: list[dict]) -> dict:
-    """Runs finished per minute over the last hour, stacked by status, as SVG rectangles."""
+    """Runs finished per minute over the last hour, stacked by status, as SVG rectangles, with a
+    y axis (runs per minute, round ticks from 0 to the peak) and an x axis (minutes ago)."""
     buckets = [{"completed": 0, "failed": 0, "cancelled": 0} for _ in range(60)]
     for r in rows:
         b = int(r["bucket"])
         if 0 <= b < 60 and r["status"] in buckets[b]:
             buckets[b][r["status"]] += r["n"]
     peak = max([sum(b.values()) for b in buckets] + [1])
+    step = max(1, int(_nice_step(peak, 4)))
+    top = -(-peak // step) * step  # the axis' top: the peak rounded up to a tick
+    left, right, plot_top, plot_h, width = 48, 10, 10, 140, 640
+    plot_w = width - left - right
+    col = plot_w / 60
     bars = []
     for i, b in enumerate(buckets):
-        y = 100.0
+        y = plot_top + plot_h
         for status in ("completed", "failed", "cancelled"):
-            h = 100.0 * b[status] / peak
+            h = plot_h * b[status] / top
             if h:
                 y -= h
-                bars.append({"x": i * 10, "y": round(y, 2), "h": round(h, 2), "status": status, "n": b[status],
-                             "minute": 59 - i})
-    return {"bars": bars, "peak": peak, "total": sum(sum(b.values()) for b in buckets)}
+                bars.append({"x": round(left + i * col + 0.5, 2), "y": round(y, 2), "w": round(col - 1, 2),
+                             "h": round(h, 2), "status": status, "n": b[status], "minute": 59 - i})
+    yticks = [{"y": round(plot_top + plot_h - plot_h * v / top, 2), "label": str(v)}
+              for v in range(0, top + 1, step)]
+    xticks = [{"x": round(left + (60 - m) * col, 2), "label": "now" if m == 0 else f"−{m} min"}
+              for m in (60, 50, 40, 30, 20, 10, 0)]
+    return {"bars": bars, "peak": peak, "total": sum(sum(b.values()) for b in buckets), "yticks": yticks,
+            "xticks": xticks, "left": left, "right": width - right, "top": plot_top, "bottom": plot_top + plot_h,
+            "width": width, "height": plot_top + plot_h + 34}
 
 
 def routes(api: "Api") -> list:
