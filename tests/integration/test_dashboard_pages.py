@@ -251,3 +251,47 @@ async def test_a_queued_run_says_why_it_waits(wait_app):
             wait_app.gate.set()
             wait_for(lambda: get_run(wait_app, second)["status"] == "completed", 20, what="second to complete")
         assert "why-waiting" not in (await c.get(f"/runs/{second}")).text
+
+
+def test_trace_axis_fits_the_run_not_a_waits_timeout():
+    from durably.server.dashboard import _timeline
+
+    t0 = 1000.0
+    step = {"step_id": "fetch", "kind": "run", "status": "completed", "attempts": 2, "started_at": t0,
+            "finished_at": t0 + 2.1, "wake_at": None,
+            "log": [{"attempt": 1, "started_at": t0, "finished_at": t0 + 0.1, "error": {"name": "E", "message": "x"}},
+                    {"attempt": 2, "started_at": t0 + 2.0, "finished_at": t0 + 2.1, "error": None}]}
+    wait = {"step_id": "approval", "kind": "wait", "status": "completed", "attempts": 0, "started_at": t0 + 2.2,
+            "finished_at": t0 + 6.7, "wake_at": t0 + 62.2, "output": {"name": "ok"}, "log": []}
+    run = {"created_at": t0, "started_at": t0, "finished_at": t0 + 6.8, "steps": [step, wait]}
+    tl = _timeline(run, now=t0 + 500)
+    assert tl["span_ms"] == 6800  # not 62 s
+    fetch, approval = tl["bars"]
+    assert [g["kind"] for g in fetch["segments"]] == ["work", "gap", "work"]
+    assert fetch["segments"][0]["failed"] and not fetch["segments"][2]["failed"]
+    assert fetch["segments"][1]["width"] > 25  # 1.9 s of backoff out of 6.8 s: a gap, not work
+    (w,) = approval["segments"]
+    assert w["kind"] == "idle" and abs(w["left"] + w["width"] - 100 * 6.7 / 6.8) < 0.01
+    assert "ended early" in w["title"]
+    assert [t["label"] for t in tl["ticks"]]== ["0 s", "2 s", "4 s", "6 s"]
+    # Unfinished: the axis runs to now; a pending wait is drawn to now, not to its timeout.
+    run = {"created_at": t0, "started_at": t0, "finished_at": None, "available_at": t0 + 62.2,
+           "steps": [step, dict(wait, status="waiting", finished_at=None)]}
+    tl = _timeline(run, now=t0 + 10)
+    assert tl["span_ms"] == 10000 and tl["live"]
+    w = tl["bars"][1]["segments"][0]
+    assert w["pending"] and abs(w["left"] + w["width"] - 100) < 0.01
+
+
+def test_flow_summary_says_1_attempt():
+    from durably.server.dashboard import flow_summary
+
+    assert flow_summary({"retry": {"attempts": 1}}) == ["1 attempt"]
+    assert flow_summary({"retry": {"attempts": 4}}) == ["4 attempts"]
+
+
+async def test_favicon_is_served(prod_app):
+    async with client(prod_app.asgi()) as c:
+        r = await c.get("/favicon.ico")  # no login needed for the icon
+        assert r.status_code == 200 and r.headers["content-type"] == "image/x-icon"
+        assert r.content[:4] == b"\x00\x00\x01\x00"

@@ -414,7 +414,8 @@ class Dashboard:
                 if step is not None:
                     what += f" {step['step_id']}"
                 until = (step or {}).get("wake_at") or at
-                reasons.append({"kind": r["status"], "text": what + (", until" if until else ""), "at": until})
+                then = {"sleep": ", wakes", "wait": ", times out"}.get(step["kind"] if step else "", ", until")
+                reasons.append({"kind": r["status"], "text": what + (then if until else ""), "at": until})
                 out[r["id"]] = reasons
                 continue
             if r.get("gathering"):
@@ -735,7 +736,7 @@ def _timeline(row: dict, now: float | None = None) -> dict:
     while i * step <= span * 1.0001 and i < 40:
         ticks.append({"left": pos(t0 + i * step), "label": _tick_text(i * step, step)})
         i += 1
-    return {"bars": lanes, "span_ms": int(span * 1000), "span_text": _span_text(span), "ticks": ticks,
+    return {"bars": lanes, "span_ms": int(round(span * 1000)), "span_text": _span_text(span), "ticks": ticks,
             "live": not finished}
 
 
