@@ -50,3 +50,12 @@ async def sync(ctx):
 @app.function(id="charge", trigger=durably.on_event("charge"), retries=0)
 async def charge(ctx):
     raise ValueError(f"card declined for order {ctx.event.data['order']}")
+
+
+@app.function(id="backoff", trigger=durably.on_event("backoff"),
+              retries=durably.Retry(attempts=3, initial="1h", max="1h", jitter=False))
+async def backoff(ctx):
+    def call():
+        raise ConnectionError("upstream refused the connection")
+
+    return await ctx.step.run("call", call)

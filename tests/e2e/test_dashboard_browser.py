@@ -91,6 +91,13 @@ def test_run_trace_draws_attempts_backoff_and_the_real_wait(browser, dev):
     # "event · event" is gone: the trigger reads "event <name>".
     assert "event · event" not in page.inner_text("dl.facts")
     page.screenshot(path=f"{SHOTS}/trace-completed.png", full_page=True)
+    # Without JavaScript the trace is the same HTML.
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    nojs = ctx.new_page()
+    nojs.goto(f"{url}/runs/{rid}")
+    assert nojs.locator("[data-lane=fetch] .seg.work").count() == 3
+    assert nojs.locator("[data-lane=approval] .seg.idle").count() == 1
+    ctx.close()
 
 
 def test_run_now_asks_for_data_prefilled_from_the_last_event(browser, dev):
@@ -148,6 +155,15 @@ def test_failures_refresh_live_and_group_by_masked_message(browser, dev):
     page.screenshot(path=f"{SHOTS}/failures.png", full_page=True)
     page.click("button[name=dry_run]")
     assert "3 run(s) would be replayed" in page.inner_text("[data-testid=preview]")
+    # Without JavaScript: the same groups, and the dry run works as a plain form.
+    ctx = browser.new_context(java_script_enabled=False)
+    nojs = ctx.new_page()
+    nojs.goto(url + "/failures")
+    assert nojs.locator("tr[data-group=charge] [data-testid=count]").inner_text().strip() == "3"
+    nojs.check("tr[data-group=charge] input[type=checkbox]")
+    nojs.click("button[name=dry_run]")
+    assert "3 run(s) would be replayed" in nojs.inner_text("[data-testid=preview]")
+    ctx.close()
 
 
 def test_favicon_and_health_chart_axes(browser, dev):
@@ -169,3 +185,23 @@ def test_favicon_and_health_chart_axes(browser, dev):
     assert page.locator("link[rel=icon]").count() == 1
     assert not bad, bad
     page.screenshot(path=f"{SHOTS}/health.png", full_page=True)
+
+
+def test_a_queued_run_says_why_it_waits(browser, dev):
+    url = dev
+    rid = _send(url, "backoff", {})
+    wait_for(lambda: any(s["status"] == "retrying" for s in _run(url, rid)["steps"]), 30, interval=0.1,
+             what="the step to be in backoff")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/runs/{rid}")
+    why = page.inner_text("[data-testid=why-waiting]")
+    assert "retry backoff: step call failed attempt 1" in why and "upstream refused the connection" in why
+    assert "in 59m" in why or "in 1h" in why
+    # The trace draws the pending backoff after the failed attempt, up to now.
+    assert page.locator("[data-lane=call] .seg.work.failed").count() == 1
+    assert "backoff until" in page.locator("[data-lane=call] .seg.gap.pending").get_attribute("title")
+    page.screenshot(path=f"{SHOTS}/queued-backoff.png", full_page=True)
+    page.goto(f"{url}/runs?status=queued")
+    row = page.locator(f"tr[data-run='{rid}']")
+    assert "retry backoff" in row.inner_text()
+    page.screenshot(path=f"{SHOTS}/runs-queued.png", full_page=True)
