@@ -205,3 +205,35 @@ def test_a_queued_run_says_why_it_waits(browser, dev):
     row = page.locator(f"tr[data-run='{rid}']")
     assert "retry backoff" in row.inner_text()
     page.screenshot(path=f"{SHOTS}/runs-queued.png", full_page=True)
+
+
+def test_login_returns_to_the_deep_link_with_its_query(browser, tmp_path):
+    from tests.apps import dash_app
+    from tests.helpers import make_app
+
+    db = f"sqlite:///{tmp_path}/durably.db"
+    registrar = make_app(db, "dash", env="production")
+    dash_app.app.configure(database_url=db, env="production")
+    try:
+        dash_app.app.register()
+    finally:
+        dash_app.app.close()
+        registrar.close()
+    env = dict(os.environ, DURABLY_ENV="production", DURABLY_DATABASE_URL=db, DURABLY_ADMIN_TOKEN="adm-secret",
+               DURABLY_EVENT_KEY="evt-secret", CRON_SECRET="cron-secret", PYTHONUNBUFFERED="1")
+    proc, url = _start(["server"], env, str(tmp_path))
+    try:
+        page = browser.new_page()
+        page.goto(url + "/runs?status=completed&function=greet")
+        assert "/login?next=" in page.url and "status%3Dcompleted" in page.url
+        page.fill("input[name=token]", "adm-secret")
+        page.screenshot(path=f"{SHOTS}/login.png", full_page=True)
+        page.click("main button[type=submit]")
+        page.wait_for_url("**/runs?status=completed&function=greet")
+        assert page.locator("select[name=status]").input_value() == "completed"
+        assert page.locator("input[name=function]").input_value() == "greet"
+        # A next that leaves the site is ignored.
+        page.goto(url + "/login?next=//evil.example/")
+        assert page.locator("input[name=next]").input_value() == "/"
+    finally:
+        _stop(proc)
