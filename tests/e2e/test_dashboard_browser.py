@@ -53,7 +53,14 @@ def test_run_trace_draws_attempts_backoff_and_the_real_wait(browser, dev):
     # While it waits, the page says so.
     assert "waiting for an event in step approval" in page.inner_text("[data-testid=why-waiting]")
     page.screenshot(path=f"{SHOTS}/trace-waiting.png", full_page=True)
+    event_page = browser.new_page()
+    event_page.goto(f"{url}/events/{_run(url, rid)['event_id']}")
+    assert "waiting" in event_page.inner_text("#live .badge")
     _send(url, "trace.approved", {"ticket": "T-1"})
+    # The event page refreshes live too: its run turns completed without a reload.
+    event_page.wait_for_function("document.querySelector('#live .badge').textContent.trim() === 'completed'",
+                                 timeout=30_000)
+    event_page.close()
     # The page refreshes itself (no reload) until the run is completed.
     page.wait_for_function("document.querySelector('h1 .badge').textContent.trim() === 'completed'",
                            timeout=30_000)

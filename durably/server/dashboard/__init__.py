@@ -348,7 +348,8 @@ class Dashboard:
                        trigger="manual")
         if getattr(planned, "plan_error", None):
             return await self.run_now_form(request, session, data_text=data_text,
-                                           error=_plan_error_text(planned.plan_error))
+                                           error="This data cannot start a run: "
+                                           + _plan_error_text(planned.plan_error))
         res = await admin.run_now(store, fid, data)
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
