@@ -4,7 +4,9 @@ script refresh the live parts every few seconds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlencode
@@ -17,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from ... import admin
 from ...errors import DurablyError, InvalidInput
-from ...core.events import Event
+from ...core.events import MANUAL_EVENT, Event
 from ...serialize import event_json, run_json
 from ...core.blobs import iso
 from ...store.base import aw
@@ -83,8 +85,77 @@ def flow_summary(config: dict) -> list[str]:
         out.append("priority")
     retry = config.get("retry") or {}
     if retry:
-        out.append(f"{retry.get('attempts', 1)} attempts")
+        n = retry.get("attempts", 1)
+        out.append(f"{n} attempt" + ("" if n == 1 else "s"))
     return out
+
+
+_MASKS = [
+    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<uuid>"),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9A-Za-z]*[0-9])(?=[0-9A-Za-z]*[A-Za-z])[0-9A-Za-z]{20,}\b"), "<id>"),  # ULIDs, tokens
+    (re.compile(r"\b(?=[\w-]*[A-Za-z])(?=[\w-]*[0-9])[A-Za-z][\w-]*[_-][\w-]*\b"), "<id>"),  # ord_8f3k2, user-42
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+]
+
+
+def mask_message(message: str) -> str:
+    """An error message with its ids, uuids, hex strings and numbers masked, so that one bug
+    hit with different ids is one group: "order 1234 not found" -> "order <n> not found"."""
+    for pattern, repl in _MASKS:
+        message = pattern.sub(repl, message)
+    return message
+
+
+_READS_DATA = re.compile(r"\bevent\s*(?:\.\s*data\b|\[\s*[\"']data[\"']\s*\])")
+_DATA_PATH = re.compile(r"\bevent\s*\.\s*data((?:\s*\.\s*[A-Za-z_]\w*)+)")
+
+
+def data_keys(config: dict) -> list[tuple[str, str]]:
+    """The function's key expressions (tenant, concurrency, throttle, ...) that read ``event.data``,
+    as (what, expression): Run now must be given data for them."""
+    out: list[tuple[str, str]] = []
+
+    def walk(what: str, value: Any) -> None:
+        if isinstance(value, str):
+            if _READS_DATA.search(value):
+                out.append((what, value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{what}.{k}" if what else k, v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(what, v)
+
+    for k, v in config.items():
+        if k not in ("id", "name", "triggers", "retry", "timeouts", "has_on_failure", "internal", "cancel_on"):
+            walk(k, v)
+    return out
+
+
+def data_skeleton(keys: list[tuple[str, str]]) -> dict:
+    """A data object with an empty value at every ``event.data.a.b`` path the keys read."""
+    out: dict = {}
+    for _, expr in keys:
+        for m in _DATA_PATH.finditer(expr):
+            parts = [p.strip() for p in m.group(1).split(".") if p.strip()]
+            node = out
+            for p in parts[:-1]:
+                node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else node
+            node.setdefault(parts[-1], "")
+    return out
+
+
+def _plan_error_text(error: Any) -> str:
+    if isinstance(error, str):
+        try:
+            error = json.loads(error)
+        except ValueError:
+            return error
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
 
 
 class Dashboard:
@@ -104,6 +175,7 @@ class Dashboard:
             Route("/", r(self.functions)),
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", r(self.logout, post=True), methods=["POST"]),
+            Route("/functions/{id:path}/run", r(self.run_now_form), methods=["GET"]),
             Route("/functions/{id:path}/run", r(self.run_now, post=True), methods=["POST"]),
             Route("/runs", r(self.runs)),
             Route("/runs/{id}", r(self.run)),
@@ -115,6 +187,7 @@ class Dashboard:
             Route("/events/send", r(self.send_event, post=True), methods=["POST"]),
             Route("/events/{id:path}", r(self.event)),
             Route("/health", r(self.health)),
+            Route("/favicon.ico", self.favicon),
             Mount("/static", StaticFiles(packages=[("durably.server.dashboard", "static")]), name="dashboard-static"),
         ]
 
@@ -137,7 +210,7 @@ class Dashboard:
                 if not self.sessions.open:
                     if post:
                         return HTMLResponse("login required", status_code=401)
-                    return RedirectResponse(f"{self._base(request)}/login?{urlencode({'next': request.url.path})}",
+                    return RedirectResponse(f"{self._base(request)}/login?{urlencode({'next': _here(request)})}",
                                             status_code=303)
                 fresh, session = self.sessions.new(True)
             if post:
@@ -163,14 +236,19 @@ class Dashboard:
     async def store(self) -> Any:
         return await self.api.store()
 
+    async def favicon(self, request: Request) -> Response:
+        from importlib.resources import files
+
+        data = files("durably.server.dashboard").joinpath("static/favicon.ico").read_bytes()
+        return Response(data, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
+
     # --- login ---------------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
         base = self._base(request)
         form = await request.form() if request.method == "POST" else None
-        nxt = str((form.get("next") if form else None) or request.query_params.get("next") or f"{base}/")
-        if not nxt.startswith("/") or nxt.startswith("//"):  # only a path on this site: no open redirect
-            nxt = f"{base}/"
+        nxt = _same_site(str((form.get("next") if form else None) or request.query_params.get("next") or ""),
+                         f"{base}/")
         if self.sessions.open:
             return RedirectResponse(nxt, status_code=303)
         pre = self.sessions.read(request.cookies.get(COOKIE))
@@ -216,16 +294,63 @@ class Dashboard:
             j["flow"] = flow_summary(j["config"])
             j["last_at"] = f["last_run"]["created_at"] if f.get("last_run") else None
             j["next_at"] = _ts(j["next_run_at"])
+            j["data_keys"] = data_keys(j["config"])
             fns.append(j)
         started = request.query_params.get("started")
         return self.render(request, session, "functions.html", functions=fns, started=started,
                            started_fn=request.query_params.get("fn"))
 
+    async def _last_data(self, fid: str, config: dict) -> dict | None:
+        """The data of the function's last event: its newest run's, else its trigger's newest event's."""
+        store = await self.store()
+        for r in await aw(store.read("list_runs", function_id=fid, limit=20)):
+            data = (r.get("event") or {}).get("data")
+            if data:
+                return data
+        for t in config.get("triggers") or []:
+            if t.get("event"):
+                rows = await aw(store.read("list_events", name=t["event"], limit=1))
+                if rows and (rows[0].get("event") or {}).get("data"):
+                    return rows[0]["event"]["data"]
+        return None
+
+    async def run_now_form(self, request: Request, session: dict, *, data_text: str | None = None,
+                           error: str | None = None) -> Response:
+        """Run now for a function whose keys read ``event.data``: ask for the data, pre-filled."""
+        fid = request.path_params["id"]
+        config = await admin.function_config(await self.store(), fid)
+        keys = data_keys(config)
+        source = None
+        if data_text is None:
+            last = await self._last_data(fid, config)
+            if last is not None:
+                data_text, source = json.dumps(last, indent=2, ensure_ascii=False), "last"
+            else:
+                data_text, source = json.dumps(data_skeleton(keys), indent=2), "keys"
+        return self.render(request, session, "run_now.html", status=400 if error else 200, fid=fid, keys=keys,
+                           data_text=data_text, source=source, error=error)
+
     async def run_now(self, request: Request, session: dict) -> Response:
+        from ...core.flow import plan
+
         fid = request.path_params["id"]
         data_text = str(request.state.form.get("data") or "").strip()
-        data = _json_object(data_text, "data") if data_text else None
-        res = await admin.run_now(await self.store(), fid, data)
+        store = await self.store()
+        config = await admin.function_config(store, fid)
+        if not data_text and data_keys(config):
+            return await self.run_now_form(request, session)
+        try:
+            data = _json_object(data_text, "data") if data_text else None
+        except InvalidInput as exc:
+            return await self.run_now_form(request, session, data_text=data_text, error=str(exc))
+        # A key that cannot be read from this data would make a run that fails at once: ask again.
+        planned = plan(config, Event(MANUAL_EVENT, dict(data or {})).to_dict(), None, time.time(),
+                       trigger="manual")
+        if getattr(planned, "plan_error", None):
+            return await self.run_now_form(request, session, data_text=data_text,
+                                           error="This data cannot start a run: "
+                                           + _plan_error_text(planned.plan_error))
+        res = await admin.run_now(store, fid, data)
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
 
@@ -245,8 +370,9 @@ class Dashboard:
             since=since, until=until, cursor=cursor, limit=PAGE + 1))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
-        items = [run_json(r) | {"started_ts": r.get("started_at"), "event_name": (r.get("event") or {}).get("name")}
-                 for r in rows]
+        waiting = await self._why_waiting([r for r in rows if r["status"] == "queued"], now)
+        items = [run_json(r) | {"started_ts": r.get("started_at"), "event_name": (r.get("event") or {}).get("name"),
+                                "waiting": waiting.get(r["id"])} for r in rows]
         next_q = None
         if more:
             params = {k: v for k, v in q.items() if k != "cursor" and v}
@@ -261,8 +387,89 @@ class Dashboard:
         if row is None:
             return self.render(request, session, "error.html", status=404, error=f"no run {rid!r}")
         run = run_json(row, detail=True)
-        return self.render(request, session, "run.html", run=run, timeline=_timeline(row),
+        now = time.time()
+        waiting = (await self._why_waiting([row], now)).get(rid)
+        return self.render(request, session, "run.html", run=run, timeline=_timeline(row, now), waiting=waiting,
                            live=run["status"] not in ("completed", "failed", "cancelled"))
+
+    async def _why_waiting(self, rows: list[dict], now: float) -> dict[str, list[dict]]:
+        """Why each unfinished run of ``rows`` is not running, from what the store records:
+        its availability, retry backoff, throttle, debounce/batch window, the concurrency slots
+        its keys need and who holds them, and the live workers that serve its function."""
+        pending = [r for r in rows if r["status"] in ("queued", "sleeping", "waiting")]
+        if not pending:
+            return {}
+        store = await self.store()
+        slots: dict[str, list[str]] | None = None
+        served: set[str] | None = None
+        live_workers = 0
+        out: dict[str, list[dict]] = {}
+        for r in pending:
+            reasons: list[dict] = []
+            steps = r.get("steps") or []
+            at = r.get("available_at")
+            if r["status"] in ("sleeping", "waiting"):
+                step = next((x for x in steps if x["status"] in ("sleeping", "waiting")), None)
+                what = {"sleep": "sleeping in step", "wait": "waiting for an event in step",
+                        "invoke": "waiting for the run invoked by step"}.get(step["kind"] if step else "", r["status"])
+                if step is not None:
+                    what += f" {step['step_id']}"
+                until = (step or {}).get("wake_at") or at
+                then = {"sleep": ", wakes", "wait": ", times out"}.get(step["kind"] if step else "", ", until")
+                reasons.append({"kind": r["status"], "text": what + (then if until else ""), "at": until})
+                out[r["id"]] = reasons
+                continue
+            if r.get("gathering"):
+                reasons.append({"kind": "gathering", "text": "gathering events (debounce/batch window) until",
+                                "at": at})
+            elif at is not None and at > now:
+                if "steps" not in r:  # a list row: its steps say whether a step is in backoff
+                    steps = ((await aw(store.read("get_run", r["id"]))) or {}).get("steps") or []
+                retrying = next((x for x in steps if x["status"] == "retrying"), None)
+                if retrying is not None:
+                    log = [a for a in (retrying.get("log") or []) if a]
+                    err = (log[-1].get("error") if log else None) or retrying.get("error") or {}
+                    text = f"retry backoff: step {retrying['step_id']} failed attempt {len(log) or retrying.get('attempts')}"
+                    if err:
+                        text += f" ({err.get('name')}: {str(err.get('message') or '')[:120]})"
+                    reasons.append({"kind": "backoff", "text": text + "; next attempt", "at": at})
+                elif (r.get("attempt") or 0) > 0:
+                    err = r.get("error") or {}
+                    text = f"retry backoff: attempt {r['attempt']} failed"
+                    if err:
+                        text += f" ({err.get('name')}: {str(err.get('message') or '')[:120]})"
+                    reasons.append({"kind": "backoff", "text": text + "; next attempt", "at": at})
+                elif r.get("throttle") and r.get("started_at") is None and \
+                        at > (r.get("sort_at") or at) + (r.get("priority") or 0) + 1e-6:
+                    key = (r["throttle"] if isinstance(r["throttle"], list) else json.loads(r["throttle"]))[0]
+                    reasons.append({"kind": "throttled", "text": f"throttled (key {key}) until", "at": at})
+                else:
+                    reasons.append({"kind": "scheduled", "text": "scheduled for", "at": at})
+            else:
+                for key, cap in (r.get("ckeys") or []):
+                    if slots is None:
+                        slots = {}
+                        for s in await aw(store.read("list_slots")):
+                            slots.setdefault(s["key"], []).append(s["run_id"])
+                    holders = [x for x in slots.get(key, []) if x != r["id"]]
+                    if len(holders) >= int(cap):
+                        reasons.append({"kind": "concurrency",
+                                        "text": f"concurrency key {key} is full ({len(holders)}/{int(cap)}), held by",
+                                        "runs": holders[:10]})
+                if served is None:
+                    report = await aw(store.read("health", now, self.api.settings.lease_seconds))
+                    served = {f for w in report["workers"] for f in (w.get("functions") or [])}
+                    live_workers = len(report["workers"])
+                if r["function_id"] not in served:
+                    reasons.append({"kind": "no_worker", "text": (
+                        f"no live worker serves function {r['function_id']}" if live_workers else
+                        "no live worker: start one (durably worker APP, or durably dev APP)")})
+                if not reasons:
+                    reasons.append({"kind": "ready", "text": "ready: waiting for a worker to claim it"})
+            if r.get("start_deadline") and r.get("started_at") is None:
+                reasons.append({"kind": "deadline", "text": "cancelled if not started by", "at": r["start_deadline"]})
+            out[r["id"]] = reasons
+        return out
 
     async def cancel(self, request: Request, session: dict) -> Response:
         rid = request.path_params["id"]
@@ -280,16 +487,21 @@ class Dashboard:
         groups: dict[tuple, dict] = {}
         for r in rows:
             err = r.get("error") or {}
-            key = (r["function_id"], err.get("name") or "Error", (err.get("message") or "")[:300])
-            g = groups.setdefault(key, {"function_id": key[0], "error_name": key[1], "message": key[2],
-                                        "count": 0, "runs": [], "last": 0.0, "reasons": set()})
+            message = (err.get("message") or "")[:300]
+            key = (r["function_id"], err.get("name") or "Error", mask_message(message))
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = {"function_id": key[0], "error_name": key[1], "message": key[2], "count": 0,
+                                   "runs": [], "last": 0.0, "reasons": set(), "examples": [],
+                                   "key": hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}
             g["count"] += 1
             g["runs"].append(r["id"])
             g["last"] = max(g["last"], r.get("finished_at") or r["created_at"])
             g["reasons"].add(r.get("terminal_reason") or "")
+            if message not in g["examples"] and len(g["examples"]) < 3:
+                g["examples"].append(message)
         out = sorted(groups.values(), key=lambda g: (-g["count"], -g["last"]))
-        for i, g in enumerate(out):
-            g["key"] = str(i)
+        for g in out:
             g["reasons"] = ", ".join(sorted(x for x in g["reasons"] if x))
         return out
 
@@ -375,6 +587,23 @@ class Dashboard:
         return self.render(request, session, "health.html", report=report, chart=chart)
 
 
+def _here(request: Request) -> str:
+    """The path and query of this request: where to come back to after logging in."""
+    q = request.url.query
+    return request.url.path + (f"?{q}" if q else "")
+
+
+def _same_site(nxt: str, default: str) -> str:
+    """``nxt`` if it is a path (and query) on this site, else ``default``: no open redirect.
+
+    Browsers read ``/\\host`` like ``//host`` and drop tabs and newlines, so those are refused too.
+    """
+    if (not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in nxt)):
+        return default
+    return nxt
+
+
 def _status_of(exc: DurablyError) -> int:
     return {"not_found": 404, "unknown_function": 404, "conflict": 409}.get(exc.code, 400)
 
@@ -397,55 +626,152 @@ def _json_object(text: str, what: str) -> dict:
     return value
 
 
-def _timeline(row: dict) -> dict:
-    """Bars of a waterfall: each step's span (and each attempt) relative to the run's span."""
+def _nice_step(span: float, ticks: int = 6) -> float:
+    """A round tick interval (1, 2 or 5 times a power of ten) giving about ``ticks`` ticks."""
+    import math
+
+    raw = max(span, 1e-6) / ticks
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+def _span_text(seconds: float) -> str:
+    return duration(seconds * 1000)
+
+
+def _tick_text(seconds: float, step: float) -> str:
+    if step < 1:
+        return f"{seconds * 1000:g} ms"
+    if step < 60:
+        return f"{seconds:g} s"
+    if step < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def _timeline(row: dict, now: float | None = None) -> dict:
+    """The run's trace: per step, one bar per attempt (failed ones red, with their error), the
+    backoff between attempts as a gap, sleeps and waits as the span they really took (a wait
+    that ended early ends where it ended), all on an axis from the run's start to its end (or
+    to now while it is unfinished), never to a timeout that did not happen."""
+    now = time.time() if now is None else now
     steps = row.get("steps") or []
     t0 = row.get("started_at") or row["created_at"]
-    ends = [t0]
-    for s in steps:
-        for t in (s.get("finished_at"), s.get("wake_at"), s.get("started_at")):
-            if t:
-                ends.append(t)
-    if row.get("finished_at"):
-        ends.append(row["finished_at"])
-    t1 = max(ends)
+    finished = row.get("finished_at")
+    ends = [t0, finished or now]
+    for st in steps:
+        for a in st.get("log") or []:
+            if a and a.get("finished_at"):
+                ends.append(a["finished_at"])
+        if st.get("finished_at"):
+            ends.append(st["finished_at"])
+    t1 = finished if finished else max(ends)
     span = max(t1 - t0, 0.001)
-    bars = []
-    for s in steps:
-        start = s.get("started_at") or t0
-        end = s.get("finished_at") or (s.get("wake_at") if s["status"] in ("sleeping", "waiting") else None) or t1
-        attempts = [a for a in (s.get("log") or []) if a]
-        bars.append({
-            "id": s["step_id"], "kind": s["kind"], "status": s["status"], "attempts": s.get("attempts") or 0,
-            "left": round(100 * (start - t0) / span, 2), "width": max(0.6, round(100 * (end - start) / span, 2)),
-            "ms": int((end - start) * 1000),
-            "errors": [a["error"] for a in attempts if a.get("error")],
-            "tries": [{"left": round(100 * ((a.get("started_at") or start) - t0) / span, 2),
-                       "width": max(0.4, round(100 * ((a.get("finished_at") or end) - (a.get("started_at") or start))
-                                               / span, 2)),
-                       "failed": bool(a.get("error"))} for a in attempts],
-        })
-    return {"bars": bars, "span_ms": int(span * 1000)}
+
+    def pos(t: float) -> float:
+        return round(100 * min(max(t - t0, 0.0), span) / span, 3)
+
+    def seg(kind: str, start: float, end: float, title: str, **extra: Any) -> dict:
+        left = pos(start)
+        return {"kind": kind, "left": left, "width": round(max(pos(end) - left, 0.0), 3), "title": title,
+                "ms": int(round((end - start) * 1000)), **extra}
+
+    lanes = []
+    for st in steps:
+        kind, status = st["kind"], st["status"]
+        start = st.get("started_at") or t0
+        segs: list[dict] = []
+        errors = []
+        if kind in ("sleep", "wait", "invoke"):
+            pending = status in ("sleeping", "waiting")
+            end = now if pending else (st.get("finished_at") or t1)
+            wake = st.get("wake_at")
+            what = {"sleep": "sleep", "wait": "wait for an event", "invoke": "wait for the invoked run"}[kind]
+            if pending:
+                title = f"{st['step_id']}: {what}, {_span_text(end - start)} so far" + (
+                    f", until {iso(wake)}" if wake else "")
+            else:
+                title = f"{st['step_id']}: {what}, {_span_text(end - start)}"
+                if kind == "wait" and wake and end < wake - 0.001:
+                    title += f" (ended early; its timeout was {_span_text(wake - start)})"
+                elif kind == "wait" and status == "completed" and st.get("output") is None:
+                    title += " (timed out)"
+            segs.append(seg("idle", start, end, title, pending=pending))
+        else:
+            log = [a for a in (st.get("log") or []) if a]
+            if not log:  # a step recorded without its attempt log: one bar for its whole span
+                end = st.get("finished_at") or (now if not finished else t1)
+                segs.append(seg("work", start, end, f"{st['step_id']}: {status}, {_span_text(end - start)}",
+                                failed=status == "failed"))
+            prev_end = None
+            for a in log:
+                a_start = a.get("started_at") or start
+                a_end = a.get("finished_at") or (now if not finished else t1)
+                if prev_end is not None and a_start > prev_end:
+                    segs.append(seg("gap", prev_end, a_start,
+                                    f"backoff before attempt {a.get('attempt')}: {_span_text(a_start - prev_end)}"))
+                err = a.get("error")
+                title = f"{st['step_id']} attempt {a.get('attempt')}: "
+                if err:
+                    title += f"failed after {_span_text(a_end - a_start)}: {err.get('name')}: {err.get('message')}"
+                    errors.append(err)
+                else:
+                    title += f"ok, {_span_text(a_end - a_start)}"
+                segs.append(seg("work", a_start, a_end, title, failed=bool(err), attempt=a.get("attempt")))
+                prev_end = a_end
+            if status == "retrying" and prev_end is not None:
+                nxt = row.get("available_at")
+                until = f" until {iso(nxt)}" if nxt and nxt > now else ""
+                segs.append(seg("gap", prev_end, max(prev_end, now if not finished else t1),
+                                f"backoff{until}", pending=True))
+        first = min((x["left"] for x in segs), default=0.0)
+        last = max((x["left"] + x["width"] for x in segs), default=0.0)
+        lanes.append({"id": st["step_id"], "kind": kind, "status": status, "segments": segs,
+                      "attempts": st.get("attempts") or 0, "errors": errors,
+                      "ms": int(round(span * (last - first) / 100 * 1000))})
+    step = _nice_step(span)
+    ticks = []
+    i = 0
+    while i * step <= span * 1.0001 and i < 40:
+        ticks.append({"left": pos(t0 + i * step), "label": _tick_text(i * step, step)})
+        i += 1
+    return {"bars": lanes, "span_ms": int(round(span * 1000)), "span_text": _span_text(span), "ticks": ticks,
+            "live": not finished}
 
 
 def _chart(rows: list[dict]) -> dict:
-    """Runs finished per minute over the last hour, stacked by status, as SVG rectangles."""
+    """Runs finished per minute over the last hour, stacked by status, as SVG rectangles, with a
+    y axis (runs per minute, round ticks from 0 to the peak) and an x axis (minutes ago)."""
     buckets = [{"completed": 0, "failed": 0, "cancelled": 0} for _ in range(60)]
     for r in rows:
         b = int(r["bucket"])
         if 0 <= b < 60 and r["status"] in buckets[b]:
             buckets[b][r["status"]] += r["n"]
     peak = max([sum(b.values()) for b in buckets] + [1])
+    step = max(1, int(_nice_step(peak, 4)))
+    top = -(-peak // step) * step  # the axis' top: the peak rounded up to a tick
+    left, right, plot_top, plot_h, width = 48, 10, 10, 140, 640
+    plot_w = width - left - right
+    col = plot_w / 60
     bars = []
     for i, b in enumerate(buckets):
-        y = 100.0
+        y = plot_top + plot_h
         for status in ("completed", "failed", "cancelled"):
-            h = 100.0 * b[status] / peak
+            h = plot_h * b[status] / top
             if h:
                 y -= h
-                bars.append({"x": i * 10, "y": round(y, 2), "h": round(h, 2), "status": status, "n": b[status],
-                             "minute": 59 - i})
-    return {"bars": bars, "peak": peak, "total": sum(sum(b.values()) for b in buckets)}
+                bars.append({"x": round(left + i * col + 0.5, 2), "y": round(y, 2), "w": round(col - 1, 2),
+                             "h": round(h, 2), "status": status, "n": b[status], "minute": 59 - i})
+    yticks = [{"y": round(plot_top + plot_h - plot_h * v / top, 2), "label": str(v)}
+              for v in range(0, top + 1, step)]
+    xticks = [{"x": round(left + (60 - m) * col, 2), "label": "now" if m == 0 else f"−{m} min"}
+              for m in (60, 50, 40, 30, 20, 10, 0)]
+    return {"bars": bars, "peak": peak, "total": sum(sum(b.values()) for b in buckets), "yticks": yticks,
+            "xticks": xticks, "left": left, "right": width - right, "top": plot_top, "bottom": plot_top + plot_h,
+            "width": width, "height": plot_top + plot_h + 34}
 
 
 def routes(api: "Api") -> list:

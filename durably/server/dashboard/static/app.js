@@ -3,22 +3,35 @@
   "use strict";
   var REFRESH_MS = 4000;
 
-  // Live parts: re-fetch this page and swap the [data-live] region, unless the user is busy in it.
+  // Live parts: re-fetch this page (or the region's data-live-src) and swap the [data-live]
+  // region, unless the user is typing in it or has a disclosure open; ticked boxes stay ticked.
+  function typing(live) {
+    var el = document.activeElement;
+    if (!el || el === document.body || !live.contains(el)) return false;
+    var tag = el.tagName.toLowerCase();
+    return tag === "textarea" || tag === "select" || (tag === "input" && !/^(checkbox|radio|submit|button)$/.test(el.type));
+  }
   function refresh() {
     var live = document.querySelector("[data-live]");
-    if (!live || document.hidden) return;
-    if (live.contains(document.activeElement) && document.activeElement !== document.body) return;
+    if (!live || document.hidden || typing(live)) return;
     if (live.querySelector("details[open]")) return;
-    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "durably-live" } })
+    var src = live.getAttribute("data-live-src") || window.location.href;
+    fetch(src, { credentials: "same-origin", headers: { "X-Requested-With": "durably-live" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        if (!html) return;
+        if (!html || typing(live)) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.querySelector("#" + live.id);
-        if (fresh) {
-          live.innerHTML = fresh.innerHTML;
-          if (!fresh.hasAttribute("data-live")) live.removeAttribute("data-live");
-        }
+        if (!fresh) return;
+        var ticked = {};
+        live.querySelectorAll("input[type=checkbox]").forEach(function (b) { ticked[b.name + "=" + b.value] = b.checked; });
+        live.innerHTML = fresh.innerHTML;
+        live.querySelectorAll("input[type=checkbox]").forEach(function (b) {
+          var k = b.name + "=" + b.value;
+          if (k in ticked) b.checked = ticked[k];
+        });
+        if (!fresh.hasAttribute("data-live")) live.removeAttribute("data-live");
+        live.setAttribute("data-refreshed", String(Date.now()));
       })
       .catch(function () {});
   }
