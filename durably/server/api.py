@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -447,8 +448,24 @@ async def invoke_function(c: Call) -> Response:
     return JSON(await admin.run_now(await c.api.store(), c.path("id"), body.data), status_code=201)
 
 
+def _status_target(c: Call) -> tuple[str, str]:
+    """(tenant, function) of ``/api/v1/status/{tenant}/{function}`` as sent: split on the raw
+    path where the server gives it, so a tenant with an encoded '/' (``a%2Fb``) is one tenant."""
+    raw = c.request.scope.get("raw_path")
+    marker = b"/api/v1/status/"
+    if isinstance(raw, bytes) and marker in raw:
+        rest = raw.split(b"?", 1)[0].split(marker, 1)[1]
+        tenant, sep, function = rest.partition(b"/")
+        if sep and function:
+            return unquote_to_bytes(tenant).decode("utf-8", "replace"), unquote_to_bytes(function).decode("utf-8", "replace")
+    return c.path("tenant"), c.path("function")
+
+
 async def get_status(c: Call) -> Response:
-    api, tenant, fid = c.api, c.path("tenant"), c.path("function")
+    api = c.api
+    tenant, fid = _status_target(c)
+    if not tenant:
+        raise InvalidInput("tenant must not be empty (runs without a tenant have the tenant 'global')")
     if api.settings.redis_url:
         key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
         try:

@@ -293,6 +293,7 @@ def cancel(tx: Tx, run_id: str, reason: str) -> bool:
 
 def register(tx: Tx, app_id: str, configs: list[dict]) -> None:
     for c in configs:
+        status_mod.check_function_id(c["id"])
         tx.exec("upsert_function", env=tx.env, id=c["id"], app_id=app_id, config=dumps(c), now=tx.now)
         tx.exec("delete_triggers", env=tx.env, function_id=c["id"])
         for t in c["triggers"]:
