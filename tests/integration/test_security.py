@@ -17,9 +17,11 @@ import redis
 
 import durably
 from durably.core.blobs import redis_key
+from durably.core.flow import TENANT_MAX
 from durably.core.ids import new_id
 from durably.core.records import NewRun
 from durably.errors import InvalidInput
+from durably.server.schemas import TENANT_FILTER_MAX
 from tests.conftest import CI, REDIS_URL
 from tests.helpers import cli_env, make_app, run_cli, running_worker, wait_for, wait_run
 
@@ -167,5 +169,129 @@ async def test_colliding_tenants_keep_their_own_blob_in_the_store(store_url):
         await _check_status_reads(app, runs, store_url)
     finally:
         app.close()
+
+
+# --- one tenant rule ---------------------------------------------------------------------------
+
+VALID_TENANTS = ["c1", "a:x", "*", "%", "a/b", "../../etc/passwd", "'; DROP TABLE durably_runs; --", "a\tb",
+                 " lead", "é" * TENANT_MAX, "x" * TENANT_MAX, "🙂" * TENANT_MAX, "%3A", "global-ish"]
+INVALID_TENANTS = ["", "x" * (TENANT_MAX + 1), "x" * 300, "x" * 5000, "é" * (TENANT_MAX + 1)]
+
+
+@pytest.fixture
+def tenant_app(store_url):
+    app = make_app(store_url, env="production", **KEYS)
+
+    @app.function(id="per-tenant", trigger=durably.on_event("tenant.go"), tenant="event.data.t")
+    async def per_tenant(ctx):
+        await ctx.step.sleep("long", "1h")
+
+    yield app
+    app.close()
+
+
+async def test_every_accepted_tenant_is_found_by_every_filter_and_the_rest_are_skipped(tenant_app, store_url):
+    app = tenant_app
+    eh = bearer(EVENT_KEY.encode())
+    async with client(app.asgi()) as c:
+        created = {}
+        for t in VALID_TENANTS:
+            r = await c.post("/api/v1/events", json={"name": "tenant.go", "data": {"t": t}}, headers=eh)
+            assert r.status_code == 200 and len(r.json()["runs"]) == 1 and r.json()["skipped"] == [], (t, r.text)
+            created[t] = r.json()["runs"][0]
+        r = await c.post("/api/v1/events", json={"name": "tenant.go", "data": {"t": None}}, headers=eh)
+        created["global"] = r.json()["runs"][0]  # null: the default tenant
+        for t in INVALID_TENANTS:
+            r = await c.post("/api/v1/events", json={"name": "tenant.go", "data": {"t": t}}, headers=eh)
+            assert r.status_code == 200 and r.json()["runs"] == [], (len(t), r.text)
+            assert [s["reason"] for s in r.json()["skipped"]] == ["invalid_tenant"]
+            detail = (await c.get(f"/api/v1/events/{r.json()['ids'][0]}", headers=ADMIN_H)).json()
+            assert [s["reason"] for s in detail["skipped"]] == ["invalid_tenant"]
+        stored = {r["tenant"] for r in app.store.read("list_runs", limit=1000).result()}
+        assert stored == set(created)  # nothing was stored under another name
+        for t, rid in created.items():
+            r = await c.get("/api/v1/runs", params={"tenant": t}, headers=ADMIN_H)
+            assert r.status_code == 200, (t, r.text)
+            assert [x["id"] for x in r.json()["runs"]] == [rid], t
+        # A filter longer than any tenant that can be created matches nothing; it is no error.
+        r = await c.get("/api/v1/runs", params={"tenant": "x" * 5000}, headers=ADMIN_H)
+        assert r.status_code == 200 and r.json()["runs"] == []
+        _one_line_error(await c.get("/api/v1/runs", params={"tenant": "x" * (TENANT_FILTER_MAX + 1)},
+                                    headers=ADMIN_H), 400)
+        # A tenant stored before the creation limit existed stays findable.
+        legacy = NewRun(id=new_id(), function_id="per-tenant", event={"name": "tenant.go", "data": {}}, tenant="y" * 300)
+        app.store.create_runs([legacy]).result()
+        r = await c.get("/api/v1/runs", params={"tenant": "y" * 300}, headers=ADMIN_H)
+        assert [x["id"] for x in r.json()["runs"]] == [legacy.id]
+        # The dashboard's filter too.
+        await _login(c)
+        page = await c.get("/runs", params={"tenant": "a:x"})
+        assert page.status_code == 200 and created["a:x"] in page.text and created["c1"] not in page.text
+    # The CLI: `durably runs --tenant` and `durably status` take the longest tenant there is.
+    cenv = cli_env(store_url, env="production")
+    longest = "🙂" * TENANT_MAX
+    r = run_cli(["runs", "--tenant", longest, "--json"], cenv)
+    assert r.returncode == 0, r.stderr
+    assert [x["id"] for x in json.loads(r.stdout)] == [created[longest]]
+    with running_worker(app):
+        wait_run(app, created[longest], ("sleeping",))
+    r = run_cli(["status", longest, "per-tenant"], cenv)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["runId"] == created[longest]
+
+
+async def test_run_now_invoke_and_cron_apply_the_tenant_rule(store_url):
+    app = make_app(store_url, **KEYS)
+
+    @app.function(id="child", trigger=durably.on_event("child.go"), tenant="event.data.t")
+    async def child(ctx):
+        return "child ran"
+
+    @app.function(id="parent", trigger=durably.on_event("parent.go"))
+    async def parent(ctx):
+        try:
+            return await ctx.step.invoke("call", "child", {"t": ""})
+        except durably.StepError as exc:
+            return {"refused": str(exc)}
+
+    @app.function(id="ticker", trigger=durably.on_cron("* * * * *"), tenant="''")
+    async def ticker(ctx):
+        return 1
+
+    try:
+        app.register()
+        async with client(app.asgi()) as c:
+            msg = _one_line_error(await c.post("/api/v1/functions/child/invoke", json={"data": {"t": ""}},
+                                               headers=ADMIN_H), 400)
+            assert "invalid_tenant" in msg
+            ok = await c.post("/api/v1/functions/child/invoke", json={"data": {"t": "c1"}}, headers=ADMIN_H)
+            assert ok.status_code == 201
+        with running_worker(app, scheduler=False):
+            rid = app.send(durably.Event("parent.go")).runs[0]
+            run = wait_run(app, rid)
+        assert run["status"] == "completed" and "invalid_tenant" in json.dumps(run["output"])
+        # A cron tick whose tenant is empty is recorded as skipped, never stored as 'global'.
+        _rewind_cron(store_url, "ticker", 3600)  # as if the last tick was an hour ago: one tick is due now
+        assert app.store.fire_cron("ticker", "* * * * *", "UTC").result() is None
+        skips = app.store.read("list_skips", function_id="ticker").result()
+        assert skips and all(s["reason"] == "invalid_tenant" for s in skips), skips
+        assert [r for r in app.store.read("list_runs", limit=100).result() if r["function_id"] == "ticker"] == []
+    finally:
+        app.close()
+
+
+def _rewind_cron(store_url: str, function_id: str, seconds: float) -> None:
+    sql = "UPDATE durably_cron SET last_tick = last_tick - %s WHERE function_id = %s"
+    if store_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(store_url[len("sqlite:///"):])) as conn:
+            assert conn.execute(sql.replace("%s", "?"), (seconds, function_id)).rowcount == 1
+            conn.commit()
+        return
+    import psycopg
+
+    dsn, _, schema = store_url.rpartition("schema=")
+    with psycopg.connect(dsn.rstrip("?&")) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        assert conn.execute(sql, (seconds, function_id)).rowcount == 1
 
 
