@@ -295,3 +295,104 @@ def _rewind_cron(store_url: str, function_id: str, seconds: float) -> None:
         assert conn.execute(sql, (seconds, function_id)).rowcount == 1
 
 
+# --- credentials: byte for byte ------------------------------------------------------------
+
+NBSP_U8, NEL_U8, ZWSP_U8 = "\u00a0".encode(), "\u0085".encode(), "\u200b".encode()
+
+
+def _wrong_variants(key: str) -> dict[str, bytes]:
+    k = key.encode()
+    return {
+        "trailing NBSP (UTF-8)": k + NBSP_U8, "leading NBSP (UTF-8)": NBSP_U8 + k,
+        "trailing NBSP (Latin-1 byte)": k + b"\xa0", "leading NBSP (Latin-1 byte)": b"\xa0" + k,
+        "trailing NEL (UTF-8)": k + NEL_U8, "leading NEL (UTF-8)": NEL_U8 + k,
+        "trailing NEL (Latin-1 byte)": k + b"\x85", "leading NEL (Latin-1 byte)": b"\x85" + k,
+        "trailing zero-width space": k + ZWSP_U8, "leading zero-width space": ZWSP_U8 + k,
+        "upper case": key.upper().encode(), "lower case": key.lower().encode(),
+        "trailing vertical tab": k + b"\x0b",  # no HTTP whitespace either
+    }
+
+
+def _right_variants(key: str) -> dict[str, bytes]:
+    k = key.encode()
+    return {"exact": k, "space and tab around (HTTP OWS)": b" \t" + k + b"\t "}
+
+
+@pytest.fixture
+def prod_app(store_url):
+    app = make_app(store_url, env="production", **KEYS)
+
+    @app.function(id="job", trigger=durably.on_event("job.go"))
+    async def job(ctx):
+        return 1
+
+    app.register()
+    yield app
+    app.close()
+
+
+async def _admin_calls(c, token: bytes) -> list[int]:
+    h = bearer(token)
+    return [(await c.get("/api/v1/runs", headers=h)).status_code, (await c.get("/metrics", headers=h)).status_code,
+            (await c.post("/api/v1/functions/job/invoke", json={}, headers=h)).status_code]
+
+
+async def _event_calls(c, token: bytes) -> list[int]:
+    ev = {"name": "job.go"}
+    return [(await c.post("/api/v1/events", json=ev, headers=bearer(token))).status_code,
+            (await c.post("/api/v1/events", json=ev, headers={"X-Durably-Event-Key": token})).status_code]
+
+
+async def _cron_calls(c, token: bytes) -> list[int]:
+    r = await c.post("/api/v1/cron/job.go?window=3600", headers=bearer(token))
+    return [200 if r.status_code in (200, 202) else r.status_code]  # 202 first ping, 200 duplicate
+
+
+async def test_credentials_are_compared_byte_for_byte(prod_app):
+    results: dict[str, dict[str, list[int]]] = {}
+    async with client(prod_app.asgi()) as c:
+        for kind, key, calls, good in (("admin", ADMIN, _admin_calls, [200, 200, 201]),
+                                       ("event", EVENT_KEY, _event_calls, [200, 200]),
+                                       ("cron", CRON, _cron_calls, [200])):
+            for name, token in _wrong_variants(key).items():
+                got = await calls(c, token)
+                results.setdefault(kind, {})[name] = got
+                assert got == [401] * len(got), (kind, name, got)
+            for name, token in _right_variants(key).items():
+                got = await calls(c, token)
+                assert got == good, (kind, name, got)
+        r = await c.get("/api/v1/runs", headers=bearer(ADMIN.encode() + NBSP_U8))
+        assert "DURABLY_ADMIN_TOKEN" in _one_line_error(r, 401)
+    # Nothing was sent by a refused event key: only the accepted ones made runs.
+    assert len(prod_app.store.read("list_runs", limit=100).result()) == 2 * 2 + 2 + 1
+
+
+async def test_a_non_ascii_key_matches_its_own_utf8_bytes_only(store_url):
+    token = "clé-тест"
+    app = make_app(store_url, env="production", event_key=EVENT_KEY, admin_token=token, cron_secret=CRON)
+    try:
+        async with client(app.asgi()) as c:
+            assert (await c.get("/api/v1/runs", headers=bearer(token.encode()))).status_code == 200
+            assert (await c.get("/api/v1/runs", headers=bearer(token.encode("latin-1", "replace")))).status_code == 401
+            assert (await c.get("/api/v1/runs", headers=bearer(token.encode() + NBSP_U8))).status_code == 401
+    finally:
+        app.close()
+
+
+async def test_dashboard_login_trims_ascii_whitespace_only(prod_app):
+    wrong = {"trailing NBSP": ADMIN + "\u00a0", "leading NBSP": "\u00a0" + ADMIN, "trailing NEL": ADMIN + "\u0085",
+             "leading NEL": "\u0085" + ADMIN, "trailing zero-width space": ADMIN + "\u200b",
+             "leading zero-width space": "\u200b" + ADMIN, "upper case": ADMIN.upper(), "lower case": ADMIN.lower(),
+             "ideographic space": ADMIN + "\u3000"}
+    for name, token in wrong.items():
+        async with client(prod_app.asgi()) as c:
+            r = await _login(c, token)
+            assert r.status_code == 401 and "Wrong admin token" in r.text, name
+            assert (await c.get("/")).status_code == 303, name  # still sent to the login page
+    for name, token in {"exact": ADMIN, "pasted with a newline": f"  {ADMIN}\r\n", "tabs": f"\t{ADMIN}\t"}.items():
+        async with client(prod_app.asgi()) as c:
+            r = await _login(c, token)
+            assert r.status_code == 303, name
+            assert (await c.get("/")).status_code == 200, name
+
+
