@@ -6,8 +6,8 @@ it without user code (functions come from the registry in the store); ``durably 
 ``app.asgi()`` pass the App, whose code then also backs the cron endpoint's emergency
 inline fallback.
 
-Every request goes through the same steps, in this order: body size limit and the
-``X-Durably-Env`` response header (ASGI middleware), then per route: the env guard (409),
+Every request goes through the same steps, in this order: the ``X-Durably-Env`` and
+``X-Content-Type-Options: nosniff`` response headers and the body size limit (ASGI middleware), then per route: the env guard (409),
 the credential (401), query and body validation (400/413), the handler. Every error is
 ``{"error": {"code", "message"}}``.
 """
@@ -597,8 +597,8 @@ def create_app(settings: Settings, app: "App | None" = None) -> Starlette:
         finally:
             await api.close()
 
-    asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
-                     middleware=[Middleware(EnvHeader, env=settings.env), Middleware(BodyLimit, limit=MAX_BODY_BYTES)])
+    asgi = _Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                      middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES)], env=settings.env)
     asgi.state.durably = api
     return asgi
 
@@ -614,11 +614,25 @@ def _by_method(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) ->
 # --- ASGI middleware -------------------------------------------------------------------------
 
 
+class _Starlette(Starlette):
+    """Starlette with ``EnvHeader`` as its outermost layer, outside even the handler of
+    unexpected errors: every response has the headers, a 500 included."""
+
+    def __init__(self, *args: Any, env: str, **kwargs: Any):
+        self._durably_env = env
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return EnvHeader(super().build_middleware_stack(), env=self._durably_env)
+
+
 class EnvHeader:
-    """Adds ``X-Durably-Env`` to every response."""
+    """Adds ``X-Durably-Env`` and ``X-Content-Type-Options: nosniff`` to every response (API,
+    dashboard, static files, errors and 404s alike)."""
 
     def __init__(self, app: ASGIApp, env: str):
-        self.app, self.header = app, (auth.ENV_HEADER.lower().encode(), env.encode())
+        self.app = app
+        self.headers = [(auth.ENV_HEADER.lower().encode(), env.encode()), (b"x-content-type-options", b"nosniff")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -626,7 +640,8 @@ class EnvHeader:
 
         async def with_env(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
+                names = {bytes(k).lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in names)]
             await send(message)
 
         await self.app(scope, receive, with_env)

@@ -396,3 +396,37 @@ async def test_dashboard_login_trims_ascii_whitespace_only(prod_app):
             assert (await c.get("/")).status_code == 200, name
 
 
+# --- nosniff on every response ---------------------------------------------------------------
+
+
+async def test_every_response_says_nosniff(prod_app, monkeypatch):
+    from durably.server.dashboard import Dashboard
+
+    asgi = prod_app.asgi()
+    async with client(asgi) as c:
+        responses = [
+            await c.get("/api/v1/health"), await c.get("/api/v1/runs", headers=ADMIN_H),
+            await c.get("/api/v1/runs"), await c.get("/api/v1/runs", params={"limit": "x"}, headers=ADMIN_H),
+            await c.get("/api/v1/runs/nope", headers=ADMIN_H), await c.get("/no/such/route"),
+            await c.delete("/api/v1/events"), await c.get("/metrics", headers=ADMIN_H), await c.get("/openapi.json"),
+            await c.post("/api/v1/events", content=b"x" * (6 * 1024 * 1024), headers=bearer(EVENT_KEY.encode())),
+            await c.get("/login"), await c.get("/"), await c.get("/static/app.css"),
+            await c.get("/api/v1/status/nobody/job", headers=ADMIN_H),
+        ]
+        await _login(c)
+        responses += [await c.get("/"), await c.get("/runs"), await c.get("/runs/nope"), await c.get("/nope")]
+    statuses = {r.status_code for r in responses}
+    assert {200, 303, 400, 401, 404, 405, 413} <= statuses, statuses
+    for r in responses:
+        assert r.headers.get("x-content-type-options") == "nosniff", (r.request.url, r.status_code)
+        assert r.headers.get("x-durably-env") == "production"
+    # Even the 500 of an unexpected error (outside every handler's own error handling).
+    async def boom(self, *a, **kw):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(Dashboard, "store", boom)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False),
+                                 base_url="http://testserver") as c:
+        await _login(c)
+        r = await c.get("/runs")
+    assert r.status_code == 500 and r.headers.get("x-content-type-options") == "nosniff"
