@@ -332,8 +332,9 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     if config is None:  # unregistered since the tick was read: nothing to run
         return None
     run = flow.plan(loads(config["config"]), event, None, tx.now, trigger="cron")
-    if isinstance(run, Skip):  # no filter is passed; only the tenant rule can skip
-        _skip(tx, event["id"], run.function_id, run.reason)
+    if not isinstance(run, NewRun):  # no filter is passed; only the tenant rule can skip
+        if run is not None:
+            _skip(tx, str(event["id"]), run.function_id, run.reason)
         return None
     return create_run(tx, run)
 
