@@ -466,6 +466,8 @@ async def get_status(c: Call) -> Response:
     tenant, fid = _status_target(c)
     if not tenant:
         raise InvalidInput("tenant must not be empty (runs without a tenant have the tenant 'global')")
+    if "\x00" in tenant or "\x00" in fid:
+        raise InvalidInput("tenant and function must not contain NUL")
     if api.settings.redis_url:
         key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
         try:

@@ -122,7 +122,8 @@ class BulkReplayIn(_Body):
 class RunsQuery(_Query):
     status: RunStatus | None = None
     function: str | None = Field(None, max_length=256, description="Function id.")
-    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX)
+    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=r"^[^\x00]*$",
+                               description="Tenant: any tenant a run can have (no NUL).")
     since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
     until: TimeFilter | None = Field(None, description="Runs created before this time.")
     limit: int = Field(50, ge=1, le=MAX_LIST)

@@ -280,6 +280,18 @@ async def test_run_now_invoke_and_cron_apply_the_tenant_rule(store_url):
         app.close()
 
 
+async def test_a_nul_in_a_tenant_filter_or_status_read_is_a_400_never_a_5xx(tenant_app):
+    async with client(tenant_app.asgi()) as c:
+        for url in ("/api/v1/runs?tenant=a%00b", "/api/v1/status/a%00b/per-tenant", "/api/v1/status/a/per%00tenant"):
+            _one_line_error(await c.get(url, headers=ADMIN_H), 400)
+        await _login(c)
+        r = await c.get("/runs?tenant=a%00b")
+        assert r.status_code == 400 and "NUL" in r.text
+        r = await c.post("/api/v1/events", json={"name": "tenant.go", "data": {"t": "a\u0000b"}},
+                         headers=bearer(EVENT_KEY.encode()))
+        assert r.status_code == 200 and [s["reason"] for s in r.json()["skipped"]] == ["invalid_tenant"]
+
+
 def _rewind_cron(store_url: str, function_id: str, seconds: float) -> None:
     sql = "UPDATE durably_cron SET last_tick = last_tick - %s WHERE function_id = %s"
     if store_url.startswith("sqlite:///"):

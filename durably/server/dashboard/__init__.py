@@ -240,6 +240,8 @@ class Dashboard:
         since = admin.parse_time(q.get("since") or None, name="since", now=now)
         until = admin.parse_time(q.get("until") or None, name="until", now=now)
         cursor = admin.decode_cursor(q["cursor"]) if q.get("cursor") else None
+        if "\x00" in (q.get("tenant") or "") + (q.get("function") or ""):
+            raise InvalidInput("the tenant and function filters must not contain NUL")
         rows = await aw((await self.store()).read(
             "list_runs", status=status, function_id=q.get("function") or None, tenant=q.get("tenant") or None,
             since=since, until=until, cursor=cursor, limit=PAGE + 1))
