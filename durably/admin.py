@@ -94,8 +94,9 @@ def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
     from .core.flow import plan
 
     planned = plan(config, event, None, now, trigger=trigger)
-    if not isinstance(planned, NewRun):  # only a filter (if_) can skip, and none is passed
-        raise InvalidInput(f"function {config['id']!r} planned no run for a {trigger} trigger")
+    if not isinstance(planned, NewRun):  # no filter (if_) is passed; the tenant rule can skip
+        why = f": skipped ({planned.reason})" if planned is not None else ""
+        raise InvalidInput(f"function {config['id']!r} planned no run for a {trigger} trigger{why}")
     planned.keys = [k for k in planned.keys if not k[0].startswith("idempotency:")]
     planned.idempotency_key = None
     return planned

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
 from .errors import DuplicateFunction, InvalidInput
+from .core.blobs import check_function_id
 from .core.events import FUNCTION_FAILED, Event, coerce_events
 from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
@@ -127,6 +128,7 @@ class App:
             fid = id or getattr(fn, "__name__", None)
             if not isinstance(fid, str) or not fid:
                 raise InvalidInput("a function needs an id")
+            check_function_id(fid)
             triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
             if not triggers or not all(isinstance(t, (EventTrigger, CronTrigger)) for t in triggers):
                 raise InvalidInput(f"function {fid!r}: trigger must be durably.on_event(...) or durably.on_cron(...)"

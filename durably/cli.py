@@ -340,6 +340,8 @@ def functions(as_json: bool) -> None:
 @click.argument("function")
 def status(tenant: str, function: str) -> None:
     """The status blob of (tenant, function) (from Redis when DURABLY_REDIS_URL is set)."""
+    if not tenant:
+        raise InvalidInput("TENANT must not be empty (runs without a tenant have the tenant 'global')")
     s = settings()
     if s.redis_url:
         from .status import read_redis_blob

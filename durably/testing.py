@@ -181,7 +181,8 @@ class TestEnv:
             raise InvalidInput(f"unknown function {fid!r} in app {self.app.id!r}")
         event = Event(MANUAL_EVENT, dict(data or {})).to_dict()
         planned = plan(self.app.functions[fid].config(), event, None, self.clock(), trigger="manual")
-        assert isinstance(planned, NewRun)
+        if not isinstance(planned, NewRun):  # the tenant rule skipped it
+            raise InvalidInput(f"function {fid!r} planned no run: skipped ({getattr(planned, 'reason', None)})")
         self.app.store.create_runs([planned]).result()
         return self.result(planned.id, timeout=timeout, auto_advance=auto_advance)
 

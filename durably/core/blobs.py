@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import InvalidInput
+
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
@@ -30,5 +32,20 @@ def blob(status: str, run_id: str, started_at: float | None, finished_at: float 
     }
 
 
+def check_function_id(function_id: str) -> str:
+    """A function id may not contain ``:``, the separator of status-blob keys (DESIGN §5)."""
+    if ":" in function_id:
+        raise InvalidInput(f"function id {function_id!r} contains ':'; status-blob keys use ':' as their separator, "
+                           "so function ids may not (use '-' or '.')")
+    return function_id
+
+
+def key_tenant(tenant: str) -> str:
+    """The tenant as written in a key: ``%`` and ``:`` percent-encoded (``a:x`` -> ``a%3Ax``),
+    so no (tenant, function) pair can spell another pair's key."""
+    return tenant.replace("%", "%25").replace(":", "%3A")
+
+
 def redis_key(template: str, env: str, tenant: str, function_id: str) -> str:
-    return template.format(env=env, tenant=tenant, function=function_id, jobName=function_id, clientId=tenant)
+    t = key_tenant(tenant)
+    return template.format(env=env, tenant=t, function=function_id, jobName=function_id, clientId=t)

@@ -44,7 +44,11 @@ def evaluate(source: str, variables: dict[str, Any]) -> Any:
 
 def evaluate_key(source: str, variables: dict[str, Any]) -> str:
     """Evaluate an expression used as a key: the result becomes a string."""
-    value = evaluate(source, variables)
+    return as_key(evaluate(source, variables))
+
+
+def as_key(value: Any) -> str:
+    """A CEL value as a key string (``true``, ``5`` for 5.0, strings as they are)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

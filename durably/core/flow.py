@@ -10,12 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ExpressionError
-from .expressions import evaluate, evaluate_bool, evaluate_key
+from .expressions import as_key, evaluate, evaluate_bool, evaluate_key
 from .ids import new_id
 from .jsonutil import dumps
 from .records import NewRun, Skip
 
 IDEMPOTENCY_TTL = 86400.0
+DEFAULT_TENANT = "global"
+# The one tenant rule (DESIGN §3, §5): a tenant is 1 to TENANT_MAX characters without NUL.
+# It is checked here, where runs are planned, so every tenant that is stored can be read back
+# by every filter (whose limits are at least this) and by `durably status`. 256 characters
+# (at most 1 KiB of UTF-8) also keep (env, tenant, function) within PostgreSQL's index rows.
+TENANT_MAX = 256
+INVALID_TENANT = "invalid_tenant"
+
+
+def valid_tenant(tenant: str) -> bool:
+    return 0 < len(tenant) <= TENANT_MAX and "\x00" not in tenant
 
 
 def variables(event: dict) -> dict[str, Any]:
@@ -37,13 +48,16 @@ def plan(config: dict, event: dict, if_expr: str | None, now: float, *, trigger:
     except ExpressionError as exc:
         run.plan_error = str(exc)
         run.ckeys, run.keys = None, []
+    if not valid_tenant(run.tenant):
+        return Skip(fid, INVALID_TENANT)
     return run
 
 
 def apply(config: dict, run: NewRun, env_vars: dict) -> None:
     fid = config["id"]
     if config.get("tenant"):
-        run.tenant = evaluate_key(config["tenant"], env_vars) or "global"
+        value = evaluate(config["tenant"], env_vars)
+        run.tenant = DEFAULT_TENANT if value is None else as_key(value)  # "" is refused by plan
     if config.get("idempotency"):
         key = evaluate_key(config["idempotency"], env_vars)
         run.idempotency_key = key

@@ -293,7 +293,11 @@ class Execution:
         ev = Event(FUNCTION_INVOKED, dict(data or {}))
         ev.encode()
         planned = flow.plan(config, ev.to_dict(), None, now, trigger="invoke")
-        assert isinstance(planned, NewRun)
+        if not isinstance(planned, NewRun):  # the tenant rule skipped it: no child to wait for
+            reason = getattr(planned, "reason", None)
+            err = error_dict(NonRetriableError(f"invoke: function {fid!r} skipped the run ({reason})"))
+            await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None, now, now))
+            raise StepError(sid, err)
         planned.parent_run_id, planned.parent_step_id = self.run.id, sid
         expires = now + parse_duration(timeout, name="invoke timeout") if timeout is not None else None
         self.pending_steps.append(StepWrite(sid, "invoke", "waiting", seq, 0, None, None, None, now, None, expires))

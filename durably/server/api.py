@@ -6,8 +6,8 @@ now", replay, the registry, status blobs, health and metrics.
 the registry in the store); ``durably dev`` and ``app.asgi()`` pass the App's runtime and
 functions, whose code then also backs the cron endpoint's emergency inline fallback.
 
-Every request goes through the same steps, in this order: body size limit and the
-``X-Durably-Env`` response header (ASGI middleware), then per route: the env guard (409),
+Every request goes through the same steps, in this order: the ``X-Durably-Env`` and
+``X-Content-Type-Options: nosniff`` response headers and the body size limit (ASGI middleware), then per route: the env guard (409),
 the credential (401), query and body validation (400/413), the handler. Every error is
 ``{"error": {"code", "message"}}``.
 """
@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -463,8 +464,26 @@ async def invoke_function(c: Call) -> Response:
     return JSON(await admin.run_now(await c.api.store(), c.path("id"), body.data), status_code=201)
 
 
+def _status_target(c: Call) -> tuple[str, str]:
+    """(tenant, function) of ``/api/v1/status/{tenant}/{function}`` as sent: split on the raw
+    path where the server gives it, so a tenant with an encoded '/' (``a%2Fb``) is one tenant."""
+    raw = c.request.scope.get("raw_path")
+    marker = b"/api/v1/status/"
+    if isinstance(raw, bytes) and marker in raw:
+        rest = raw.split(b"?", 1)[0].split(marker, 1)[1]
+        tenant, sep, function = rest.partition(b"/")
+        if sep and function:
+            return unquote_to_bytes(tenant).decode("utf-8", "replace"), unquote_to_bytes(function).decode("utf-8", "replace")
+    return c.path("tenant"), c.path("function")
+
+
 async def get_status(c: Call) -> Response:
-    api, tenant, fid = c.api, c.path("tenant"), c.path("function")
+    api = c.api
+    tenant, fid = _status_target(c)
+    if not tenant:
+        raise InvalidInput("tenant must not be empty (runs without a tenant have the tenant 'global')")
+    if "\x00" in tenant or "\x00" in fid:
+        raise InvalidInput("tenant and function must not contain NUL")
     if api.settings.redis_url:
         key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
         try:
@@ -602,8 +621,8 @@ def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,
         finally:
             await api.close()
 
-    asgi = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
-                     middleware=[Middleware(EnvHeader, env=settings.env), Middleware(BodyLimit, limit=MAX_BODY_BYTES)])
+    asgi = _Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                      middleware=[Middleware(BodyLimit, limit=MAX_BODY_BYTES)], env=settings.env)
     asgi.state.durably = api
     return asgi
 
@@ -619,11 +638,25 @@ def _by_method(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) ->
 # --- ASGI middleware -------------------------------------------------------------------------
 
 
+class _Starlette(Starlette):
+    """Starlette with ``EnvHeader`` as its outermost layer, outside even the handler of
+    unexpected errors: every response has the headers, a 500 included."""
+
+    def __init__(self, *args: Any, env: str, **kwargs: Any):
+        self._durably_env = env
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return EnvHeader(super().build_middleware_stack(), env=self._durably_env)
+
+
 class EnvHeader:
-    """Adds ``X-Durably-Env`` to every response."""
+    """Adds ``X-Durably-Env`` and ``X-Content-Type-Options: nosniff`` to every response (API,
+    dashboard, static files, errors and 404s alike)."""
 
     def __init__(self, app: ASGIApp, env: str):
-        self.app, self.header = app, (auth.ENV_HEADER.lower().encode(), env.encode())
+        self.app = app
+        self.headers = [(auth.ENV_HEADER.lower().encode(), env.encode()), (b"x-content-type-options", b"nosniff")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -631,7 +664,8 @@ class EnvHeader:
 
         async def with_env(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
+                names = {bytes(k).lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in names)]
             await send(message)
 
         await self.app(scope, receive, with_env)

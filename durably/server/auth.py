@@ -2,7 +2,8 @@
 
 A key that is configured is always required, in every env. Only with ``DURABLY_ENV=dev``
 may a key be unset, and then the routes it guards are open; outside ``dev`` a missing key
-stops the server before it serves anything. Keys are compared in constant time.
+stops the server before it serves anything. Keys are compared in constant time, byte for
+byte: only HTTP's own optional whitespace (space, tab) around a value is ignored.
 
 Envs never mix: every env has its own keys, so a key of another env simply does not
 match (401), and a request that says it is for another env (``X-Durably-Env``) is refused
@@ -72,18 +73,32 @@ class Keys:
         return [k for k in SETTINGS if getattr(self, k) is None]
 
 
+# The optional whitespace HTTP itself allows around a header value (RFC 9110 §5.6.3): space
+# and tab, nothing else. A credential with any other character around it (NBSP, NEL, a
+# zero-width space) is a different credential.
+_OWS = " \t"
+
+
 def _bearer(request: Request) -> str | None:
     value = request.headers.get("authorization")
     if value is None:
         return None
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    scheme, _, token = value.strip(_OWS).partition(" ")
+    token = token.strip(_OWS)
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _matches(given: str | None, expected: bytes) -> bool:
+    """Byte for byte, in constant time. Header values arrive decoded as Latin-1, so encoding
+    them back as Latin-1 gives exactly the bytes that were sent (a UTF-8 key matches a UTF-8
+    header); nothing is normalized, case-folded or stripped here."""
     if given is None:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
+    try:
+        raw = given.encode("latin-1")
+    except UnicodeEncodeError:  # not from the wire (a header value is always Latin-1 here)
+        raw = given.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(raw, expected)
 
 
 def check_env(request: Request, env: str) -> None:
@@ -98,7 +113,8 @@ def authorize(request: Request, keys: Keys, kind: Kind) -> None:
     if not keys.required(kind):
         return
     expected: bytes = getattr(keys, kind)
-    if kind == "event" and _matches(request.headers.get(EVENT_KEY_HEADER), expected):
+    event_key = request.headers.get(EVENT_KEY_HEADER)
+    if kind == "event" and event_key is not None and _matches(event_key.strip(_OWS), expected):
         return
     if _matches(_bearer(request), expected):
         return

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ..admin import MAX_LIST
+from ..core.flow import TENANT_MAX
 from ..core.types import REPLAYABLE, RUN_STATUSES
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
@@ -29,6 +30,10 @@ EVENT_NAME_PATTERN = r"^(?!durably/)[^\x00]*[^\s\x00-\x1f][^\x00]*$"
 # In a URL path (the cron endpoint): no control characters either.
 PATH_NAME_PATTERN = r"^(?!durably/)[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 MAX_TS_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# A tenant filter takes every tenant a run can have (at most TENANT_MAX characters, checked
+# where runs are created), and more: tenants stored before that limit existed stay findable.
+TENANT_FILTER_MAX = 8192
+assert TENANT_FILTER_MAX >= TENANT_MAX
 
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -117,7 +122,8 @@ class BulkReplayIn(_Body):
 class RunsQuery(_Query):
     status: RunStatus | None = None
     function: str | None = Field(None, max_length=256, description="Function id.")
-    tenant: str | None = Field(None, max_length=256)
+    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=r"^[^\x00]*$",
+                               description="Tenant: any tenant a run can have (no NUL).")
     since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
     until: TimeFilter | None = Field(None, description="Runs created before this time.")
     limit: int = Field(50, ge=1, le=MAX_LIST)

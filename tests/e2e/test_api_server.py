@@ -177,3 +177,37 @@ def test_the_server_refuses_to_start_without_its_keys(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "DURABLY_ADMIN_TOKEN" in lines[0]
     assert "CRON_SECRET" in lines[0]
+
+
+def _raw_get(base: str, path: str, authorization: bytes) -> tuple[int, bytes]:
+    """One GET over a plain socket, so header bytes reach the server exactly as written here."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Authorization: " + authorization + b"\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return int(head.split(b" ", 2)[1]), head.lower()
+
+
+def test_over_real_http_only_space_and_tab_around_a_token_are_ignored(deployment):
+    server, _ = deployment
+    token = PROD["admin"].encode()
+    refused = {"trailing NBSP (UTF-8)": token + b"\xc2\xa0", "trailing NBSP (Latin-1)": token + b"\xa0",
+               "leading NBSP (Latin-1)": b"\xa0" + token, "trailing NEL (UTF-8)": token + b"\xc2\x85",
+               "trailing NEL (Latin-1)": token + b"\x85", "trailing zero-width space": token + "\u200b".encode(),
+               "upper case": token.upper()}
+    for name, value in refused.items():
+        status, head = _raw_get(server.base, "/metrics", b"Bearer " + value)
+        assert status == 401, name
+        assert b"x-content-type-options: nosniff" in head, name
+    for name, value in {"exact": token, "space and tab around": b" \t" + token + b" \t"}.items():
+        status, head = _raw_get(server.base, "/metrics", b"Bearer " + value)
+        assert status == 200 and b"x-content-type-options: nosniff" in head, name
+    status, head = _raw_get(server.base, "/no/such/route", b"Bearer " + token)
+    assert status == 404 and b"x-content-type-options: nosniff" in head

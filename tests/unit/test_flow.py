@@ -1,6 +1,6 @@
 import pytest
 
-from durably.core.flow import match, match_value, plan
+from durably.core.flow import TENANT_MAX, match, match_value, plan
 from durably.core.jsonutil import dumps
 from durably.core.records import NewRun, Skip
 
@@ -25,8 +25,19 @@ def test_plain_run():
 
 
 def test_tenant():
-    assert plan(cfg(tenant="event.data.clientId"), ev(clientId="c7"), None, 0).tenant == "c7"
-    assert plan(cfg(tenant="event.data.clientId"), ev(clientId=""), None, 0).tenant == "global"
+    t = cfg(tenant="event.data.clientId")
+    assert plan(t, ev(clientId="c7"), None, 0).tenant == "c7"
+    assert plan(t, ev(clientId=None), None, 0).tenant == "global"  # null: the default tenant
+    assert plan(t, ev(clientId=7), None, 0).tenant == "7"
+    for value in ("a:x", "%", "a/b", "x" * TENANT_MAX, "é" * TENANT_MAX):  # kept exactly as the expression gives it
+        assert plan(t, ev(clientId=value), None, 0).tenant == value
+
+
+@pytest.mark.parametrize("value", ["", "x" * (TENANT_MAX + 1), "x" * 5000, "a\x00b"])
+def test_invalid_tenant_is_skipped_where_the_run_is_planned(value):
+    for trigger in ("event", "cron", "invoke", "manual"):
+        r = plan(cfg(tenant="event.data.clientId"), ev(clientId=value), None, 0, trigger=trigger)
+        assert isinstance(r, Skip) and (r.function_id, r.reason) == ("fn", "invalid_tenant")
 
 
 def test_idempotency_key():

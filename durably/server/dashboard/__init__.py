@@ -303,13 +303,13 @@ class Dashboard:
     async def _last_data(self, fid: str, config: dict) -> dict | None:
         """The data of the function's last event: its newest run's, else its trigger's newest event's."""
         store = await self.store()
-        for r in await aw(store.read("list_runs", function_id=fid, limit=20)):
+        for r in await aw(store.list_runs(function_id=fid, limit=20)):
             data = (r.get("event") or {}).get("data")
             if data:
                 return data
         for t in config.get("triggers") or []:
             if t.get("event"):
-                rows = await aw(store.read("list_events", name=t["event"], limit=1))
+                rows = await aw(store.list_events(name=t["event"], limit=1))
                 if rows and (rows[0].get("event") or {}).get("data"):
                     return rows[0]["event"]["data"]
         return None
@@ -365,6 +365,8 @@ class Dashboard:
         since = admin.parse_time(q.get("since") or None, name="since", now=now)
         until = admin.parse_time(q.get("until") or None, name="until", now=now)
         cursor = admin.decode_cursor(q["cursor"]) if q.get("cursor") else None
+        if "\x00" in (q.get("tenant") or "") + (q.get("function") or ""):
+            raise InvalidInput("the tenant and function filters must not contain NUL")
         rows = await aw((await self.store()).list_runs(
             status=status, function_id=q.get("function") or None, tenant=q.get("tenant") or None,
             since=since, until=until, cursor=cursor, limit=PAGE + 1))
@@ -424,7 +426,7 @@ class Dashboard:
                                 "at": at})
             elif at is not None and at > now:
                 if "steps" not in r:  # a list row: its steps say whether a step is in backoff
-                    steps = ((await aw(store.read("get_run", r["id"]))) or {}).get("steps") or []
+                    steps = ((await aw(store.get_run(r["id"]))) or {}).get("steps") or []
                 retrying = next((x for x in steps if x["status"] == "retrying"), None)
                 if retrying is not None:
                     log = [a for a in (retrying.get("log") or []) if a]
@@ -449,7 +451,7 @@ class Dashboard:
                 for key, cap in (r.get("ckeys") or []):
                     if slots is None:
                         slots = {}
-                        for s in await aw(store.read("list_slots")):
+                        for s in await aw(store.list_slots()):
                             slots.setdefault(s["key"], []).append(s["run_id"])
                     holders = [x for x in slots.get(key, []) if x != r["id"]]
                     if len(holders) >= int(cap):
@@ -457,7 +459,7 @@ class Dashboard:
                                         "text": f"concurrency key {key} is full ({len(holders)}/{int(cap)}), held by",
                                         "runs": holders[:10]})
                 if served is None:
-                    report = await aw(store.read("health", now, self.api.settings.lease_seconds))
+                    report = await aw(store.health(now, self.api.settings.lease_seconds))
                     served = {f for w in report["workers"] for f in (w.get("functions") or [])}
                     live_workers = len(report["workers"])
                 if r["function_id"] not in served:

@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE = "durably_session"
 MAX_AGE = 12 * 3600
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 class Sessions:
@@ -33,7 +34,12 @@ class Sessions:
         return self.admin_token is None
 
     def check_token(self, token: str) -> bool:
-        return self.admin_token is not None and hmac.compare_digest(token.strip().encode(), self.admin_token)
+        """The admin token pasted into the login form: ASCII whitespace around it is trimmed
+        (a pasted newline), nothing else (a trailing NBSP is a wrong token)."""
+        if self.admin_token is None:
+            return False
+        given = token.strip(ASCII_WHITESPACE).encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.admin_token)
 
     def new(self, authenticated: bool) -> tuple[str, dict]:
         data = {"sid": secrets.token_urlsafe(16), "auth": authenticated, "env": self.env}

@@ -293,6 +293,7 @@ def cancel(tx: Tx, run_id: str, reason: str) -> bool:
 
 def register(tx: Tx, app_id: str, configs: list[dict]) -> None:
     for c in configs:
+        status_mod.check_function_id(c["id"])
         tx.exec("upsert_function", env=tx.env, id=c["id"], app_id=app_id, config=dumps(c), now=tx.now)
         tx.exec("delete_triggers", env=tx.env, function_id=c["id"])
         for t in c["triggers"]:
@@ -331,7 +332,10 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     if config is None:  # unregistered since the tick was read: nothing to run
         return None
     run = flow.plan(loads(config["config"]), event, None, tx.now, trigger="cron")
-    assert isinstance(run, NewRun)  # no filter is passed, so the plan is a run
+    if not isinstance(run, NewRun):  # no filter is passed; only the tenant rule can skip
+        if run is not None:
+            _skip(tx, str(event["id"]), run.function_id, run.reason)
+        return None
     return create_run(tx, run)
 
 
