@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ..admin import MAX_LIST
+from ..core.events import EVENT_NAME_MAX, MAX_TS_MS, name_problem
+from ..core.events import NAME_PATTERN as EVENT_NAME_GRAMMAR
 from ..core.types import REPLAYABLE, RUN_STATUSES
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
@@ -24,11 +26,12 @@ assert set(RunStatus.__args__) == set(RUN_STATUSES) and set(Replayable.__args__)
 # A name or id: at most 256 characters, no NUL, and at least one character that is neither
 # whitespace nor a control character (so it is never blank once trimmed).
 NAME_PATTERN = r"^[^\x00]*[^\s\x00-\x1f][^\x00]*$"
-# Event names sent through the API: the same, and not in durably's own namespace.
-EVENT_NAME_PATTERN = r"^(?!durably/)[^\x00]*[^\s\x00-\x1f][^\x00]*$"
-# In a URL path (the cron endpoint): no control characters either.
-PATH_NAME_PATTERN = r"^(?!durably/)[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
-MAX_TS_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# Event names sent through the API: the grammar of event names (core/events.py), and not in
+# durably's own namespace. The cron endpoint's event_name in the URL path is the same.
+EVENT_NAME_PATTERN = "^(?!durably/)" + EVENT_NAME_GRAMMAR[1:]
+PATH_NAME_PATTERN = EVENT_NAME_PATTERN
+# Any other text the store is asked to find: no NUL (PostgreSQL text cannot hold one).
+TEXT_PATTERN = r"^[^\x00]*$"
 
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -56,6 +59,21 @@ def _time_filter(value: str) -> str:
         except ValueError:
             pass
     raise ValueError("must be an RFC 3339 time such as 2025-01-31T09:00:00Z, or a duration ago such as 30m, 1h or 7d")
+
+
+def _event_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+EventName = Annotated[str, AfterValidator(_event_name), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX, "pattern": EVENT_NAME_PATTERN,
+    "description": "1 to 256 characters: segments separated by '/' (none empty, '.' or '..'), without control "
+                   "characters or whitespace at either end. Names starting with 'durably/' are reserved for "
+                   "durably's own events.",
+    "examples": ["inbox.counts.dirty", "app/user.created"]})]
 
 
 TimeFilter = Annotated[str, AfterValidator(_time_filter), WithJsonSchema({
@@ -86,8 +104,7 @@ class _Out(BaseModel):
 class EventIn(_Body):
     """An event. ``id`` defaults to a new time-ordered id, ``ts`` to now (milliseconds)."""
 
-    name: str = Field(max_length=256, pattern=EVENT_NAME_PATTERN, examples=["inbox.counts.dirty"],
-                      description="Names starting with 'durably/' are reserved for durably's own events.")
+    name: EventName
     data: dict[str, Any] | None = None
     id: str | None = Field(None, max_length=256, pattern=NAME_PATTERN,
                            description="A second event with the same id within 24 h is accepted and triggers nothing.")
@@ -104,7 +121,7 @@ class InvokeIn(_Body):
 class BulkReplayIn(_Body):
     """Replay the finished runs of a function (oldest first); already replayed runs are left out."""
 
-    function: str = Field(min_length=1, max_length=256)
+    function: str = Field(min_length=1, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
     status: Replayable = "failed"
     since: TimeFilter | None = None
     until: TimeFilter | None = None
@@ -116,18 +133,20 @@ class BulkReplayIn(_Body):
 
 class RunsQuery(_Query):
     status: RunStatus | None = None
-    function: str | None = Field(None, max_length=256, description="Function id.")
-    tenant: str | None = Field(None, max_length=256)
+    function: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
+    tenant: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN)
     since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
     until: TimeFilter | None = Field(None, description="Runs created before this time.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, max_length=512, pattern=TEXT_PATTERN,
+                               description="next_cursor of the previous page.")
 
 
 class EventsQuery(_Query):
-    name: str | None = Field(None, max_length=256, description="Event name.")
+    name: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Event name.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, max_length=512, pattern=TEXT_PATTERN,
+                               description="next_cursor of the previous page.")
 
 
 class CronQuery(_Query):
