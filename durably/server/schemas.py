@@ -32,6 +32,8 @@ EVENT_NAME_PATTERN = "^(?!durably/)" + EVENT_NAME_GRAMMAR[1:]
 PATH_NAME_PATTERN = EVENT_NAME_PATTERN
 # Any other text the store is asked to find: no NUL (PostgreSQL text cannot hold one).
 TEXT_PATTERN = r"^[^\x00]*$"
+# A page cursor encodes (time, id): room for an id of EVENT_ID_MAX characters of any script.
+CURSOR_MAX = 4096
 
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -76,6 +78,24 @@ EventName = Annotated[str, AfterValidator(_event_name), WithJsonSchema({
     "examples": ["inbox.counts.dirty", "app/user.created"]})]
 
 
+# Event data and user: a JSON object in which no key and no string holds a NUL character (no
+# store can hold one; see core/events.py). Documented by a recursive schema (``JsonValue``,
+# added to the document's components by openapi.py); checked where the event is encoded.
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
+JSON_VALUE_SCHEMA = {
+    "description": "A JSON value whose strings and keys hold no NUL character (\\u0000).",
+    "anyOf": [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+              {"type": "string", "pattern": TEXT_PATTERN},
+              {"type": "array", "items": {"$ref": JSON_VALUE_REF}},
+              {"type": "object", "propertyNames": {"pattern": TEXT_PATTERN},
+               "additionalProperties": {"$ref": JSON_VALUE_REF}}]}
+JSON_OBJECT_SCHEMA = {"type": "object", "propertyNames": {"pattern": TEXT_PATTERN},
+                      "additionalProperties": {"$ref": JSON_VALUE_REF}}
+JSON_OBJECT_MARK = "x-durably-json-object"  # openapi.py puts JSON_OBJECT_SCHEMA in its place
+OptionalJsonObject = Annotated[dict[str, Any] | None, WithJsonSchema(
+    {"anyOf": [{"type": "object", JSON_OBJECT_MARK: True}, {"type": "null"}]})]
+
+
 TimeFilter = Annotated[str, AfterValidator(_time_filter), WithJsonSchema({
     "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": DURATION_PATTERN}],
     "description": "An RFC 3339 time, or a duration ago such as 30m, 1h or 7d.",
@@ -105,17 +125,17 @@ class EventIn(_Body):
     """An event. ``id`` defaults to a new time-ordered id, ``ts`` to now (milliseconds)."""
 
     name: EventName
-    data: dict[str, Any] | None = None
+    data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
     id: str | None = Field(None, max_length=256, pattern=NAME_PATTERN,
                            description="A second event with the same id within 24 h is accepted and triggers nothing.")
     ts: _int(0, MAX_TS_MS) | None = Field(None, description="Milliseconds since the epoch.")
-    user: dict[str, Any] | None = None
+    user: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
 
 
 class InvokeIn(_Body):
     """"Run now": the data of the manual trigger event (``durably/function.run``)."""
 
-    data: dict[str, Any] | None = None
+    data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
 
 
 class BulkReplayIn(_Body):
@@ -138,14 +158,14 @@ class RunsQuery(_Query):
     since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
     until: TimeFilter | None = Field(None, description="Runs created before this time.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, pattern=TEXT_PATTERN,
+    cursor: str | None = Field(None, max_length=CURSOR_MAX, pattern=TEXT_PATTERN,
                                description="next_cursor of the previous page.")
 
 
 class EventsQuery(_Query):
     name: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Event name.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, pattern=TEXT_PATTERN,
+    cursor: str | None = Field(None, max_length=CURSOR_MAX, pattern=TEXT_PATTERN,
                                description="next_cursor of the previous page.")
 
 
