@@ -113,3 +113,23 @@ def test_outages_stay_outages():
     assert sqlite.unstorable(sqlite3.OperationalError("database is locked")) is None
     assert isinstance(sqlite._translate(sqlite3.OperationalError("disk I/O error")), StoreUnavailable)
     assert isinstance(sqlite._translate(OverflowError("Python int too large")), UnstorableInput)
+
+
+def test_a_key_too_large_for_an_index_is_bad_input_not_an_outage(app_factory):
+    import durably
+
+    app = app_factory()
+
+    @app.function(id="k", trigger=durably.on_event("k"), tenant="event.data.c")
+    async def k(ctx):
+        return 1
+
+    huge = os.urandom(20_000).hex()  # a tenant PostgreSQL cannot index
+    try:
+        res = app.send(durably.Event("k", {"c": huge}, id="huge"))
+    except InvalidInput as exc:
+        assert app.store.dialect == "postgres" and "too large" in str(exc)
+        assert app.store.read("get_event", "huge").result() is None  # nothing of it was written
+    else:
+        assert app.store.dialect == "sqlite" and len(res.runs) == 1
+    assert len(app.send(durably.Event("k", {"c": "small"})).runs) == 1
