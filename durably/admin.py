@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .core.durations import parse_duration
 from .errors import DurablyError, InvalidInput, NotFound, UnknownFunction
-from .core.events import MANUAL_EVENT, Event
+from .core.events import MANUAL_EVENT, Event, id_problem
 from .core.ids import new_id
 from .core.jsonutil import dumps, loads
 from .core.blobs import iso
@@ -71,6 +71,8 @@ def decode_cursor(text: str) -> tuple[float, str]:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         at, id = loads(raw)
         if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or not isinstance(id, str):
+            raise ValueError
+        if id_problem(id) is not None:  # every id on a page is one the store holds
             raise ValueError
         return float(at), id
     except (ValueError, TypeError, binascii.Error):

@@ -60,6 +60,20 @@ def cli(database_url: Optional[str], env: Optional[str], verbose: bool) -> None:
     _state.update(database_url=database_url, env=env, verbose=verbose)
 
 
+def _text(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """A filter or id the store is asked to find: text it can hold (an argument holding bytes
+    that are not UTF-8 arrives with lone surrogates, which no store can hold)."""
+    if value is None:
+        return None
+    from .core.events import id_problem
+
+    what = param.opts[0] if isinstance(param, click.Option) else (param.name or "argument").upper()
+    problem = id_problem(value, what=what, limit=1 << 30)
+    if problem is not None:
+        raise InvalidInput(problem.replace("is not valid Unicode text", "is not valid UTF-8 text"))
+    return value
+
+
 def settings(**overrides: Any) -> Settings:
     return Settings.load(database_url=_state.get("database_url"), env=_state.get("env"), **overrides)
 
@@ -210,9 +224,9 @@ def send(name: str, data: str, id: Optional[str]) -> None:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--status", "-s", help=f"One of: {', '.join(RUN_STATUSES)}.")
-@click.option("--function", "-f", help="Function id.")
-@click.option("--tenant", "-t", help="Tenant.")
+@click.option("--status", "-s", callback=_text, help=f"One of: {', '.join(RUN_STATUSES)}.")
+@click.option("--function", "-f", callback=_text, help="Function id.")
+@click.option("--tenant", "-t", callback=_text, help="Tenant.")
 @click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -248,7 +262,7 @@ def _status_style(s: str) -> str:
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", callback=_text)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_show(run_id: str, as_json: bool) -> None:
     """One run with its steps, attempts, output and error."""
@@ -283,7 +297,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
 
 @runs.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", callback=_text)
 def runs_cancel(run_id: str) -> None:
     """Cancel a run that has not finished."""
     store = open_store()
@@ -336,8 +350,8 @@ def functions(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("tenant")
-@click.argument("function")
+@click.argument("tenant", callback=_text)
+@click.argument("function", callback=_text)
 def status(tenant: str, function: str) -> None:
     """The status blob of (tenant, function) (from Redis when DURABLY_REDIS_URL is set)."""
     if not tenant:
@@ -407,7 +421,7 @@ def server(host: str, port: Optional[int]) -> None:
 
 
 @cli.command()
-@click.option("--function", "-f", required=True, help="Function id.")
+@click.option("--function", "-f", required=True, callback=_text, help="Function id.")
 @click.option("--status", "-s", default="failed", show_default=True,
               help="Runs to replay: failed, completed or cancelled.")
 @click.option("--since", help="Created at or after: ISO-8601, or a duration ago (1h).")

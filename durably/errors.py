@@ -34,6 +34,13 @@ class InvalidInput(DurablyError):
     code = "invalid_input"
 
 
+class UnstorableInput(InvalidInput):
+    """The store cannot hold a value of the input (a NUL character, text that is not valid
+    Unicode, a number out of range, a value too large for an index): bad input, not an outage."""
+
+    code = "invalid_input"
+
+
 class PayloadTooLarge(InvalidInput):
     """A payload is over its size limit."""
 

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
 from .core.durations import parse_duration
+from .core.events import name_problem
 from .errors import ExpressionError, InvalidInput
 from .core.expressions import compile_expr
 
@@ -52,8 +53,9 @@ class CronTrigger:
 
 def on_event(name: str, if_: str | None = None) -> EventTrigger:
     """Trigger on every event called ``name`` (``if_``: a CEL filter over ``event``)."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput(f"on_event: event name must be a non-empty string, got {name!r}")
+    problem = name_problem(name)
+    if problem is not None:  # an event of that name could never be sent
+        raise InvalidInput(f"on_event: {problem}")
     return EventTrigger(name, _cel(if_, f"on_event({name!r}) if_"))
 
 
@@ -229,6 +231,9 @@ class CancelOn:
     timeout: Any = None
 
     def __post_init__(self) -> None:
+        problem = name_problem(self.event)
+        if problem is not None:
+            raise InvalidInput(f"CancelOn: {problem}")
         _cel(self.if_, "CancelOn if_")
         if self.timeout is not None:
             object.__setattr__(self, "timeout", parse_duration(self.timeout, name="CancelOn timeout"))

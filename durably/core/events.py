@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,95 @@ FUNCTION_FINISHED = "durably/function.finished"
 FUNCTION_INVOKED = "durably/function.invoked"
 CRON_EVENT = "durably/cron"
 MANUAL_EVENT = "durably/function.run"
+
+# --- the grammar of event names ---------------------------------------------------------------
+#
+# An event name is 1 to 256 characters: one or more segments separated by '/' (such as
+# ``inbox.counts.dirty``, ``app/user.created``, ``background/process.requested``), none of
+# them empty, '.' or '..' (so no leading, trailing or doubled '/'); no control characters
+# (C0, DEL, C1), no line or paragraph separators, no '\\', no lone surrogates; no whitespace
+# at either end. The HTTP API documents the same grammar as a pattern (``NAME_PATTERN``).
+EVENT_NAME_MAX = 256
+EVENT_ID_MAX = 512  # the ids durably makes (cron:{event_name}:{window_start}) fit; so does an index entry
+MAX_TS_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+# As regex escapes: the pattern is JSON text too. Lone surrogates cannot travel in JSON (nor be
+# written in a pattern most regex engines take), so only the Python check names them.
+_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_SURROGATES = r"\ud800-\udfff"
+_SEGMENT = f"[^{_FORBIDDEN}\\\\/]+"
+NAME_PATTERN = (r"^(?!\s)(?!.*\s$)(?!(?:.*/)?\.\.?(?:/|$))"  # no whitespace at the ends, no . or .. segment
+                + f"{_SEGMENT}(?:/{_SEGMENT})*$")
+_NAME_RE = re.compile(NAME_PATTERN.replace(_FORBIDDEN, _FORBIDDEN + _SURROGATES))
+_BAD_CHAR = re.compile(f"[{_FORBIDDEN}{_SURROGATES}]")
+
+
+def _short(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` is not a valid event name (one line), or None when it is one."""
+    if not isinstance(name, str) or not name:
+        return f"event name must be a non-empty string, got {name!r}"
+    if len(name) <= EVENT_NAME_MAX and _NAME_RE.match(name):
+        return None
+    if len(name) > EVENT_NAME_MAX:
+        return f"event name {_short(name)} is {len(name):,} characters; at most {EVENT_NAME_MAX}"
+    bad = _BAD_CHAR.search(name)
+    if bad is not None:
+        return (f"event name {_short(name)} holds the character {bad.group()!r} at position {bad.start()}: "
+                "control characters, line separators and invalid Unicode are not allowed")
+    if not name.strip():
+        return f"event name must be a non-empty string, got {name!r}"
+    if name != name.strip():
+        return f"event name {_short(name)} must not start or end with whitespace"
+    if "\\" in name:
+        return f"event name {_short(name)} must not hold '\\'"
+    return (f"event name {_short(name)}: segments are separated by single '/' and none may be empty, '.' or '..' "
+            "(e.g. 'app/user.created')")
+
+
+def check_name(name: Any) -> str:
+    """``name`` if it is a valid event name; else InvalidInput saying why."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidInput(problem)
+    return name
+
+
+def id_problem(value: str, what: str = "id", limit: int = EVENT_ID_MAX) -> str | None:
+    """Why an id cannot be stored (NUL, lone surrogates, over ``limit`` characters), or None."""
+    if len(value) > limit:
+        return f"{what} is {len(value):,} characters; at most {limit}"
+    if "\x00" in value:
+        return f"{what} {_short(value)} holds a NUL character"
+    bad = re.search(f"[{_SURROGATES}]", value)
+    if bad is not None:
+        return f"{what} {_short(value)} is not valid Unicode text ({bad.group()!r} at position {bad.start()})"
+    return None
+
+
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not itself escaped, in JSON text
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character is in a JSON value (``data.a[2]``, or a key), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and "\x00" in k:
+                return f"{path} (key {_short(k)})"
+            found = nul_path(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = nul_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass
@@ -33,8 +123,7 @@ class Event:
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise InvalidInput(f"event name must be a non-empty string, got {self.name!r}")
+        check_name(self.name)
         if self.data is None:
             self.data = {}
         if not isinstance(self.data, dict):
@@ -45,10 +134,17 @@ class Event:
             self.id = new_id()
         elif not isinstance(self.id, str):
             raise InvalidInput(f"event {self.name!r}: id must be a string, got {self.id!r}")
+        else:
+            problem = id_problem(self.id)
+            if problem is not None:
+                raise InvalidInput(f"event {self.name!r}: {problem}")
         if self.ts is None:
             self.ts = int(time.time() * 1000)
         elif isinstance(self.ts, bool) or not isinstance(self.ts, (int, float)):
             raise InvalidInput(f"event {self.name!r}: ts must be milliseconds since the epoch")
+        elif not 0 <= self.ts <= MAX_TS_MS:  # False for NaN too
+            raise InvalidInput(f"event {self.name!r}: ts must be milliseconds since the epoch, from 0 to "
+                               f"{MAX_TS_MS} (9999-12-31), got {self.ts!r}")
         else:
             self.ts = int(self.ts)
 
@@ -59,8 +155,15 @@ class Event:
         return out
 
     def encode(self) -> str:
-        """The stored JSON form; raises a clear error if not serializable or over 1 MiB."""
-        return dumps(self.to_dict(), what=f"event {self.name!r}", limit=EVENT_MAX_BYTES)
+        """The stored JSON form; raises a clear error if not serializable, over 1 MiB, or
+        holding a NUL character (which PostgreSQL cannot store: refused on every store)."""
+        d = self.to_dict()
+        text = dumps(d, what=f"event {self.name!r}", limit=EVENT_MAX_BYTES)
+        if "\\u0000" in text and _JSON_NUL.search(text):
+            where = nul_path(d.get("data"), "data") or nul_path(d.get("user"), "user") or "the event"
+            raise InvalidInput(f"event {self.name!r}: {where} holds a NUL character (\\u0000), which the "
+                               "store cannot hold")
+        return text
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Event":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .. import __version__, admin
 from ..config import Settings
 from ..core.cron import describe, next_tick
 from ..errors import DurablyError, InvalidInput, LeaseLost, NotFound, PayloadTooLarge, StoreUnavailable, UnknownFunction
-from ..core.events import Event
+from ..core.events import EVENT_ID_MAX, Event, name_problem
 from ..core.jsonutil import EVENT_MAX_BYTES, MiB
 from ..serialize import event_json, run_json
 from ..core.blobs import iso, redis_key
@@ -82,11 +81,16 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     return JSON({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def status_of(exc: DurablyError) -> int:
+    """The HTTP status of a durably error (the dashboard's pages use the same)."""
+    return next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+
+
 def error_response(exc: BaseException) -> JSON:
     if isinstance(exc, BodyTooLarge):
         return error(413, "payload_too_large", f"request body is over the limit of {MAX_BODY_BYTES:,} bytes")
     if isinstance(exc, DurablyError):
-        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+        status = status_of(exc)
         if status == 500:
             log.error("%s: %s", type(exc).__name__, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -111,8 +115,13 @@ def describe_validation(exc: ValidationError, what: str) -> str:
     if err["type"] == "missing":
         return f"{what} {name!r} is required"
     msg = err["msg"]
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     if err["type"] == "string_pattern_mismatch":
-        msg = "must not be blank or hold NUL characters"
+        if (err.get("ctx") or {}).get("pattern") == schemas.TEXT_PATTERN:
+            msg = "must not hold NUL characters"
+        else:
+            msg = "must not be blank or hold NUL characters"
     return f"{what} {name!r}: {msg}" if name else f"{what}: {msg}"
 
 
@@ -211,11 +220,23 @@ class Api:
             await run_in_threadpool(self.runtime.close)
 
 
+def _path(op: Op, request: Request) -> None:
+    """Path parameters the store could not hold are refused here, the same on every store."""
+    for name, value in request.path_params.items():
+        if "\x00" in value:
+            raise InvalidInput(f"path parameter {name!r}: must not hold NUL characters")
+        limit = op.path_schemas.get(name, {}).get("maxLength")
+        if limit is not None and len(value) > limit:
+            raise InvalidInput(f"path parameter {name!r}: {len(value):,} characters; at most {limit}")
+
+
 def _query(model: type[BaseModel], request: Request) -> BaseModel:
     data: dict[str, str] = {}
     for k, v in request.query_params.multi_items():
         if k in data:
             raise InvalidInput(f"query parameter {k!r} is given more than once")
+        if "\x00" in k or "\x00" in v:
+            raise InvalidInput(f"query parameter {k!r}: must not hold NUL characters")
         data[k] = v
     try:
         return model.model_validate(data)
@@ -249,6 +270,7 @@ def endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
         try:
             auth.check_env(request, api.settings.env)
             auth.authorize(request, api.keys, op.auth)
+            _path(op, request)
             call = Call(api, request, _query(op.query, request), await _body(op, request))
             response = await op.handler(call)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
@@ -333,8 +355,9 @@ async def post_cron(c: Call) -> Response:
     api, name = c.api, c.path("event_name")
     window: int = c.query.window
     _check_name(name, "event_name")
-    if len(name) > 256 or not re.fullmatch(schemas.PATH_NAME_PATTERN, name):
-        raise InvalidInput("event_name: must be 1 to 256 characters, not blank, without control characters")
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidInput(f"event_name: {problem}")
     event = {"name": name, "data": {}}
     try:
         runtime = await api.open()
@@ -519,6 +542,11 @@ def _ok(status: int, model: type[BaseModel] | None, desc: str = "") -> tuple[int
 
 
 RUN_ID = {"id": "Run id."}
+# A path parameter is text without NUL (PostgreSQL text cannot hold one); an id is at most
+# EVENT_ID_MAX characters (every id durably stores is).
+TEXT = {"type": "string", "minLength": 1, "pattern": schemas.TEXT_PATTERN}
+ID = {**TEXT, "maxLength": EVENT_ID_MAX}
+ID_SCHEMA = {"id": ID}
 OPS: list[Op] = [
     Op("send_events", "POST", "/api/v1/events", post_events, "event", "Send one event or a list", "events",
        [_ok(200, schemas.SendOut)], body="events", errors=[413, 503],
@@ -528,7 +556,7 @@ OPS: list[Op] = [
        [_ok(200, schemas.EventsPage)], query=schemas.EventsQuery),
     Op("get_event", "GET", "/api/v1/events/{id}", get_event, "admin", "One event with the runs it triggered",
        "events", [_ok(200, schemas.EventDetailOut)], errors=[404, 503], path_params={"id": "Event id."},
-       route="/api/v1/events/{id:path}"),
+       path_schemas=ID_SCHEMA, route="/api/v1/events/{id:path}"),
     Op("cron_dispatch", "POST", "/api/v1/cron/{event_name}", post_cron, "cron",
        "Dispatch-only cron ping: one event per window", "cron",
        [_ok(202, schemas.CronOut, "The window's first ping: the event was sent"),
@@ -544,12 +572,12 @@ OPS: list[Op] = [
     Op("list_runs", "GET", "/api/v1/runs", list_runs, "admin", "The run ledger, newest first", "runs",
        [_ok(200, schemas.RunsPage)], query=schemas.RunsQuery),
     Op("get_run", "GET", "/api/v1/runs/{id}", get_run, "admin", "One run with its steps and attempts", "runs",
-       [_ok(200, schemas.RunDetailOut)], errors=[404, 503], path_params=RUN_ID),
+       [_ok(200, schemas.RunDetailOut)], errors=[404, 503], path_params=RUN_ID, path_schemas=ID_SCHEMA),
     Op("cancel_run", "POST", "/api/v1/runs/{id}/cancel", cancel_run, "admin", "Cancel an unfinished run", "runs",
-       [_ok(200, schemas.CancelOut)], errors=[404, 503], path_params=RUN_ID),
+       [_ok(200, schemas.CancelOut)], errors=[404, 503], path_params=RUN_ID, path_schemas=ID_SCHEMA),
     Op("replay_run", "POST", "/api/v1/runs/{id}/replay", replay_run, "admin",
        "Replay a finished run as a new run (same function, same trigger event)", "runs",
-       [_ok(201, schemas.ReplayOut)], errors=[404, 503], path_params=RUN_ID),
+       [_ok(201, schemas.ReplayOut)], errors=[404, 503], path_params=RUN_ID, path_schemas=ID_SCHEMA),
     Op("bulk_replay", "POST", "/api/v1/replay", bulk_replay, "admin", "Replay many finished runs of a function",
        "runs", [_ok(201, schemas.BulkReplayOut, "Replays created"), _ok(200, schemas.BulkReplayOut, "Dry run")],
        body=schemas.BulkReplayIn, errors=[404, 413, 503]),
@@ -558,11 +586,11 @@ OPS: list[Op] = [
     Op("invoke_function", "POST", "/api/v1/functions/{id}/invoke", invoke_function, "admin",
        "Run now: a new run with a manual trigger event", "functions", [_ok(201, schemas.InvokeOut)],
        body=schemas.InvokeIn, body_required=False, errors=[404, 413, 503], path_params={"id": "Function id."},
-       route="/api/v1/functions/{id:path}/invoke"),
+       path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/invoke"),
     Op("get_status", "GET", "/api/v1/status/{tenant}/{function}", get_status, "admin",
        "The status blob of (tenant, function)", "status", [_ok(200, schemas.StatusOut)], errors=[404, 503],
        path_params={"tenant": "Tenant ('global' by default).", "function": "Function id."},
-       route="/api/v1/status/{tenant}/{function:path}"),
+       path_schemas={"tenant": TEXT, "function": TEXT}, route="/api/v1/status/{tenant}/{function:path}"),
     Op("health", "GET", "/api/v1/health", health, "none", "Store and Redis reachable, workers, backlog, alerts",
        "health", [_ok(200, schemas.HealthOut, "Healthy"), _ok(503, schemas.HealthOut, "Store or Redis unreachable")],
        errors=[]),

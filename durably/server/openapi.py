@@ -62,9 +62,22 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
     return params
 
 
+def _json_objects(schema: Any) -> Any:
+    """Event data and user: the recursive schema of a JSON object without NUL characters."""
+    if isinstance(schema, dict):
+        if schema.get(schemas.JSON_OBJECT_MARK):
+            return dict(schemas.JSON_OBJECT_SCHEMA)
+        return {k: _json_objects(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_json_objects(v) for v in schema]
+    return schema
+
+
 def build(ops: list["Op"], *, env: str, keys: Keys, version: str, server_url: str) -> dict:
     mapping, defs = models_json_schema(_models(ops), ref_template=REF)
     components: dict[str, Any] = {"schemas": defs.get("$defs", {})}
+    components["schemas"] = _json_objects(components["schemas"])
+    components["schemas"]["JsonValue"] = schemas.JSON_VALUE_SCHEMA
     components["schemas"]["EventsBody"] = {
         "description": "One event, or a list of 1 to 1000 events (sent in one transaction).",
         "anyOf": [{"$ref": REF.format(model="EventIn")},

@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from ..admin import MAX_LIST
 from ..core.flow import TENANT_MAX
+from ..core.events import EVENT_NAME_MAX, MAX_TS_MS, name_problem
+from ..core.events import NAME_PATTERN as EVENT_NAME_GRAMMAR
 from ..core.types import REPLAYABLE, RUN_STATUSES
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
@@ -25,11 +27,14 @@ assert set(RunStatus.__args__) == set(RUN_STATUSES) and set(Replayable.__args__)
 # A name or id: at most 256 characters, no NUL, and at least one character that is neither
 # whitespace nor a control character (so it is never blank once trimmed).
 NAME_PATTERN = r"^[^\x00]*[^\s\x00-\x1f][^\x00]*$"
-# Event names sent through the API: the same, and not in durably's own namespace.
-EVENT_NAME_PATTERN = r"^(?!durably/)[^\x00]*[^\s\x00-\x1f][^\x00]*$"
-# In a URL path (the cron endpoint): no control characters either.
-PATH_NAME_PATTERN = r"^(?!durably/)[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
-MAX_TS_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# Event names sent through the API: the grammar of event names (core/events.py), and not in
+# durably's own namespace. The cron endpoint's event_name in the URL path is the same.
+EVENT_NAME_PATTERN = "^(?!durably/)" + EVENT_NAME_GRAMMAR[1:]
+PATH_NAME_PATTERN = EVENT_NAME_PATTERN
+# Any other text the store is asked to find: no NUL (PostgreSQL text cannot hold one).
+TEXT_PATTERN = r"^[^\x00]*$"
+# A page cursor encodes (time, id): room for an id of EVENT_ID_MAX characters of any script.
+CURSOR_MAX = 4096
 # A tenant filter takes every tenant a run can have (at most TENANT_MAX characters, checked
 # where runs are created), and more: tenants stored before that limit existed stay findable.
 TENANT_FILTER_MAX = 8192
@@ -63,6 +68,39 @@ def _time_filter(value: str) -> str:
     raise ValueError("must be an RFC 3339 time such as 2025-01-31T09:00:00Z, or a duration ago such as 30m, 1h or 7d")
 
 
+def _event_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+EventName = Annotated[str, AfterValidator(_event_name), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX, "pattern": EVENT_NAME_PATTERN,
+    "description": "1 to 256 characters: segments separated by '/' (none empty, '.' or '..'), without control "
+                   "characters or whitespace at either end. Names starting with 'durably/' are reserved for "
+                   "durably's own events.",
+    "examples": ["inbox.counts.dirty", "app/user.created"]})]
+
+
+# Event data and user: a JSON object in which no key and no string holds a NUL character (no
+# store can hold one; see core/events.py). Documented by a recursive schema (``JsonValue``,
+# added to the document's components by openapi.py); checked where the event is encoded.
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
+JSON_VALUE_SCHEMA = {
+    "description": "A JSON value whose strings and keys hold no NUL character (\\u0000).",
+    "anyOf": [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+              {"type": "string", "pattern": TEXT_PATTERN},
+              {"type": "array", "items": {"$ref": JSON_VALUE_REF}},
+              {"type": "object", "propertyNames": {"pattern": TEXT_PATTERN},
+               "additionalProperties": {"$ref": JSON_VALUE_REF}}]}
+JSON_OBJECT_SCHEMA = {"type": "object", "propertyNames": {"pattern": TEXT_PATTERN},
+                      "additionalProperties": {"$ref": JSON_VALUE_REF}}
+JSON_OBJECT_MARK = "x-durably-json-object"  # openapi.py puts JSON_OBJECT_SCHEMA in its place
+OptionalJsonObject = Annotated[dict[str, Any] | None, WithJsonSchema(
+    {"anyOf": [{"type": "object", JSON_OBJECT_MARK: True}, {"type": "null"}]})]
+
+
 TimeFilter = Annotated[str, AfterValidator(_time_filter), WithJsonSchema({
     "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": DURATION_PATTERN}],
     "description": "An RFC 3339 time, or a duration ago such as 30m, 1h or 7d.",
@@ -91,25 +129,24 @@ class _Out(BaseModel):
 class EventIn(_Body):
     """An event. ``id`` defaults to a new time-ordered id, ``ts`` to now (milliseconds)."""
 
-    name: str = Field(max_length=256, pattern=EVENT_NAME_PATTERN, examples=["inbox.counts.dirty"],
-                      description="Names starting with 'durably/' are reserved for durably's own events.")
-    data: dict[str, Any] | None = None
+    name: EventName
+    data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
     id: str | None = Field(None, max_length=256, pattern=NAME_PATTERN,
                            description="A second event with the same id within 24 h is accepted and triggers nothing.")
     ts: _int(0, MAX_TS_MS) | None = Field(None, description="Milliseconds since the epoch.")
-    user: dict[str, Any] | None = None
+    user: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
 
 
 class InvokeIn(_Body):
     """"Run now": the data of the manual trigger event (``durably/function.run``)."""
 
-    data: dict[str, Any] | None = None
+    data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
 
 
 class BulkReplayIn(_Body):
     """Replay the finished runs of a function (oldest first); already replayed runs are left out."""
 
-    function: str = Field(min_length=1, max_length=256)
+    function: str = Field(min_length=1, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
     status: Replayable = "failed"
     since: TimeFilter | None = None
     until: TimeFilter | None = None
@@ -121,19 +158,21 @@ class BulkReplayIn(_Body):
 
 class RunsQuery(_Query):
     status: RunStatus | None = None
-    function: str | None = Field(None, max_length=256, description="Function id.")
-    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=r"^[^\x00]*$",
+    function: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
+    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=TEXT_PATTERN,
                                description="Tenant: any tenant a run can have (no NUL).")
     since: TimeFilter | None = Field(None, description="Runs created at or after this time.")
     until: TimeFilter | None = Field(None, description="Runs created before this time.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, max_length=CURSOR_MAX, pattern=TEXT_PATTERN,
+                               description="next_cursor of the previous page.")
 
 
 class EventsQuery(_Query):
-    name: str | None = Field(None, max_length=256, description="Event name.")
+    name: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Event name.")
     limit: int = Field(50, ge=1, le=MAX_LIST)
-    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, max_length=CURSOR_MAX, pattern=TEXT_PATTERN,
+                               description="next_cursor of the previous page.")
 
 
 class CronQuery(_Query):

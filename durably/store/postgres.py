@@ -36,7 +36,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigError, DurablyError, StoreUnavailable
+from ..errors import ConfigError, DurablyError, StoreUnavailable, UnstorableInput
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -167,9 +167,42 @@ class _AmbiguousCommit(StoreUnavailable):
     batch is not run again (it may have been applied)."""
 
 
+# SQLSTATE classes of errors caused by a value, not by the store: 22 data exception (22021
+# a NUL character, 22003 a number out of range, 22P05 \u0000 in JSON, ...) and 54 program
+# limit exceeded (54000: a value too large for an index).
+_DATA_CLASSES = ("22", "54")
+
+
+def unstorable(exc: BaseException) -> UnstorableInput | None:
+    """The input error that ``exc`` means, if it is one the value caused (never an outage)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return UnstorableInput("the PostgreSQL store cannot hold this input: text that is not valid Unicode "
+                               f"({exc.reason}: {exc.object[exc.start:exc.end]!r})")
+    if isinstance(exc, OverflowError):
+        return UnstorableInput(f"the PostgreSQL store cannot hold this input: a number out of range ({exc})")
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.DataError) or state[:2] in _DATA_CLASSES:
+        text = _first_line(exc)
+        if "NUL" in text or state == "22021" or (state == "22P05" and "0000" in text):
+            what = "a NUL character"
+        elif state == "22003":
+            what = "a number out of range"
+        elif state[:2] == "54":
+            what = "a value too large"
+        else:
+            what = "a value it cannot store"
+        return UnstorableInput(f"the PostgreSQL store cannot hold this input, {what}: {text}")
+    return None
+
+
 def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, DurablyError):
         return exc
+    bad = unstorable(exc)
+    if bad is not None:
+        return bad
     if isinstance(exc, pgerr.UndefinedTable) or isinstance(exc, pgerr.UndefinedFunction):
         return StoreUnavailable(f"PostgreSQL store: {_first_line(exc)} (is the schema migrated? run `durably migrate`)")
     if isinstance(exc, psycopg.IntegrityError):
@@ -446,7 +479,8 @@ class PostgresStore(SqlStore):
                     # first use; the pool discards it, and the read runs again on a fresh one.
                     if attempt == 1 and isinstance(exc, psycopg.OperationalError) and _retryable(exc):
                         continue
-                    if isinstance(exc, psycopg.Error) or type(exc).__module__.startswith("psycopg_pool"):
+                    if isinstance(exc, (psycopg.Error, UnicodeEncodeError, OverflowError)) \
+                            or type(exc).__module__.startswith("psycopg_pool"):
                         raise self._translate(exc) from None
                     raise
 

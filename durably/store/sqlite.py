@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import StoreUnavailable
+from ..errors import StoreUnavailable, UnstorableInput
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -110,7 +110,23 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
+def unstorable(exc: BaseException) -> UnstorableInput | None:
+    """The input error that ``exc`` means, if the value caused it (never an outage): text that
+    is not valid Unicode, an integer beyond 64 bits, a string or blob over SQLite's limit."""
+    if isinstance(exc, UnicodeEncodeError):
+        return UnstorableInput("the SQLite store cannot hold this input: text that is not valid Unicode "
+                               f"({exc.reason}: {exc.object[exc.start:exc.end]!r})")
+    if isinstance(exc, OverflowError):
+        return UnstorableInput(f"the SQLite store cannot hold this input: a number out of range ({exc})")
+    if isinstance(exc, sqlite3.DataError) or (isinstance(exc, sqlite3.Error) and "too big" in str(exc)):
+        return UnstorableInput(f"the SQLite store cannot hold this input: {exc}")
+    return None
+
+
 def _translate(exc: BaseException) -> BaseException:
+    bad = unstorable(exc)
+    if bad is not None:
+        return bad
     if isinstance(exc, sqlite3.Error) or isinstance(exc, RuntimeError):
         return StoreUnavailable(f"SQLite store error: {exc}")
     return exc
@@ -214,7 +230,7 @@ class SqliteStore(SqlStore):
                     return fn(tx, *args)
                 finally:
                     conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeEncodeError, OverflowError) as exc:
                 raise _translate(exc) from None
 
         return self._submit_read(run)

@@ -219,4 +219,6 @@ class _OpFailed(Exception):
 def _is_driver_error(exc: BaseException) -> bool:
     from ..errors import DurablyError
 
+    if isinstance(exc, (UnicodeEncodeError, OverflowError)):  # a value the driver could not bind
+        return True
     return not isinstance(exc, DurablyError) and type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")

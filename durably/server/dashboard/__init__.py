@@ -220,9 +220,14 @@ class Dashboard:
                                         status_code=403)
                 request.state.form = form
             try:
+                _check_text(request)
                 response = await handler(request, session)
             except DurablyError as exc:
-                response = self.render(request, session, "error.html", status=_status_of(exc), error=str(exc))
+                status = _status_of(exc)
+                response = self.render(request, session, "error.html", status=status, error=str(exc),
+                                       outage=status == 503)
+                if status == 503:
+                    response.headers["Retry-After"] = "5"
             if fresh:
                 self._set_cookie(request, response, fresh)
             return response
@@ -561,7 +566,7 @@ class Dashboard:
             event = Event(name, data)
             event.encode()
             res = await self.api.ingest([event.to_dict()])
-        except DurablyError as exc:
+        except InvalidInput as exc:  # shown on the form; an outage is the 503 page
             return await self.events(request, session, form_error=str(exc), form=values)
         return RedirectResponse(f"{self._base(request)}/events/{res.ids[0]}", status_code=303)
 
@@ -607,7 +612,21 @@ def _same_site(nxt: str, default: str) -> str:
 
 
 def _status_of(exc: DurablyError) -> int:
-    return {"not_found": 404, "unknown_function": 404, "conflict": 409}.get(exc.code, 400)
+    """The API's status for the error: bad input 400, not found 404, conflict 409, the store
+    unreachable 503 (never shown as the user's mistake)."""
+    from ..api import status_of
+
+    return status_of(exc)
+
+
+def _check_text(request: Request) -> None:
+    """Query and path parameters the store could not hold are bad input, the same on every store."""
+    for name, value in request.path_params.items():
+        if "\x00" in value:
+            raise InvalidInput(f"{name}: must not hold NUL characters")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput(f"query parameter {name!r}: must not hold NUL characters")
 
 
 def _ts(text: str | None) -> float | None:
