@@ -114,8 +114,8 @@ async def test_hostile_requests_are_one_line_400s_on_every_store(app, method, pa
     async with _client(app.asgi()) as c:
         r = await c.request(method, path, json=body, headers=_creds(method, path))
     _one_line_400(r, fragment)
-    assert app.store.read("list_events", limit=10).result() == []  # nothing was written
-    assert app.store.read("list_runs", limit=10).result() == []
+    assert app.store.list_events(limit=10).result() == []  # nothing was written
+    assert app.store.list_runs(limit=10).result() == []
 
 
 async def test_a_request_with_one_bad_event_writes_nothing(app):
@@ -123,8 +123,8 @@ async def test_a_request_with_one_bad_event_writes_nothing(app):
         for bad in ({"name": "echo", "data": {"k": "\u0000"}}, {"name": "../x"}, {"name": "echo", "ts": 2**63}):
             r = await c.post("/api/v1/events", json=[{"name": "echo", "id": "good"}, bad], headers=_creds("POST", "/api/v1/events"))
             _one_line_400(r, "events[1]")
-    assert app.store.read("get_event", "good").result() is None
-    assert app.store.read("list_runs", limit=10).result() == []
+    assert app.store.get_event("good").result() is None
+    assert app.store.list_runs(limit=10).result() == []
 
 
 async def _raw(asgi, method: str, path: str, headers: dict) -> tuple[int, dict]:
@@ -152,7 +152,7 @@ async def test_the_cron_endpoint_refuses_a_path_traversal_and_keeps_names_with_s
         assert status == 400 and "'../../../etc/passwd'" in body["error"]["message"], body
         status, body = await _raw(asgi, "POST", "/api/v1/cron/background/process.requested", _creds("POST", "/api/v1/cron/"))
         assert status == 202 and body["eventId"].startswith("cron:background/process.requested:"), body
-    assert [e["name"] for e in app.store.read("list_events", limit=10).result()] == ["background/process.requested"]
+    assert [e["name"] for e in app.store.list_events(limit=10).result()] == ["background/process.requested"]
 
 
 async def test_valid_edge_values_still_go_through(app):
@@ -210,8 +210,8 @@ async def test_dashboard_send_form_refuses_bad_names_and_data_and_writes_nothing
             assert r.status_code == 400 and fragment in r.text, (name, r.status_code, r.text[:300])
         r = await c.post("/functions/echo/run", data={"csrf": csrf, "data": '{"k": "\\u0000"}'})
         assert r.status_code == 400 and "holds a NUL character" in r.text
-    assert dev_app.store.read("list_events", limit=10).result() == []
-    assert dev_app.store.read("list_runs", limit=10).result() == []
+    assert dev_app.store.list_events(limit=10).result() == []
+    assert dev_app.store.list_runs(limit=10).result() == []
 
 
 def _refused_port() -> int:
@@ -290,4 +290,4 @@ def test_cli_answers_hostile_input_with_one_line_and_writes_nothing(app, store_u
         assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, (args, err)
         assert "Traceback" not in err and "store_unavailable" not in err and "cannot reach" not in err
         assert p.returncode == 1 or "--limit" in err  # 2 only for a usage error click reports itself
-    assert app.store.read("list_events", limit=10).result() == []
+    assert app.store.list_events(limit=10).result() == []

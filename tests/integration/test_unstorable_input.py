@@ -39,7 +39,7 @@ def test_a_write_the_store_cannot_hold_is_invalid_input_and_writes_nothing(store
     assert not isinstance(exc.value, StoreUnavailable)
     assert exc.value.code in ("invalid_input", "not_serializable")  # the JSON text of an event is checked first
     assert "\n" not in str(exc.value)
-    assert store.read("get_event", "first").result() is None  # the whole operation rolled back
+    assert store.get_event("first").result() is None  # the whole operation rolled back
     assert store.ingest([_event(id="after")]).result(10).ids == ["after"]  # the store still serves
 
 
@@ -63,7 +63,7 @@ def test_a_bad_operation_fails_alone_in_its_group_commit(store):
     assert isinstance(errors[2], UnstorableInput) and "out of range" in str(errors[2])
     assert errors.count(None) == 5
     for i in range(5):
-        assert store.read("get_event", f"good-{i}").result() is not None
+        assert store.get_event(f"good-{i}").result() is not None
 
 
 NUL = True  # SQLite holds NUL characters: a filter with one matches nothing there
@@ -91,7 +91,7 @@ def test_a_read_the_store_cannot_take_is_invalid_input(store, read, args, kwargs
         with pytest.raises(UnstorableInput) as exc:
             fut.result(10)
         assert "cannot hold this input" in str(exc.value) and "\n" not in str(exc.value)
-    assert store.read("list_runs", limit=1).result(10) == []  # and the store still serves
+    assert store.list_runs(limit=1).result(10) == []  # and the store still serves
 
 
 def test_outages_stay_outages():
@@ -129,7 +129,7 @@ def test_a_key_too_large_for_an_index_is_bad_input_not_an_outage(app_factory):
         res = app.send(durably.Event("k", {"c": huge}, id="huge"))
     except InvalidInput as exc:
         assert app.store.dialect == "postgres" and "too large" in str(exc)
-        assert app.store.read("get_event", "huge").result() is None  # nothing of it was written
+        assert app.store.get_event("huge").result() is None  # nothing of it was written
     else:
         assert app.store.dialect == "sqlite" and len(res.runs) == 1
     assert len(app.send(durably.Event("k", {"c": "small"})).runs) == 1
