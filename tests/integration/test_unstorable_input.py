@@ -84,7 +84,7 @@ NUL = True  # SQLite holds NUL characters: a filter with one matches nothing the
 def test_a_read_the_store_cannot_take_is_invalid_input(store, read, args, kwargs, sqlite_holds):
     # Neither store calls it an outage. (The API, the dashboard and the CLI refuse these values
     # before they reach a store, the same way on both.)
-    fut = store.read(read, *args, **kwargs)
+    fut = getattr(store, read)(*args, **kwargs)
     if store.dialect == "sqlite" and sqlite_holds:
         assert fut.result(10) in (None, [])
     else:
@@ -120,11 +120,11 @@ def test_a_key_too_large_for_an_index_is_bad_input_not_an_outage(app_factory):
 
     app = app_factory()
 
-    @app.function(id="k", trigger=durably.on_event("k"), tenant="event.data.c")
+    @app.function(id="k", trigger=durably.on_event("k"), idempotency="event.data.c")
     async def k(ctx):
         return 1
 
-    huge = os.urandom(20_000).hex()  # a tenant PostgreSQL cannot index
+    huge = os.urandom(20_000).hex()  # an idempotency key PostgreSQL cannot index
     try:
         res = app.send(durably.Event("k", {"c": huge}, id="huge"))
     except InvalidInput as exc:
