@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from .core.events import Event
 
 if TYPE_CHECKING:
-    from .engine.executor import Execution
+    from .steps import StepPort
 
 
 class _ReplayFilter(logging.Filter):
-    def __init__(self, execution: "Execution"):
+    def __init__(self, execution: "StepPort"):
         super().__init__()
         self._ex = execution
 
@@ -24,7 +24,7 @@ class _ReplayFilter(logging.Filter):
 class _RunLogger(logging.LoggerAdapter):
     """Logs with the run's id and function; silent while replaying finished steps."""
 
-    def __init__(self, logger: logging.Logger, execution: "Execution"):
+    def __init__(self, logger: logging.Logger, execution: "StepPort"):
         super().__init__(logger, {"run_id": execution.run.id, "function_id": execution.run.function_id})
         self._ex = execution
 
@@ -41,7 +41,7 @@ class _RunLogger(logging.LoggerAdapter):
 class Context:
     """What a run knows about itself: its event(s), ids, attempt, tenant, steps and logger."""
 
-    def __init__(self, execution: "Execution", step: Any):
+    def __init__(self, execution: "StepPort", step: Any):
         self._ex = execution
         run = execution.run
         self.run_id: str = run.id

@@ -12,24 +12,54 @@ from __future__ import annotations
 import asyncio
 import inspect
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Awaitable, Callable, Protocol
 
 from .core.durations import parse_duration
 from .errors import InvalidInput
 from .core.events import Event, coerce_events
-
-if TYPE_CHECKING:
-    from .engine.executor import Execution
 
 
 class Interrupt(BaseException):
     """Unwinds a run to the executor: it suspends (or retries a step) and is resumed later."""
 
 
+class RunView(Protocol):
+    """What ``ctx`` reads of the run being executed."""
+
+    id: str
+    function_id: str
+    event: dict[str, Any]
+    events: list[dict[str, Any]] | None
+    tenant: str
+    attempt: int
+
+
+class StepPort(Protocol):
+    """What ``ctx.step`` and ``ctx`` call: one execution of a run. Two implement it, both on
+    ``engine.replay``: ``engine.executor.Execution`` (the worker's, durable) and
+    ``engine.inline.InlineExecution`` (the cron endpoint's emergency fallback)."""
+
+    run: RunView
+    current_step: ContextVar[str | None]
+    current_attempt: ContextVar[int | None]
+
+    @property
+    def replaying(self) -> bool: ...
+
+    async def step_run(self, id: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+    async def step_sleep(self, id: str, seconds: float) -> None: ...
+    async def step_sleep_until(self, id: str, when: float) -> None: ...
+    async def step_wait(self, id: str, event: str, match: str | None, if_: str | None,
+                        timeout: Any) -> Event | None: ...
+    async def step_send(self, id: str, events: list[Event]) -> list[str]: ...
+    async def step_invoke(self, id: str, function: Any, data: dict[str, Any] | None, timeout: Any) -> Any: ...
+
+
 class Steps:
     """The async step API (``async def`` functions)."""
 
-    def __init__(self, execution: "Execution"):
+    def __init__(self, execution: StepPort):
         self._ex = execution
 
     async def run(self, id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

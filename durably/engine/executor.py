@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..context import Context
 from ..core.durations import parse_duration
-from ..errors import (InvalidInput, LeaseLost, NonRetriableError, RetryAfterError, StepError, StepMismatch,
+from ..errors import (InvalidInput, LeaseLost, NonRetriableError, StepError, StepMismatch,
                       error_dict)
 from ..core.events import FUNCTION_INVOKED, Event, failure_event
 from ..core.expressions import compile_expr
@@ -31,6 +31,7 @@ from ..steps import Interrupt, Steps, SyncSteps
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
 from ..core import flow
+from .replay import Memo, StepIds, retry_delay
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -56,13 +57,10 @@ class Execution:
         self.store, self.registry, self.fdef, self.run = store, registry, fdef, run
         self.pool, self.lease = pool, lease
         self._on_final = on_final
-        self.memo: dict[str, dict] = {s["step_id"]: s for s in run.steps}
-        # Every recorded step was reached by an earlier attempt: the code before it is replay.
-        self._to_replay = len(run.steps)
-        self._replayed = 0
+        self._memo = Memo(run.steps)
+        self.memo = self._memo.steps
         self._seq = max((s["seq"] for s in run.steps), default=-1) + 1
-        self._ids: dict[str, int] = {}
-        self._used: set[str] = set()
+        self._ids = StepIds()
         self._mono = time.monotonic()
         self.current_step = _current_step
         self.current_attempt = _current_attempt
@@ -85,35 +83,17 @@ class Execution:
 
     @property
     def replaying(self) -> bool:
-        return self._replayed < self._to_replay
+        return self._memo.replaying
 
     def now(self) -> float:
         """The store's clock: read at claim, advanced by this host's monotonic clock."""
         return self.run.now + (time.monotonic() - self._mono)
 
     def _next_id(self, id: str) -> str:
-        if not isinstance(id, str) or not id:
-            raise InvalidInput(f"a step id must be a non-empty string, got {id!r}")
-        n = self._ids.get(id, 0)
-        sid = id if n == 0 else f"{id}:{n}"
-        while sid in self._used:  # an explicit id such as "item:1" took this name already
-            n += 1
-            sid = f"{id}:{n}"
-        self._ids[id] = n + 1
-        self._used.add(sid)
-        return sid
+        return self._ids.next(id)
 
-    def _lookup(self, sid: str, kind: str) -> dict | None:
-        m = self.memo.get(sid)
-        if m is None:
-            return None
-        if m["kind"] != kind:
-            raise StepMismatch(
-                f"step {sid!r} was recorded as a {m['kind']!r} step but is now a {kind!r} step: "
-                "the function's code changed shape under a running run"
-            )
-        self._replayed += 1
-        return m
+    def _lookup(self, sid: str, kind: str) -> Any:
+        return self._memo.lookup(sid, kind)
 
     def _seq_for(self, m: dict | None) -> int:
         if m is not None:
@@ -182,12 +162,11 @@ class Execution:
         finished = time.time()
         entry = dumps({"attempt": attempts, "started_at": started, "finished_at": finished,
                        "error": {"name": err["name"], "message": err["message"]}})
-        retry = self.fdef.retry
-        if isinstance(exc, NonRetriableError) or attempts >= retry.attempts:
+        delay = retry_delay(exc, attempts, self.fdef.retry)
+        if delay is None:
             log.warning("run %s step %r failed for good after %d attempt(s): %s", self.run.id, sid, attempts, exc)
             await self._checkpoint(StepWrite(sid, kind, "failed", seq, attempts, None, dumps(err), entry, started, finished))
             raise StepError(sid, err)
-        delay = exc.after if isinstance(exc, RetryAfterError) else retry.delay(attempts)
         log.info("run %s step %r attempt %d failed (%s); retrying in %.2fs", self.run.id, sid, attempts, exc, delay)
         self.pending_steps.append(StepWrite(sid, kind, "retrying", seq, attempts, None, dumps(err), entry, started, finished))
         at = self.now() + delay
@@ -372,9 +351,9 @@ class Execution:
     async def _body_failed(self, exc: BaseException) -> str:
         err = error_dict(exc)
         failures = self.run.attempt + 1
-        if failures >= self.fdef.retry.attempts:
+        delay = retry_delay(exc, failures, self.fdef.retry)
+        if delay is None:
             return await self._fail(err, "retries_exhausted")
-        delay = exc.after if isinstance(exc, RetryAfterError) else self.fdef.retry.delay(failures)
         log.info("run %s failed (%s); retry %d in %.2fs", self.run.id, exc, failures, delay)
         self._final()
         try:

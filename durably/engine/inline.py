@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..context import Context
-from ..errors import InvalidInput, NonRetriableError, RetryAfterError, StepError, error_dict
+from ..errors import InvalidInput, NonRetriableError, StepError, error_dict
 from ..core.events import FUNCTION_INVOKED, Event
 from ..core.expressions import evaluate_bool
 from ..functions import EventTrigger, FunctionDef
 from ..core.ids import new_id
 from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Steps, SyncSteps
+from .replay import StepIds, retry_delay
 
 Send = Callable[[list[dict]], Awaitable[Any]]  # records events (dicts); its result has ``.ids``
 
@@ -70,15 +71,13 @@ class InlineExecution:
         self.fdef, self.pool, self.deadline = fdef, pool, deadline
         self.run = _Run(id=new_id(), function_id=fdef.id, event=event)
         self.current_step: ContextVar[str | None] = ContextVar(f"durably_inline_step_{self.run.id}", default=None)
+        self.current_attempt: ContextVar[int | None] = ContextVar(f"durably_inline_attempt_{self.run.id}",
+                                                                  default=None)
         self.done: dict[str, Any] = {}  # step id -> output of a finished step (kept across body retries)
-        self._ids: dict[str, int] = {}
+        self._ids = StepIds()
 
     def _next_id(self, id: str) -> str:
-        if not isinstance(id, str) or not id:
-            raise InvalidInput(f"a step id must be a non-empty string, got {id!r}")
-        n = self._ids.get(id, 0)
-        self._ids[id] = n + 1
-        return id if n == 0 else f"{id}:{n}"
+        return self._ids.next(id)
 
     async def _wait(self, seconds: float) -> None:
         if time.monotonic() + seconds > self.deadline:
@@ -100,23 +99,28 @@ class InlineExecution:
         sid = self._next_id(id)
         if sid in self.done:
             return self.done[sid]
-        retry = self.fdef.retry
         attempt = 0
         while True:
-            attempt += 1
             token = self.current_step.set(sid)
+            atoken = self.current_attempt.set(attempt)
+            attempt += 1
             try:
                 result = await self._call(fn, args, kwargs)
-                value = loads(dumps(result, what=f"step {sid!r} output", limit=STEP_OUTPUT_MAX_BYTES))
+                try:
+                    value = loads(dumps(result, what=f"step {sid!r} output", limit=STEP_OUTPUT_MAX_BYTES))
+                except InvalidInput as exc:  # as the executor: an output it cannot keep fails the step
+                    raise NonRetriableError(str(exc)) from None
             except (asyncio.CancelledError, asyncio.TimeoutError):
                 raise
             except Exception as exc:  # noqa: BLE001 - the step failed: retry it or give up
-                if isinstance(exc, (NonRetriableError, InvalidInput)) or attempt >= retry.attempts:
+                delay = retry_delay(exc, attempt, self.fdef.retry)
+                if delay is None:
                     raise StepError(sid, error_dict(exc)) from exc
-                await self._wait(exc.after if isinstance(exc, RetryAfterError) else retry.delay(attempt))
+                await self._wait(delay)
                 continue
             finally:
                 self.current_step.reset(token)
+                self.current_attempt.reset(atoken)
             self.done[sid] = value
             return value
 
@@ -165,15 +169,14 @@ class InlineExecution:
     async def execute(self) -> dict:
         out: dict[str, Any] = {"function_id": self.fdef.id, "run_id": self.run.id}
         loop = asyncio.get_running_loop()
-        retry = self.fdef.retry
         while True:
-            self._ids.clear()
-            steps = Steps(self)  # type: ignore[arg-type]
+            self._ids.reset()
+            steps = Steps(self)
             try:
                 if self.fdef.is_async:
-                    result = await self.fdef.fn(Context(self, steps))  # type: ignore[arg-type]
+                    result = await self.fdef.fn(Context(self, steps))
                 else:
-                    ctx = Context(self, SyncSteps(steps, loop))  # type: ignore[arg-type]
+                    ctx = Context(self, SyncSteps(steps, loop))
                     call = functools.partial(contextvars.copy_context().run, self.fdef.fn, ctx)
                     result = await loop.run_in_executor(self.pool, call)
                 out.update(status="completed", output=loads(dumps(result, what="the function's return value")))
@@ -184,10 +187,11 @@ class InlineExecution:
                 return {**out, "status": "failed", "error": _short(exc)}
             except Exception as exc:  # noqa: BLE001 - the body failed: retry it (finished steps are kept)
                 self.run.attempt += 1
-                if self.run.attempt >= retry.attempts:
+                delay = retry_delay(exc, self.run.attempt, self.fdef.retry)
+                if delay is None:
                     return {**out, "status": "failed", "error": _short(exc)}
                 try:
-                    await self._wait(exc.after if isinstance(exc, RetryAfterError) else retry.delay(self.run.attempt))
+                    await self._wait(delay)
                 except asyncio.TimeoutError:
                     return {**out, "status": "timeout", "error": _short(exc)}
 
