@@ -23,7 +23,7 @@ from .core.events import MANUAL_EVENT, Event, id_problem
 from .core.ids import new_id
 from .core.jsonutil import dumps, loads
 from .core.blobs import iso
-from .core.records import NewRun
+from .core.records import NewRun, Slot
 from .store.base import aw
 from .core.types import REPLAYABLE, RUN_STATUSES
 
@@ -99,7 +99,7 @@ def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
     if not isinstance(planned, NewRun):  # no filter (if_) is passed; the tenant rule can skip
         why = f": skipped ({planned.reason})" if planned is not None else ""
         raise InvalidInput(f"function {config['id']!r} planned no run for a {trigger} trigger{why}")
-    planned.keys = [k for k in planned.keys if not k[0].startswith("idempotency:")]
+    planned.unique_keys = [k for k in planned.unique_keys if k.kind != "idempotency"]
     planned.idempotency_key = None
     return planned
 
@@ -134,12 +134,12 @@ async def cancel_run(store: Any, run_id: str, reason: str = "cancelled by user")
     return {"id": run_id, "status": "cancelled"}
 
 
-def _replay_of(config: dict, original: dict, now: float, slot: list | None = None) -> NewRun:
+def _replay_of(config: dict, original: dict, now: float, slot: Slot | None = None) -> NewRun:
     run = _plan(config, original["event"], "replay", now)
     run.replay_of = original["id"]
     run.events = original.get("events")
     if slot is not None:
-        run.ckeys = [*(run.ckeys or []), slot]
+        run.slots = [*run.slots, slot]
     return run
 
 
@@ -185,7 +185,7 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
     if dry_run or not originals:
         return out
     batch = new_id()
-    slot = [f"replay:{batch}", concurrency] if concurrency else None
+    slot = Slot(f"replay:{batch}", concurrency) if concurrency else None
     out["batch_id"] = batch
     created = 0
     if progress:

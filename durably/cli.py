@@ -319,6 +319,7 @@ def runs_cancel(run_id: str) -> None:
 def functions(as_json: bool) -> None:
     """The registry: every function workers have registered, with triggers and last run."""
     from .core.cron import describe
+    from .core.options import FunctionConfig
 
     store = open_store()
     try:
@@ -333,19 +334,21 @@ def functions(as_json: bool) -> None:
         last = f["last_run"]
         items.append({
             "id": f["id"], "app_id": f["app_id"], "triggers": c["triggers"],
+            "flow_control": FunctionConfig.from_json(c).flow_control(),
             "last_run": {"id": last["id"], "status": last["status"], "created_at": iso(last["created_at"])} if last else None,
         })
     if as_json:
         _print_json(items)
         return
     table = Table(box=None, header_style="bold")
-    for col in ("id", "app", "triggers", "last run"):
+    for col in ("id", "app", "triggers", "flow control", "last run"):
         table.add_column(col)
     for f in items:
         trig = ", ".join(t["event"] if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
                          for t in f["triggers"])
         last = f["last_run"]
-        table.add_row(f["id"], f["app_id"], trig, f"{_status_style(last['status'])} {last['created_at']}" if last else "")
+        table.add_row(f["id"], f["app_id"], trig, "\n".join(f["flow_control"]),
+                      f"{_status_style(last['status'])} {last['created_at']}" if last else "")
     out.print(table if items else "no functions registered yet (start a worker)")
 
 

@@ -13,7 +13,7 @@ from ..errors import ExpressionError
 from .expressions import as_key, evaluate, evaluate_bool, evaluate_key
 from .ids import new_id
 from .jsonutil import dumps
-from .records import NewRun, Skip
+from .records import BatchSpec, CancelSpec, DebounceSpec, Gcra, NewRun, SingletonSpec, Skip, Slot, UniqueKey
 
 IDEMPOTENCY_TTL = 86400.0
 DEFAULT_TENANT = "global"
@@ -47,7 +47,7 @@ def plan(config: dict, event: dict, if_expr: str | None, now: float, *, trigger:
         apply(config, run, env_vars)
     except ExpressionError as exc:
         run.plan_error = str(exc)
-        run.ckeys, run.keys = None, []
+        run.slots, run.unique_keys = [], []
     if not valid_tenant(run.tenant):
         return Skip(fid, INVALID_TENANT)
     return run
@@ -61,16 +61,16 @@ def apply(config: dict, run: NewRun, env_vars: dict) -> None:
     if config.get("idempotency"):
         key = evaluate_key(config["idempotency"], env_vars)
         run.idempotency_key = key
-        run.keys.append((f"idempotency:{fid}", key, IDEMPOTENCY_TTL))
-    ckeys = []
+        run.unique_keys.append(UniqueKey("idempotency", f"idempotency:{fid}", key, IDEMPOTENCY_TTL))
+    slots = []
     for i, c in enumerate(config.get("concurrency") or []):
         if c.get("key"):
             value = evaluate_key(c["key"], env_vars)
             slot = f"env:{c['key']}={value}" if c.get("scope") == "env" else f"fn:{fid}:{i}={value}"
         else:
             slot = f"fn:{fid}:{i}"
-        ckeys.append([slot, int(c["limit"])])
-    run.ckeys = ckeys or None
+        slots.append(Slot(slot, int(c["limit"])))
+    run.slots = slots
     if config.get("priority"):
         value = evaluate(config["priority"]["run"], env_vars)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -91,30 +91,30 @@ def apply(config: dict, run: NewRun, env_vars: dict) -> None:
         run.rate_limit = _gcra(f"ratelimit:{fid}", r, env_vars, r["limit"], r["limit"])
     if config.get("debounce"):
         d = config["debounce"]
-        run.debounce = {"key": _key(d, env_vars), "period": d["period"], "timeout": d.get("timeout")}
+        run.debounce = DebounceSpec(_key(d, env_vars), float(d["period"]),
+                                    None if d.get("timeout") is None else float(d["timeout"]))
     if config.get("batch"):
         b = config["batch"]
-        run.batch = {"key": _key(b, env_vars), "max_size": int(b["max_size"]), "timeout": b["timeout"]}
+        run.batch = BatchSpec(_key(b, env_vars), int(b["max_size"]), float(b["timeout"]))
     if config.get("singleton"):
         sg = config["singleton"]
-        run.singleton = {"key": _key(sg, env_vars), "mode": sg.get("mode", "skip")}
+        run.singleton = SingletonSpec(_key(sg, env_vars), sg.get("mode", "skip"))
     for c in config.get("cancel_on") or []:
         path = c.get("match")
         if path and path.startswith("event."):
             path = path[len("event."):]
-        run.cancel_on.append({"event": c["event"], "match_path": path,
-                              "match_value": match_value(run.event, path) if path else None,
-                              "if": c.get("if_"), "timeout": c.get("timeout")})
+        run.cancel_on.append(CancelSpec(c["event"], path, match_value(run.event, path) if path else None,
+                                        c.get("if_"), c.get("timeout")))
 
 
 def _key(opt: dict, env_vars: dict) -> str:
     return evaluate_key(opt["key"], env_vars) if opt.get("key") else ""
 
 
-def _gcra(prefix: str, opt: dict, env_vars: dict, limit: int, burst: int) -> list:
+def _gcra(prefix: str, opt: dict, env_vars: dict, limit: int, burst: int) -> Gcra:
     """GCRA parameters: ``limit`` per ``period``, ``burst`` starts allowed back to back."""
     interval = float(opt["period"]) / int(limit)
-    return [f"{prefix}={_key(opt, env_vars)}", interval, interval * (int(burst) - 1)]
+    return Gcra(f"{prefix}={_key(opt, env_vars)}", interval, interval * (int(burst) - 1))
 
 
 def gcra(tat: float | None, now: float, interval: float, tolerance: float) -> tuple[bool, float]:

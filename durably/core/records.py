@@ -1,9 +1,78 @@
-"""The records that cross the store's boundary: runs to create, claimed runs, step and wait
-writes, the outcome of an ingest."""
+"""The records that cross the store's boundary: runs to create (with the typed flow-control
+specs ``core.flow`` planned for them), claimed runs, step and wait writes, the outcome of an
+ingest."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+# --- flow-control specs of a planned run (evaluated keys; what the store enforces) ----------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A concurrency slot the run must hold while it runs: at most ``limit`` holders of ``key``."""
+
+    key: str
+    limit: int
+
+    def to_json(self) -> list[Any]:
+        return [self.key, self.limit]
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A key only one run may take within ``ttl`` seconds (``kind``: what it is for)."""
+
+    kind: Literal["idempotency"]
+    scope: str  # "idempotency:<function id>"
+    key: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Gcra:
+    """A generic cell rate limit on ``key``: one start per ``interval``, ``tolerance`` of burst."""
+
+    key: str
+    interval: float
+    tolerance: float
+
+    def to_json(self) -> list[Any]:
+        return [self.key, self.interval, self.tolerance]
+
+
+@dataclass(frozen=True)
+class DebounceSpec:
+    key: str
+    period: float
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    key: str
+    max_size: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SingletonSpec:
+    key: str
+    mode: Literal["skip", "cancel"] = "skip"
+
+
+@dataclass(frozen=True)
+class CancelSpec:
+    """Cancel the run when an ``event`` arrives whose ``match_path`` equals ``match_value``."""
+
+    event: str
+    match_path: str | None
+    match_value: str | None  # JSON text of the trigger event's value at match_path
+    if_: str | None = None
+    timeout: float | None = None
 
 
 @dataclass
@@ -18,8 +87,8 @@ class NewRun:
     events: list[dict] | None = None
     delay: float = 0.0  # seconds from now until claimable
     priority: float = 0.0  # seconds ahead in the queue (negative: behind)
-    ckeys: list[list] | None = None  # [[slot key, limit], ...]
-    keys: list[tuple[str, str, float]] = field(default_factory=list)  # (scope, key, ttl) unique
+    slots: list[Slot] = field(default_factory=list)  # concurrency
+    unique_keys: list[UniqueKey] = field(default_factory=list)  # idempotency
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_step_id: str | None = None
@@ -27,12 +96,12 @@ class NewRun:
     start_timeout: float | None = None
     plan_error: str | None = None  # a key expression failed on the event: the run fails with this
     finish_timeout: float | None = None
-    throttle: list | None = None  # [gcra key, interval, tolerance]: delays the first start
-    rate_limit: list | None = None  # [gcra key, interval, tolerance]: no run when over
-    debounce: dict | None = None  # {"key", "period", "timeout"}
-    batch: dict | None = None  # {"key", "max_size", "timeout"}
-    singleton: dict | None = None  # {"key", "mode"}
-    cancel_on: list[dict] = field(default_factory=list)  # [{"event", "match_path", "match_value", "if", "timeout"}]
+    throttle: Gcra | None = None  # delays the first start
+    rate_limit: Gcra | None = None  # no run when over
+    debounce: DebounceSpec | None = None
+    batch: BatchSpec | None = None
+    singleton: SingletonSpec | None = None
+    cancel_on: list[CancelSpec] = field(default_factory=list)
 
 
 @dataclass

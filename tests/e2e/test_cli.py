@@ -179,3 +179,35 @@ def test_the_worker_runs_on_uvloop_by_default_and_on_asyncio_when_told(tmp_path,
         seen[choice] = run["output"]
         assert procs.stop(w) == 0, procs.log(w)
     assert seen["auto"].startswith("uvloop") and seen["asyncio"].startswith("asyncio"), seen
+
+
+def test_functions_show_flow_control_from_the_typed_config(tmp_path):
+    """`durably functions` and the dashboard read each function's throttle, rate limit and
+    concurrency keys from the registry's typed FunctionConfig, with no app code loaded."""
+    import durably
+    from durably.server.api import create_app
+    from durably.config import Settings
+    from starlette.testclient import TestClient
+
+    url = f"sqlite:///{tmp_path}/.durably/durably.db"
+    app = durably.App("flow", database_url=url)
+
+    @app.function(id="recompute", trigger=durably.on_event("inbox.dirty"),
+                  concurrency=[durably.Concurrency(1, key="event.data.client")],
+                  throttle=durably.Throttle(10, "1m", key="event.data.client"), rate_limit=durably.RateLimit(100, "1h"))
+    def recompute(ctx):
+        return None
+
+    app.register()
+    app.close()
+    expected = ["concurrency 1 per event.data.client", "throttle 10/1m per event.data.client", "rate limit 100/1h"]
+    (f,) = json.loads(cli(tmp_path, "functions", "--json").stdout)
+    assert f["id"] == "recompute" and f["flow_control"] == expected
+    table = cli(tmp_path, "functions")
+    assert table.returncode == 0 and "throttle 10/1m per" in table.stdout and "rate limit 100/1h" in table.stdout
+    asgi = create_app(Settings.load({"DURABLY_DATABASE_URL": url, "DURABLY_ENV": "dev"}))
+    with TestClient(asgi) as c:
+        page = c.get("/")  # the dashboard's functions page
+    assert page.status_code == 200
+    for line in expected:
+        assert line in page.text

@@ -119,14 +119,14 @@ def test_register_and_ingest_create_runs_and_ignore_duplicate_event_ids(store: S
 
 
 def test_create_runs_plans_nothing_itself_and_returns_the_ids(store: StoreBackend) -> None:
-    from durably.core.records import NewRun
+    from durably.core.records import NewRun, UniqueKey
 
     store.register("app", [config("f", on("go"))]).result()
     ids = store.create_runs([NewRun(id="r1", function_id="f", event=event("go"), trigger="manual"),
                              NewRun(id="r2", function_id="f", event=event("go"), trigger="manual",
-                                    keys=[("idempotency:f", "k", 60.0)]),
+                                    unique_keys=[UniqueKey("idempotency", "idempotency:f", "k", 60.0)]),
                              NewRun(id="r3", function_id="f", event=event("go"), trigger="manual",
-                                    keys=[("idempotency:f", "k", 60.0)])]).result()
+                                    unique_keys=[UniqueKey("idempotency", "idempotency:f", "k", 60.0)])]).result()
     assert ids == ["r1", "r2", None]  # r3's key is held by r2: flow control created no run
     assert get(store, "r1")["trigger"] == "manual"
 

@@ -2,7 +2,7 @@ import pytest
 
 from durably.core.flow import TENANT_MAX, match, match_value, plan
 from durably.core.jsonutil import dumps
-from durably.core.records import NewRun, Skip
+from durably.core.records import NewRun, Skip, Slot, UniqueKey
 
 
 def cfg(**kw):
@@ -19,7 +19,7 @@ def test_plain_run():
     r = plan(cfg(), ev(), None, 0.0)
     assert isinstance(r, NewRun)
     assert r.function_id == "fn" and r.tenant == "global" and r.trigger == "event"
-    assert r.ckeys is None and r.keys == [] and r.plan_error is None and r.priority == 0.0
+    assert r.slots == [] and r.unique_keys == [] and r.plan_error is None and r.priority == 0.0
     assert r.event == ev()
     assert plan(cfg(), ev(), None, 0.0).id != r.id
 
@@ -43,7 +43,7 @@ def test_invalid_tenant_is_skipped_where_the_run_is_planned(value):
 def test_idempotency_key():
     r = plan(cfg(idempotency="event.data.clientId + ':' + string(int(event.ts / 300000))"), ev(clientId="c1"), None, 0)
     assert r.idempotency_key == "c1:5666666"
-    assert r.keys == [("idempotency:fn", "c1:5666666", 86400.0)]
+    assert r.unique_keys == [UniqueKey("idempotency", "idempotency:fn", "c1:5666666", 86400.0)]
 
 
 def test_concurrency_slot_keys():
@@ -51,7 +51,7 @@ def test_concurrency_slot_keys():
             {"limit": 20, "key": None, "scope": "fn"},
             {"limit": 5, "key": "event.data.region", "scope": "env"}]
     r = plan(cfg(concurrency=conc), ev(clientId="c1", region="eu"), None, 0)
-    assert r.ckeys == [["fn:fn:0=c1", 1], ["fn:fn:1", 20], ["env:event.data.region=eu", 5]]
+    assert r.slots == [Slot("fn:fn:0=c1", 1), Slot("fn:fn:1", 20), Slot("env:event.data.region=eu", 5)]
 
 
 @pytest.mark.parametrize("value,expected", [(30, 30.0), (-5.5, -5.5), (9999, 600.0), (-9999, -600.0)])
@@ -81,7 +81,7 @@ def test_key_expression_failing_gives_a_run_with_plan_error():
                  idempotency="event.data.clientId"), ev(other=1), None, 0)
     assert isinstance(r, NewRun)
     assert "event.data.clientId" in r.plan_error and "clientId" in r.plan_error
-    assert r.ckeys is None and r.keys == []
+    assert r.slots == [] and r.unique_keys == []
 
 
 def test_invoke_and_cron_triggers():

@@ -22,6 +22,7 @@ from ...errors import DurablyError, InvalidInput
 from ...core.events import MANUAL_EVENT, Event
 from ...serialize import event_json, run_json
 from ...core.blobs import iso
+from ...core.options import FunctionConfig
 from ...store.base import aw
 from .session import COOKIE, MAX_AGE, Sessions
 from ...core.types import RUN_STATUSES
@@ -63,31 +64,10 @@ def duration(ms: float | None) -> str:
 
 
 def flow_summary(config: dict) -> list[str]:
-    out = []
-    for c in config.get("concurrency") or []:
-        out.append(f"concurrency {c['limit']}" + (f" per {c['key']}" if c.get("key") else "")
-                   + (" (env)" if c.get("scope") == "env" else ""))
-    if config.get("throttle"):
-        t = config["throttle"]
-        out.append(f"throttle {t['limit']}/{t['period']:g}s" + (f" per {t['key']}" if t.get("key") else ""))
-    if config.get("rate_limit"):
-        r = config["rate_limit"]
-        out.append(f"rate limit {r['limit']}/{r['period']:g}s" + (f" per {r['key']}" if r.get("key") else ""))
-    if config.get("debounce"):
-        out.append(f"debounce {config['debounce']['period']:g}s")
-    if config.get("batch"):
-        out.append(f"batch {config['batch']['max_size']}")
-    if config.get("idempotency"):
-        out.append("idempotent")
-    if config.get("singleton"):
-        out.append(f"singleton ({config['singleton']['mode']})")
-    if config.get("priority"):
-        out.append("priority")
-    retry = config.get("retry") or {}
-    if retry:
-        n = retry.get("attempts", 1)
-        out.append(f"{n} attempt" + ("" if n == 1 else "s"))
-    return out
+    """The function's flow control (read from its typed ``FunctionConfig``) and its attempts."""
+    typed = FunctionConfig.from_json({"id": "?", **config})
+    n = typed.retry.attempts
+    return [*typed.flow_control(), f"{n} attempt" + ("" if n == 1 else "s")]
 
 
 _MASKS = [

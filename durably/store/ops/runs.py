@@ -69,22 +69,23 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
     fid, event_id = run.function_id, run.event.get("id", "")
     gcra_set = None
     if run.rate_limit:
-        key, interval, tolerance = run.rate_limit
-        row = tx.one("gcra_get", env=tx.env, key=key)
-        ok, tat = flow.gcra(row[0] if row else None, tx.now, interval, tolerance)
+        rl = run.rate_limit
+        row = tx.one("gcra_get", env=tx.env, key=rl.key)
+        ok, tat = flow.gcra(row[0] if row else None, tx.now, rl.interval, rl.tolerance)
         if not ok:
             return _skip(tx, event_id, fid, "rate_limited")
-        gcra_set = (key, tat)
-    for scope, key, ttl in run.keys:
-        taken = tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + ttl, now=tx.now)
+        gcra_set = (rl.key, tat)
+    for uk in run.unique_keys:
+        taken = tx.exec("take_key", env=tx.env, scope=uk.scope, key=uk.key, run_id=run.id, expires_at=tx.now + uk.ttl,
+                        now=tx.now)
         if not taken:
-            return _skip(tx, event_id, fid, f"duplicate {scope.split(':')[0]} key {key!r}")
+            return _skip(tx, event_id, fid, f"duplicate {uk.kind} key {uk.key!r}")
     singleton_key = None
     if run.singleton:
-        scope, key = f"singleton:{fid}", run.singleton["key"]
+        scope, key = f"singleton:{fid}", run.singleton.key
         holder = tx.one("key_holder", env=tx.env, scope=scope, key=key)
         if holder is not None and holder["expires_at"] > tx.now:
-            if run.singleton["mode"] == "skip":
+            if run.singleton.mode == "skip":
                 return _skip(tx, event_id, fid, f"singleton: run {holder['run_id']} is still running")
             cancel(tx, holder["run_id"], f"singleton: replaced by run {run.id}")
         tx.exec("take_key", env=tx.env, scope=scope, key=key, run_id=run.id, expires_at=tx.now + 100 * 365 * 86400.0,
@@ -96,27 +97,27 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
     delay = run.delay
     if run.debounce:
         d = run.debounce
-        open_ = tx.one("debounce_open", env=tx.env, function_id=fid, key=d["key"])
+        open_ = tx.one("debounce_open", env=tx.env, function_id=fid, key=d.key)
         if open_ is not None:
-            at = tx.now + d["period"]
-            if d.get("timeout") is not None:
-                at = min(at, open_["first_at"] + d["timeout"])
+            at = tx.now + d.period
+            if d.timeout is not None:
+                at = min(at, open_["first_at"] + d.timeout)
             tx.exec("debounce_take", run_id=open_["run_id"], event=dumps(run.event), event_id=event_id, at=at)
             return open_["run_id"]
-        gathering, delay = 1, max(delay, d["period"])
+        gathering, delay = 1, max(delay, d.period)
     elif run.batch:
         b = run.batch
-        open_ = tx.one("batch_open", env=tx.env, function_id=fid, key=b["key"])
+        open_ = tx.one("batch_open", env=tx.env, function_id=fid, key=b.key)
         if open_ is not None:
-            full = open_["size"] + 1 >= b["max_size"]
+            full = open_["size"] + 1 >= b.max_size
             tx.exec("batch_append", run_id=open_["run_id"], event=dumps(run.event), full=1 if full else 0, now=tx.now)
             tx.exec("close_batch" if full else "batch_grow", run_id=open_["run_id"])
             if full:
                 tx.woke = True
             return open_["run_id"]
         run.events = [run.event]
-        if b["max_size"] > 1:
-            gathering, delay = 1, max(delay, b["timeout"])
+        if b.max_size > 1:
+            gathering, delay = 1, max(delay, b.timeout)
     available = tx.now + delay
     tx.exec(
         "insert_run",
@@ -124,10 +125,10 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
         trigger=run.trigger, event_id=event_id or None, event=dumps(run.event),
         events=dumps(run.events) if run.events is not None else None,
         available_at=available, sort_at=available - run.priority, priority=run.priority, now=tx.now,
-        ckeys=dumps(run.ckeys) if run.ckeys else None, idempotency_key=run.idempotency_key,
+        ckeys=dumps([s.to_json() for s in run.slots]) if run.slots else None, idempotency_key=run.idempotency_key,
         parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
         start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
-        finish_timeout=run.finish_timeout, throttle=dumps(run.throttle) if run.throttle else None,
+        finish_timeout=run.finish_timeout, throttle=dumps(run.throttle.to_json()) if run.throttle else None,
         singleton_key=singleton_key, gathering=gathering,
     )
     if run.plan_error:
@@ -139,13 +140,13 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
         return run.id
     if gathering:
         if run.debounce:
-            tx.exec("debounce_put", env=tx.env, function_id=fid, key=run.debounce["key"], run_id=run.id, now=tx.now)
-        else:
-            tx.exec("batch_put", env=tx.env, function_id=fid, key=run.batch["key"], run_id=run.id)  # type: ignore[index]
+            tx.exec("debounce_put", env=tx.env, function_id=fid, key=run.debounce.key, run_id=run.id, now=tx.now)
+        elif run.batch:
+            tx.exec("batch_put", env=tx.env, function_id=fid, key=run.batch.key, run_id=run.id)
     for c in run.cancel_on:
-        tx.exec("insert_wait", env=tx.env, run_id=run.id, step_id="", kind="cancel", event_name=c["event"],
-                match_path=c["match_path"], match_value=c["match_value"], if_expr=c.get("if"),
-                expires_at=tx.now + c["timeout"] if c.get("timeout") else None, now=tx.now)
+        tx.exec("insert_wait", env=tx.env, run_id=run.id, step_id="", kind="cancel", event_name=c.event,
+                match_path=c.match_path, match_value=c.match_value, if_expr=c.if_,
+                expires_at=tx.now + c.timeout if c.timeout else None, now=tx.now)
     tx.woke = True
     return run.id
 
