@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .engine.worker import Worker
     from .functions import FunctionDef
 
-__all__ = ["Runtime", "LazyRuntime", "open_store"]
+__all__ = ["Runtime", "LazyRuntime", "open_store", "run_inline"]
 
 Clock = Callable[[], float]
 SinkErrorHook = Callable[[str, BaseException], None]  # (sink, error): a status sink's write failed
@@ -142,6 +142,15 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<durably.Runtime env={self.settings.env!r} functions={len(self.registry.local)}>"
+
+
+async def run_inline(functions: Mapping[str, "FunctionDef"], send: Callable[[list[dict]], Any],
+                     event: dict) -> list[dict]:
+    """Run the loaded ``functions`` that ``event`` triggers, in this request, without a store:
+    the cron endpoint's emergency fallback (``DURABLY_INLINE_FALLBACK``; see ``engine.inline``)."""
+    from .engine.inline import run_inline as run
+
+    return await run(functions, send, event)
 
 
 def _chain(source: cf.Future, target: cf.Future) -> None:

@@ -338,7 +338,7 @@ async def post_cron(c: Call) -> Response:
 
 
 async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Response:
-    from ..engine.inline import run_inline
+    from ..runtime import run_inline
 
     window_start = int(time.time() // window) * window
     key = f"{name}:{window_start}"
