@@ -15,6 +15,7 @@ from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, Eve
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
 from .core.records import IngestResult
 from .runtime import LazyRuntime, Runtime
+from . import telemetry
 from .store.base import aw
 
 log = logging.getLogger("durably")
@@ -181,7 +182,10 @@ class App:
 
     def _prepare(self, events: Any) -> list[dict]:
         evs = coerce_events(events)
+        context = telemetry.carrier()  # None unless tracing is on: the runs join the sender's trace
         for e in evs:
+            if context is not None and e.trace is None:
+                e.trace = context
             e.encode()  # serializable, and under 1 MiB: checked before anything is written
         return [e.to_dict() for e in evs]
 

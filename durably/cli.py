@@ -84,9 +84,14 @@ def open_store(**overrides: Any):
     return _open(settings(**overrides))
 
 
-def _logging(default: int = logging.INFO) -> None:
+def _logging(default: int = logging.INFO, *, traces: bool = False) -> None:
+    """Log lines as DURABLY_LOG_FORMAT says; ``traces``: set up OpenTelemetry from OTEL_*."""
+    from .telemetry import configure_logging, configure_tracing
+
     level = logging.DEBUG if _state.get("verbose") else default
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(settings().log_format, level)
+    if traces:
+        configure_tracing()
 
 
 def _print_json(value: Any) -> None:
@@ -107,7 +112,7 @@ def dev(app: Optional[str], port: Optional[int], host: str, concurrency: int) ->
 
     APP is module:attribute (or a .py file) of a durably.App.
     """
-    _logging()
+    _logging(traces=True)
     from .dev import run_dev
 
     run_dev(app, host=host, port=port, concurrency=concurrency, settings=settings())
@@ -126,7 +131,7 @@ def worker(app: str, concurrency: int, processes: int, no_scheduler: bool) -> No
 
     APP is module:attribute (or a .py file) of a durably.App.
     """
-    _logging()
+    _logging(traces=processes == 1)
     if processes > 1:
         sys.exit(_supervise(app, concurrency, processes, no_scheduler))
     from .loader import load_app
@@ -412,7 +417,7 @@ def server(host: str, port: Optional[int]) -> None:
     Outside DURABLY_ENV=dev it refuses to start unless DURABLY_EVENT_KEY, DURABLY_ADMIN_TOKEN
     and CRON_SECRET are set.
     """
-    _logging(logging.WARNING)
+    _logging(logging.WARNING, traces=True)
     from .server.run import run_server
 
     s = settings()

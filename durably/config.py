@@ -111,6 +111,13 @@ def _event_loop(v: Any) -> str:
     return v
 
 
+def _log_format(v: Any) -> str:
+    v = _str(v).strip().lower()
+    if v not in ("text", "json"):
+        raise ValueError(f"must be 'text' or 'json', not {v!r}")
+    return v
+
+
 def _prune_after(v: Any) -> str | None:
     v = _str(v).strip()
     if not v:
@@ -155,6 +162,7 @@ class Settings:
     prune_after: str | None = _setting(None, _prune_after)
     schema_: str = _setting("durably", _str, env="DURABLY_SCHEMA")
     event_loop: str = _setting("auto", _event_loop)
+    log_format: str = _setting("text", _log_format)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -107,6 +107,27 @@ def nul_path(value: Any, path: str = "") -> str | None:
     return None
 
 
+# The W3C trace context an event carries from the code that sent it (``traceparent`` and
+# ``tracestate`` headers, https://www.w3.org/TR/trace-context/): the run's span joins that trace.
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+TRACESTATE_MAX = 512
+
+
+def check_trace(value: Any, what: str = "trace") -> dict[str, str]:
+    """``value`` as a trace context ``{"traceparent": ..., "tracestate": ...}``; else InvalidInput."""
+    if not isinstance(value, dict) or set(value) - {"traceparent", "tracestate"} or "traceparent" not in value:
+        raise InvalidInput(f"{what} must be an object with 'traceparent' and optionally 'tracestate'")
+    parent = value["traceparent"]
+    if not isinstance(parent, str) or not TRACEPARENT.match(parent):
+        raise InvalidInput(f"{what}: traceparent {_short(str(parent))} is not a W3C traceparent "
+                           "(00-<32 hex>-<16 hex>-<2 hex>)")
+    state = value.get("tracestate")
+    if state is not None and (not isinstance(state, str) or len(state) > TRACESTATE_MAX
+                              or _BAD_CHAR.search(state)):
+        raise InvalidInput(f"{what}: tracestate must be text of at most {TRACESTATE_MAX} characters")
+    return {k: v for k, v in value.items() if v is not None}
+
+
 @dataclass
 class Event:
     """An event: ``Event(name, data=None, id=None, ts=None, user=None)``.
@@ -120,6 +141,7 @@ class Event:
     id: str | None = None
     ts: int | None = None
     user: dict[str, Any] | None = None
+    trace: dict[str, str] | None = field(default=None, repr=False, compare=False)
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -138,6 +160,8 @@ class Event:
             problem = id_problem(self.id)
             if problem is not None:
                 raise InvalidInput(f"event {self.name!r}: {problem}")
+        if self.trace is not None:
+            self.trace = check_trace(self.trace, f"event {self.name!r}: trace")
         if self.ts is None:
             self.ts = int(time.time() * 1000)
         elif isinstance(self.ts, bool) or not isinstance(self.ts, (int, float)):
@@ -152,6 +176,8 @@ class Event:
         out = {"name": self.name, "data": self.data, "id": self.id, "ts": self.ts}
         if self.user is not None:
             out["user"] = self.user
+        if self.trace:
+            out["trace"] = self.trace
         return out
 
     def encode(self) -> str:
@@ -169,12 +195,13 @@ class Event:
     def from_dict(cls, d: dict[str, Any]) -> "Event":
         if not isinstance(d, dict):
             raise InvalidInput("an event must be a JSON object with at least a 'name'")
-        unknown = set(d) - {"name", "data", "id", "ts", "user", "v"}
+        unknown = set(d) - {"name", "data", "id", "ts", "user", "trace", "v"}
         if unknown:
             raise InvalidInput(f"unknown event field(s): {', '.join(sorted(unknown))}")
         if "name" not in d:
             raise InvalidInput("event field 'name' is required")
-        return cls(name=d["name"], data=d.get("data"), id=d.get("id"), ts=d.get("ts"), user=d.get("user"))
+        return cls(name=d["name"], data=d.get("data"), id=d.get("id"), ts=d.get("ts"), user=d.get("user"),
+                   trace=d.get("trace"))
 
     @classmethod
     def decode(cls, text: str | None) -> "Event | None":

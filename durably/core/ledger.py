@@ -232,10 +232,10 @@ class RunCount(TypedDict):
 
 
 class StepHistogram(TypedDict):
-    """Durations of a function's finished ``step.run`` steps."""
+    """Durations (or attempts) of a function's finished ``step.run`` steps."""
 
-    buckets: list[int]  # counts per ``reads.STEP_BUCKETS`` upper bound, then +Inf
-    sum: float  # seconds
+    buckets: list[int]  # counts per ``reads.STEP_BUCKETS`` (ATTEMPT_BUCKETS) upper bound, then +Inf
+    sum: float  # seconds (attempts)
 
 
 class MetricsSnapshot(TypedDict):
@@ -244,6 +244,7 @@ class MetricsSnapshot(TypedDict):
     runs: list[RunCount]
     dead_letters: dict[str, int]  # failed runs never replayed, by function
     steps: dict[str, StepHistogram]  # by function
+    step_attempts: dict[str, StepHistogram]  # attempts of finished step.run steps, by function
     step_retries: dict[str, int]  # by function
     backlog: list[BacklogRow]
     workers: int  # live workers

@@ -16,7 +16,6 @@ import logging
 import time
 import typing
 from concurrent.futures import Executor, Future
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..context import Context
@@ -31,6 +30,7 @@ from ..steps import Interrupt, Steps, SyncSteps
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
 from ..core import flow
+from . import tracing
 from .replay import Memo, StepIds, retry_delay
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("durably.executor")
 
-_current_step: ContextVar[str | None] = ContextVar("durably_current_step", default=None)
-_current_attempt: ContextVar[int | None] = ContextVar("durably_current_attempt", default=None)
+_current_step = tracing.current_step
+_current_attempt = tracing.current_attempt
 
 FOREVER = 10 * 365 * 86400.0
 
@@ -72,6 +72,8 @@ class Execution:
         self.retry_at: float | None = None
         self.retry_error: dict | None = None
         self.lease_lost: LeaseLost | None = None
+        self.span: Any = None  # the attempt's span when tracing is on (engine/tracing.py)
+        self._span_failed = False
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -131,13 +133,18 @@ class Execution:
         atoken = _current_attempt.set(attempts)
         started = time.time()
         try:
-            if inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
-            else:
-                call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
-                if inspect.isawaitable(result):
-                    result = await result
+            with tracing.step_span(self.span, sid, attempts + 1) as span:
+                try:
+                    if inspect.iscoroutinefunction(fn):
+                        result = await fn(*args, **kwargs)
+                    else:
+                        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+                        result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                        if inspect.isawaitable(result):
+                            result = await result
+                except Exception as exc:  # noqa: BLE001 - recorded on the step's span, handled below
+                    tracing.failed(span, exc)
+                    raise
         except (Interrupt, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - the step's failure, retried or recorded
@@ -192,6 +199,7 @@ class Execution:
         started = m["started_at"] if m is not None else now
         if wake <= now:
             await self._checkpoint(StepWrite(sid, "sleep", "completed", seq, 1, None, None, None, started, now, wake))
+            tracing.interval(self.span, sid, "sleep", started, now)
             return
         if m is None:
             self.pending_steps.append(StepWrite(sid, "sleep", "sleeping", seq, 0, None, None, None, started, None, wake))
@@ -202,6 +210,9 @@ class Execution:
         sid = self._next_id(id)
         m = self._lookup(sid, "wait")
         if m is not None and m["status"] == "completed":
+            if self.span is not None and self._woke_by(m):
+                tracing.interval(self.span, sid, "wait", m["started_at"], m["finished_at"], event=event,
+                                 timed_out=m["output"] in (None, "null"))
             return _event_or_none(m["output"])
         seq = self._seq_for(m)
         now = self.now()
@@ -209,6 +220,8 @@ class Execution:
             if m["wake_at"] is not None and m["wake_at"] <= now:
                 row = await self._checkpoint(StepWrite(sid, "wait", "completed", seq, 1, "null", None, None,
                                                        m["started_at"], now, m["wake_at"]))
+                tracing.interval(self.span, sid, "wait", m["started_at"], now, event=event,
+                                 timed_out=not (row and row.get("status") == "completed"))
                 if row and row.get("status") == "completed":
                     return _event_or_none(row.get("output"))
                 return None
@@ -286,8 +299,31 @@ class Execution:
 
     # --- the attempt -----------------------------------------------------------------------
 
+    def _woke_by(self, m: dict) -> bool:
+        """Whether the finished step ``m`` is what this attempt resumed from: the step that
+        finished last (a wait resolved by an event, say), so its span is drawn once."""
+        ends = [s["finished_at"] for s in self.memo.values() if s.get("finished_at") is not None]
+        return m.get("finished_at") is not None and m["finished_at"] >= max(ends)
+
     async def execute(self) -> str:
         """Run this attempt to its end; returns what happened (for logs and tests)."""
+        token = tracing.current_run.set(self.run)
+        try:
+            tr = tracing.tracer()
+            if tr is None:
+                return await self._attempt()
+            self.span = tracing.start_run(tr, self.run, self.fdef.debounce is not None or self.fdef.batch is not None)
+            outcome = "lease_lost"
+            try:
+                with tracing.use(self.span):
+                    outcome = await self._attempt()
+                return outcome
+            finally:
+                tracing.end_run(self.span, outcome)
+        finally:
+            tracing.current_run.reset(token)
+
+    async def _attempt(self) -> str:
         steps = Steps(self)
         loop = asyncio.get_running_loop()
         deadline = self.run.finish_deadline
@@ -349,6 +385,8 @@ class Execution:
                       self.run.id, exc)
 
     async def _body_failed(self, exc: BaseException) -> str:
+        tracing.failed(self.span, exc)
+        self._span_failed = True
         err = error_dict(exc)
         failures = self.run.attempt + 1
         delay = retry_delay(exc, failures, self.fdef.retry)
@@ -388,6 +426,8 @@ class Execution:
         return "retry" if self.retry_at is not None else status
 
     async def _fail(self, err: dict, reason: str) -> str:
+        if not self._span_failed:
+            tracing.failed(self.span, error=err)
         log.error("run %s of %s failed (%s): %s: %s", self.run.id, self.run.function_id, reason,
                   err.get("name"), err.get("message"))
         failed = failure_event(self.run.function_id, self.run.id, reason, err, self.run.event)

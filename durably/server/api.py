@@ -38,7 +38,7 @@ from .. import __version__, admin
 from ..config import Settings
 from ..core.cron import describe, next_tick
 from ..errors import DurablyError, InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
-from ..core.events import EVENT_ID_MAX, Event, name_problem
+from ..core.events import EVENT_ID_MAX, Event, check_trace, name_problem
 from ..core.jsonutil import EVENT_MAX_BYTES
 from ..serialize import event_json, run_json
 from ..core.blobs import iso, redis_key
@@ -281,8 +281,28 @@ def _events(body: Any) -> list[dict]:
     return out
 
 
+def trace_of(request: Request) -> dict[str, str] | None:
+    """The caller's W3C trace context (``traceparent``, ``tracestate`` headers), if valid; an
+    invalid one is ignored, as the W3C recommendation asks, and the runs start a trace of their own."""
+    parent = request.headers.get("traceparent")
+    if parent is None:
+        return None
+    context = {"traceparent": parent.strip().lower()}
+    state = request.headers.get("tracestate")
+    if state:
+        context["tracestate"] = state.strip()
+    try:
+        return check_trace(context)
+    except InvalidInput:
+        return None
+
+
 async def post_events(c: Call) -> Response:
     events = _events(c.body)
+    context = trace_of(c.request)
+    if context is not None:
+        for e in events:
+            e.setdefault("trace", context)
     api = c.api
     r = await api.ingest(events)
     return JSON({"ids": r.ids, "runs": r.runs, "duplicates": r.duplicates, "skipped": r.skipped})

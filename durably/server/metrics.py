@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from ..core.types import TERMINAL
 from ..store.base import aw
-from ..store.reads import STEP_BUCKETS
+from ..store.reads import ATTEMPT_BUCKETS, STEP_BUCKETS
 
 
 class _Ledger(Collector):
@@ -79,6 +79,16 @@ class _Ledger(Collector):
                 buckets.append((bound, cumulative))
             steps.add_metric([fn], buckets, sum_value=h["sum"])
         yield steps
+
+        tries = HistogramMetricFamily("durably_step_attempts", "Finished step.run steps: attempts each took",
+                                      labels=["function"])
+        for fn, h in sorted(s.get("step_attempts", {}).items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*(str(float(b)) for b in ATTEMPT_BUCKETS), "+Inf"), h["buckets"]):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            tries.add_metric([fn], buckets, sum_value=h["sum"])
+        yield tries
 
         depth = GaugeMetricFamily("durably_queue_depth", "Runs ready to start now, by function", labels=["function"])
         age = GaugeMetricFamily("durably_queue_oldest_age_seconds", "Age of the oldest ready run, by function",

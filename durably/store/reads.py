@@ -144,6 +144,8 @@ def list_slots(tx: ReadTx) -> list[SlotRecord]:
 # Upper bounds (seconds) of the step duration buckets of ``metrics_step_durations``, in the
 # order of its CASE; a bucket index past the end is +Inf.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Upper bounds of the attempts buckets of ``durably_step_attempts``; past the end is +Inf.
+ATTEMPT_BUCKETS = (1, 2, 3, 5, 10, 20)
 
 
 def functions_overview(tx: ReadTx, since: float) -> list[FunctionOverview]:
@@ -179,8 +181,14 @@ def metrics(tx: ReadTx, now: float, worker_window: float) -> MetricsSnapshot:
     stale: int = tx.one("stale_leases", env=tx.env, now=now)[0]
     step_retries: dict[str, int] = {r["function_id"]: r["retries"] or 0
                                     for r in tx.all("metrics_step_retries", env=tx.env)}
+    attempts: dict[str, StepHistogram] = {}
+    for r in tx.all("metrics_step_attempts", env=tx.env):
+        h = attempts.setdefault(r["function_id"], {"buckets": [0] * (len(ATTEMPT_BUCKETS) + 1), "sum": 0.0})
+        n, tries = int(r["n"]), int(r["attempts"])
+        h["buckets"][next((i for i, b in enumerate(ATTEMPT_BUCKETS) if tries <= b), len(ATTEMPT_BUCKETS))] += n
+        h["sum"] += float(n * tries)
     return {"runs": runs, "dead_letters": dead, "steps": steps, "step_retries": step_retries, "backlog": backlog,
-            "workers": workers, "stale_leases": stale}
+            "workers": workers, "stale_leases": stale, "step_attempts": attempts}
 
 
 def finished_per_minute(tx: ReadTx, since: float) -> list[FinishedBucket]:

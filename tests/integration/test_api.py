@@ -488,6 +488,11 @@ async def test_functions_status_and_metrics(api_app):
     assert samples[("durably_queue_depth", (("function", "nap"),))] == 1
     assert samples[("durably_step_duration_seconds_count", (("function", "greet"),))] == 1
     assert samples[("durably_step_duration_seconds_bucket", (("function", "greet"), ("le", "+Inf")))] == 1
+    # greet's step failed once, then succeeded: one finished step of 2 attempts
+    assert samples[("durably_step_attempts_bucket", (("function", "greet"), ("le", "1.0")))] == 0
+    assert samples[("durably_step_attempts_bucket", (("function", "greet"), ("le", "2.0")))] == 1
+    assert samples[("durably_step_attempts_count", (("function", "greet"),))] == 1
+    assert samples[("durably_step_attempts_sum", (("function", "greet"),))] == 2
     assert samples[("durably_http_requests_total", (("method", "POST"), ("route", "/api/v1/events"),
                                                     ("status", "200")))] == 2
 

@@ -553,6 +553,13 @@ FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
 WHERE r.env = :env AND (s.attempts > 1 OR s.status = 'retrying')
 GROUP BY r.function_id;
 
+-- name: metrics_step_attempts
+-- Metrics: finished ``step.run`` steps per function by how many attempts they took.
+SELECT r.function_id AS function_id, s.attempts AS attempts, CAST(COUNT(*) AS bigint) AS n
+FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
+WHERE r.env = :env AND s.kind = 'run' AND s.status IN ('completed', 'failed')
+GROUP BY r.function_id, s.attempts;
+
 -- name: finished_per_minute
 -- floor, not a cast: PostgreSQL rounds when casting to integer, SQLite truncates.
 SELECT CAST(floor((finished_at - CAST(:since AS double precision)) / 60) AS integer) AS bucket, status,

@@ -539,6 +539,13 @@ FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
 WHERE r.env = :env AND (s.attempts > 1 OR s.status = 'retrying')
 GROUP BY r.function_id;
 
+-- name: metrics_step_attempts
+-- Metrics: finished ``step.run`` steps per function by how many attempts they took.
+SELECT r.function_id AS function_id, s.attempts AS attempts, COUNT(*) AS n
+FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
+WHERE r.env = :env AND s.kind = 'run' AND s.status IN ('completed', 'failed')
+GROUP BY r.function_id, s.attempts;
+
 -- name: finished_per_minute
 -- Runs finished per minute since :since (bucket 0 = the first minute), by status.
 SELECT CAST((finished_at - :since) / 60 AS INTEGER) AS bucket, status, COUNT(*) AS n FROM durably_runs
