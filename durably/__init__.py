@@ -1,6 +1,6 @@
 """durably: durable background jobs for Python."""
 
-from .app import App, Function, SendResult
+from .app import App, Function, RunResult, SendResult
 from .context import Context
 from .errors import (DurablyError, InvalidInput, NonRetriableError, RetryAfterError, StepError, UnknownFunction)
 from .core.events import Event
@@ -10,7 +10,7 @@ from .functions import (Batch, CancelOn, Concurrency, Debounce, Priority, RateLi
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "Function", "SendResult", "Context", "Event",
+    "App", "Function", "SendResult", "RunResult", "Context", "Event",
     "on_event", "on_cron",
     "Retry", "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn",
     "Timeouts",

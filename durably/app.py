@@ -4,11 +4,16 @@ runs on that Runtime, never on the App."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
-from .errors import DuplicateFunction, InvalidInput
+from .errors import DuplicateFunction, InvalidInput, NotFound
+from .core.types import TERMINAL
 from .core.blobs import check_function_id
 from .core.events import FUNCTION_FAILED, Event, coerce_events
 from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
@@ -30,6 +35,29 @@ class SendResult(list):
         self.runs = res.runs
         self.duplicates = res.duplicates
         self.skipped = res.skipped
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended (``app.result``): ``status`` completed, failed or cancelled; ``output``
+    (what the function returned, as JSON gives it back) or ``error`` (``{name, message, ...}``);
+    ``terminal_reason`` (completed, retries_exhausted, non_retriable, cancelled, timeout, ...)."""
+
+    run_id: str
+    function_id: str
+    status: str
+    output: Any
+    error: dict | None
+    terminal_reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+# A waiter re-reads its run at least this often even if no wake-up came (a safety net: wake-ups
+# arrive within milliseconds of the commit that ended the run).
+RESULT_RECHECK_SECONDS = 5.0
 
 
 class Function:
@@ -198,6 +226,57 @@ class App:
         dicts = self._prepare(events)
         return SendResult(await aw(self.runtime.ingest(dicts)))
 
+    # --- results ---------------------------------------------------------------------------
+
+    def result(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """Wait until run ``run_id`` has ended and return how (``TimeoutError`` after ``timeout``
+        seconds; ``durably.errors.NotFound`` if there is no such run). Waits on the store's
+        wake-ups (NOTIFY on PostgreSQL, the file's change counter on SQLite), not by polling."""
+        _check_timeout(timeout)
+        store = self.runtime.store
+        changed = threading.Event()
+        unsubscribe = store.on_ended(changed.set)  # before the first read: no end is missed
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                changed.clear()
+                done = _ended(run_id, store.get_run(run_id, with_steps=False).result(), self.runtime.settings.env)
+                if done is not None:
+                    return done
+                wait = _remaining(run_id, deadline, timeout)
+                changed.wait(wait)
+        finally:
+            unsubscribe()
+
+    async def result_async(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """``result`` for async code: the event loop is never blocked."""
+        _check_timeout(timeout)
+        store = self.runtime.store
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def woken() -> None:  # from the store's thread
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:  # the loop has closed
+                pass
+
+        unsubscribe = store.on_ended(woken)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                changed.clear()
+                done = _ended(run_id, await aw(store.get_run(run_id, with_steps=False)), self.runtime.settings.env)
+                if done is not None:
+                    return done
+                wait = _remaining(run_id, deadline, timeout)
+                try:
+                    await asyncio.wait_for(changed.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            unsubscribe()
+
     # --- running -------------------------------------------------------------------------
 
     def worker(self, *, concurrency: int = 8, scheduler: bool = True, **kwargs: Any):
@@ -247,3 +326,27 @@ class App:
 
 def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+                                or timeout != timeout):
+        raise InvalidInput(f"result(): timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+
+
+def _ended(run_id: str, row: Any, env: str) -> RunResult | None:
+    if row is None:
+        raise NotFound(f"no run {run_id!r} in env {env!r}")
+    if row["status"] not in TERMINAL:
+        return None
+    return RunResult(run_id=row["id"], function_id=row["function_id"], status=row["status"],
+                     output=row.get("output"), error=row.get("error"), terminal_reason=row.get("terminal_reason"))
+
+
+def _remaining(run_id: str, deadline: float | None, timeout: float | None) -> float:
+    if deadline is None:
+        return RESULT_RECHECK_SECONDS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"run {run_id} had not ended after {timeout:g}s")
+    return min(left, RESULT_RECHECK_SECONDS)

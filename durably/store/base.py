@@ -219,6 +219,11 @@ class Wakeups(Protocol):
         """Tell this process's subscribers that runs may be ready."""
         ...
 
+    def on_ended(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread) whenever runs may have ended, in any
+        process; returns the unsubscribe call."""
+        ...
+
     def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
                 deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
         """Claim for an idle worker of this process inside the transaction that made runs

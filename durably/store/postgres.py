@@ -298,10 +298,14 @@ class _Conn:
             self.raw.close()
 
 
+# The payload of a commit's NOTIFY, by (runs became ready, runs ended): workers listen for the
+# first, result() waiters for the second.
+_PAYLOADS = {(True, False): "ready", (False, True): "ended", (True, True): "ready+ended"}
+
 class PgTx(StatusStaging):
     """An open transaction: named statements, the store's clock, the env."""
 
-    __slots__ = ("c", "q", "env", "_now", "_mono", "status_in_store", "woke", "_status", "handed", "published")
+    __slots__ = ("c", "q", "env", "_now", "_mono", "status_in_store", "woke", "ended", "_status", "handed", "published")
 
     def __init__(self, c: _Conn, q: dict, env: str, status_in_store: bool, now: float | None = None):
         self.c, self.q, self.env = c, q, env
@@ -309,6 +313,7 @@ class PgTx(StatusStaging):
         self._mono = time.monotonic() if now is not None else None
         self.status_in_store = status_in_store
         self.woke = False
+        self.ended = False  # a run ended: result() waiters are told after the commit
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
         self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
         self.published: list | None = None  # blobs for a sink outside the store, after commit
@@ -427,7 +432,9 @@ class PostgresStore(SqlStore):
         if c.pending and c.pending[0] == "BEGIN" and not writes:
             c.pending = []  # BEGIN was never sent: no operation ran a statement
             return
-        ending = [f"NOTIFY {self.channel}"] if tx is not None and tx.woke else []
+        ending = []
+        if tx is not None and (tx.woke or tx.ended):  # one NOTIFY: its payload says what happened
+            ending.append(f"NOTIFY {self.channel}, '{_PAYLOADS[tx.woke, tx.ended]}'")
         ending.append("COMMIT")
         try:
             if not writes:
@@ -521,12 +528,16 @@ class PostgresStore(SqlStore):
                 delay = 0.1
                 if not first:
                     self._notify()  # anything committed while we were not listening
+                    self._notify_ended()
                 first = False
                 while not self._closed.is_set():
                     own = self._wconn.backend_pid if self._wconn is not None else None
                     for n in conn.notifies(timeout=0.5):
-                        if n.pid != own:  # our own commits woke our workers already
-                            self._notify()
+                        if n.pid != own:  # our own commits told our listeners already
+                            if n.payload != "ended":
+                                self._notify()
+                            if n.payload != "ready":
+                                self._notify_ended()
             except Exception as exc:  # noqa: BLE001
                 if self._closed.is_set():
                     break

@@ -53,7 +53,7 @@ class SqliteTx(StatusStaging):
     on every batch return their rows as one JSON value (``AS packed``): one step.
     """
 
-    __slots__ = ("conn", "q", "env", "now", "mono", "status_in_store", "woke", "_status", "handed", "published")
+    __slots__ = ("conn", "q", "env", "now", "mono", "status_in_store", "woke", "ended", "_status", "handed", "published")
 
     def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
                  clock: Callable[[], float] = time.time):
@@ -62,6 +62,7 @@ class SqliteTx(StatusStaging):
         self.now = clock()
         self.status_in_store = status_in_store
         self.woke = False
+        self.ended = False  # a run ended: result() waiters are told after the commit
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
         self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
         self.published: list | None = None  # blobs for a sink outside the store, after commit
@@ -260,6 +261,7 @@ class SqliteStore(SqlStore):
             if v != last:
                 last = v
                 self._notify()
+                self._notify_ended()
         conn.close()
 
     # --- lifecycle ----------------------------------------------------------------------

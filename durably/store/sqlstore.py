@@ -57,6 +57,7 @@ class SqlStore:
 
     def _init_wakeups(self) -> None:
         self._listeners: list[Callable[[], None]] = []
+        self._ended_listeners: list[Callable[[], None]] = []
         self._handoffs: list[tuple] = []
         self._listeners_lock = threading.Lock()
         self._wakeups_started = False
@@ -108,14 +109,31 @@ class SqlStore:
         """Tell this process's workers that runs may be ready (e.g. after a clock change)."""
         self._notify()
 
+    def on_ended(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread) whenever runs may have ended, in this
+        process or another; returns the unsubscribe call."""
+        with self._listeners_lock:
+            self._ended_listeners.append(callback)
+            if not self._wakeups_started:
+                self._wakeups_started = True
+                self._start_wakeups()
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._ended_listeners:
+                    self._ended_listeners.remove(callback)
+
+        return unsubscribe
+
     def _notify(self) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners)
-        for cb in listeners:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001
-                pass
+        _call_each(listeners)
+
+    def _notify_ended(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._ended_listeners)
+        _call_each(listeners)
 
     def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
                 deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
@@ -168,6 +186,8 @@ class SqlStore:
                 self.status_sink.put(tenant, function_id, blob)  # never blocks: the sink writes from its thread
         if tx.woke:
             self._notify()  # this process's own workers: no need to wait for another process's signal
+        if tx.ended:
+            self._notify_ended()
 
     # --- verbs (each one transaction) ---------------------------------------------------
 
@@ -282,3 +302,11 @@ class SqlStore:
 
     def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]:
         return self._read(reads.finished_per_minute, since)
+
+
+def _call_each(callbacks: list[Callable[[], None]]) -> None:
+    for cb in callbacks:
+        try:
+            cb()
+        except Exception:  # noqa: BLE001 - a listener's failure is its own
+            pass

@@ -246,6 +246,7 @@ def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, e
 def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     """What follows the end of a run, slots and waits aside: its singleton key, the parent
     waiting on it (invoke), its status blob."""
+    tx.ended = True
     if row["singleton_key"] is not None:
         tx.exec("release_keys_of_run", run_id=run_id)
     if row["parent_run_id"]:

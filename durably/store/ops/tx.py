@@ -14,6 +14,7 @@ class Tx(Protocol):
     now: float
     status_in_store: bool
     woke: bool
+    ended: bool
 
     def one(self, name: str, /, **params: Any) -> Any: ...
     def all(self, name: str, /, **params: Any) -> list[Any]: ...
