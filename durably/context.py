@@ -71,6 +71,17 @@ class Context:
         step_attempt = self._ex.current_attempt.get()
         return self._ex.run.attempt if step_attempt is None else step_attempt
 
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new code path of a deploy's change ``change_id``.
+
+        True for a run that reaches this call on code that has the change (recorded, so its
+        later replays answer True too); False for a run that old code, without the call, had
+        already taken past this point: it keeps the old path. Write
+        ``if ctx.patched("x"): new steps else: old steps``; once no run of the old code is
+        left, drop the old branch (keep the call while runs that recorded it may replay).
+        """
+        return self._ex.patched(change_id)
+
     @property
     def step_key(self) -> str | None:
         """``run_id:step_id`` of the step running now: an idempotency key for side effects."""

@@ -20,6 +20,10 @@ from .errors import InvalidInput
 from .core.events import Event, coerce_events
 
 
+# True inside the branches of ``parallel``: their steps reach the memo in no fixed order.
+in_parallel: ContextVar[bool] = ContextVar("durably_in_parallel", default=False)
+
+
 class Interrupt(BaseException):
     """Unwinds a run to the executor: it suspends (or retries a step) and is resumed later."""
 
@@ -54,6 +58,7 @@ class StepPort(Protocol):
                         timeout: Any) -> Event | None: ...
     async def step_send(self, id: str, events: list[Event]) -> list[str]: ...
     async def step_invoke(self, id: str, function: Any, data: dict[str, Any] | None, timeout: Any) -> Any: ...
+    def patched(self, change_id: str) -> bool: ...
 
 
 class Steps:
@@ -100,7 +105,11 @@ class Steps:
             if not inspect.isawaitable(c):
                 raise InvalidInput("parallel takes callables that return step awaitables, e.g. lambda: ctx.step.run(...)")
             coros.append(c)
-        results = await asyncio.gather(*coros, return_exceptions=True)
+        token = in_parallel.set(True)  # the branches' tasks copy the context as they are made
+        try:
+            results = await asyncio.gather(*coros, return_exceptions=True)
+        finally:
+            in_parallel.reset(token)
         interrupts = [r for r in results if isinstance(r, Interrupt)]
         if interrupts:
             raise interrupts[0]

@@ -29,6 +29,7 @@ class StepKind(StrEnum):
     WAIT = "wait"
     SEND = "send"
     INVOKE = "invoke"
+    PATCH = "patch"  # ctx.patched's marker: the run took the new path of a change
 
 
 class TriggerKind(StrEnum):
@@ -47,6 +48,7 @@ class TerminalReason(StrEnum):
     START_TIMEOUT = "start_timeout"
     EXPRESSION_ERROR = "expression_error"
     CANCELLED = "cancelled"
+    NONDETERMINISM = "nondeterminism"  # a replay met a step of another kind, or one never recorded
 
 
 RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)

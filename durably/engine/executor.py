@@ -26,7 +26,7 @@ from ..core.events import FUNCTION_INVOKED, Event, failure_event
 from ..core.expressions import compile_expr
 from ..functions import FunctionDef
 from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
-from ..steps import Interrupt, Steps, SyncSteps
+from ..steps import Interrupt, Steps, SyncSteps, in_parallel
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
 from ..core import flow
@@ -74,6 +74,8 @@ class Execution:
         self.lease_lost: LeaseLost | None = None
         self.span: Any = None  # the attempt's span when tracing is on (engine/tracing.py)
         self._span_failed = False
+        self._patches: dict[str, bool] = {}  # ctx.patched answers of this attempt
+        self._marks: list[Future] = []  # patch markers submitted, awaited before the next write
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -95,7 +97,49 @@ class Execution:
         return self._ids.next(id)
 
     def _lookup(self, sid: str, kind: str) -> Any:
-        return self._memo.lookup(sid, kind)
+        return self._memo.lookup(sid, kind, strict=not in_parallel.get())
+
+    def patched(self, change_id: str) -> bool:
+        """``ctx.patched``: True where this run reaches the call on code that has the change
+        (recorded as a marker step, so every later replay answers the same); False where it
+        replays steps that code without the change recorded past this point."""
+        if not isinstance(change_id, str) or not change_id:
+            raise InvalidInput(f"ctx.patched: the change id must be a non-empty string, got {change_id!r}")
+        known = self._patches.get(change_id)
+        if known is not None:
+            return known
+        sid = f"patched:{change_id}"
+        if self._memo.lookup(sid, "patch", strict=False) is not None:
+            answer = True
+        elif self._memo.replaying:
+            answer = False  # old code recorded steps past this point without the marker: keep its path
+        else:
+            now = time.time()
+            self._marks.append(self.store.checkpoint_step(
+                self.run, self.lease, StepWrite(sid, "patch", "completed", self._seq_for(None), 1, "true", None,
+                                                None, now, now)))
+            answer = True
+        self._patches[change_id] = answer
+        return answer
+
+    async def _markers_committed(self) -> bool:
+        """Before a suspension: False if the lease was lost while writing the patch markers."""
+        try:
+            await self._marked()
+        except Interrupt:
+            log.info("%s", self.lease_lost)
+            return False
+        return True
+
+    async def _marked(self) -> None:
+        """The patch markers written so far have committed: no later step may commit without them."""
+        marks, self._marks = self._marks, []
+        for fut in marks:
+            try:
+                await aw(fut)
+            except LeaseLost as exc:
+                self.lease_lost = exc
+                raise Interrupt() from exc
 
     def _seq_for(self, m: dict | None) -> int:
         if m is not None:
@@ -105,6 +149,8 @@ class Execution:
 
     async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
         """Commit a step; returns the stored row if someone else resolved it first."""
+        if self._marks:
+            await self._marked()
         try:
             res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
         except LeaseLost as exc:
@@ -355,7 +401,7 @@ class Execution:
             log.info("%s", exc)
             return "lease_lost"
         except StepMismatch as exc:
-            return await self._fail(error_dict(exc), "non_retriable")
+            return await self._fail(error_dict(exc), "nondeterminism")
         except StepError as exc:
             return await self._fail(error_dict(exc), "non_retriable" if exc.non_retriable else "retries_exhausted")
         except (NonRetriableError, InvalidInput) as exc:  # bad input to durably (an unserializable
@@ -393,6 +439,8 @@ class Execution:
         if delay is None:
             return await self._fail(err, "retries_exhausted")
         log.info("run %s failed (%s); retry %d in %.2fs", self.run.id, exc, failures, delay)
+        if not await self._markers_committed():
+            return "lease_lost"
         self._final()
         try:
             await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=[], children=[], status="queued",
@@ -415,6 +463,8 @@ class Execution:
             times = [t for t in self.wake_times if t is not None]
             at = min(times) if times else self.now() + FOREVER
             inc, error = 0, None
+        if not await self._markers_committed():
+            return "lease_lost"
         self._final()
         try:
             await aw(self.store.suspend_run(self.run, steps=self.pending_steps, waits=self.waits,

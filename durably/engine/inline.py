@@ -76,6 +76,12 @@ class InlineExecution:
         self.done: dict[str, Any] = {}  # step id -> output of a finished step (kept across body retries)
         self._ids = StepIds()
 
+    def patched(self, change_id: str) -> bool:
+        """An inline run has no history: it always takes the new path."""
+        if not isinstance(change_id, str) or not change_id:
+            raise InvalidInput(f"ctx.patched: the change id must be a non-empty string, got {change_id!r}")
+        return True
+
     def _next_id(self, id: str) -> str:
         return self._ids.next(id)
 

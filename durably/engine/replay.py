@@ -9,8 +9,12 @@ from here:
   (``item``, ``item:1``, ``item:2``); a number an explicit id took already is skipped, so
   ``run("item:1")`` then ``run("item")`` twice gives ``item:1``, ``item``, ``item:2``.
 - ``Memo``: a recorded step is found by its id and must be of the kind the code asks for
-  now (a ``run`` recorded where the code now sleeps is ``StepMismatch``: the code changed
-  shape under a running run).
+  now, and while the attempt is still replaying (steps recorded past this point are not
+  reached yet) the code may not call a step the run never recorded: either is
+  ``StepMismatch``, and the run fails with terminal reason ``nondeterminism`` naming the step
+  (the code changed shape under a running run; ``ctx.patched`` is how a deploy changes it
+  safely). Steps of ``parallel`` branches reach the memo in no fixed order and are exempt
+  from the second rule.
 - ``retry_delay``: after a failed attempt of a step (or of the body), whether it is tried
   again and when. Bad input to durably (``InvalidInput``) and ``NonRetriableError`` fail at
   once, the same for a step as for the body; ``RetryAfterError`` sets the delay; otherwise
@@ -60,24 +64,39 @@ class Memo:
         # Every recorded step was reached by an earlier attempt: the code before it is replay.
         self._to_replay = len(self.steps)
         self._replayed = 0
+        self._reached: set[str] = set()
 
     @property
     def replaying(self) -> bool:
         """True until this attempt has reached every step recorded before it."""
         return self._replayed < self._to_replay
 
-    def lookup(self, sid: str, kind: str) -> Mapping[str, Any] | None:
-        """The recorded step ``sid``, or None; ``StepMismatch`` if it was of another kind."""
+    def lookup(self, sid: str, kind: str, strict: bool = True) -> Mapping[str, Any] | None:
+        """The recorded step ``sid``, or None for a new one; ``StepMismatch`` if it was recorded
+        with another kind, or (``strict``) if it is new while recorded steps are still ahead."""
         m = self.steps.get(sid)
         if m is None:
+            if strict and self.replaying:
+                ahead = self.unreached()
+                raise StepMismatch(
+                    f"step {sid!r} is not in the run's history, yet the run recorded "
+                    f"{', '.join(repr(s) for s in ahead[:3])}{' ...' if len(ahead) > 3 else ''} after this point: "
+                    "the function's code changed under a running run (guard the change with ctx.patched)")
             return None
         if m["kind"] != kind:
             raise StepMismatch(
                 f"step {sid!r} was recorded as a {m['kind']!r} step but is now a {kind!r} step: "
-                "the function's code changed shape under a running run"
+                "the function's code changed under a running run (guard the change with ctx.patched)"
             )
-        self._replayed += 1
+        if sid not in self._reached:
+            self._reached.add(sid)
+            self._replayed += 1
         return m
+
+    def unreached(self) -> list[str]:
+        """Recorded steps this attempt has not reached yet, in the order they were recorded."""
+        return [sid for sid, s in sorted(self.steps.items(), key=lambda kv: kv[1].get("seq", 0))
+                if sid not in self._reached]
 
 
 def fails_at_once(exc: BaseException) -> bool:

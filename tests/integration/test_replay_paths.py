@@ -87,8 +87,11 @@ def test_step_ids_number_repeats_and_skip_explicit_ones():
 
 def test_memo_checks_the_kind_and_counts_replay():
     memo = Memo([{"step_id": "a", "kind": "run"}, {"step_id": "b", "kind": "sleep"}])
-    assert memo.replaying and memo.lookup("a", "run") is not None and memo.lookup("zz", "run") is None
-    assert memo.replaying  # "b" not reached yet
+    assert memo.replaying and memo.lookup("a", "run") is not None
+    with pytest.raises(StepMismatch, match="'zz' is not in the run's history.*'b'"):
+        memo.lookup("zz", "run")  # a new step while "b", recorded later, is still ahead
+    assert memo.lookup("zz", "run", strict=False) is None  # parallel branches: in no fixed order
+    assert memo.lookup("a", "run") is not None and memo.replaying  # "b" not reached yet; "a" counted once
     with pytest.raises(StepMismatch):
         memo.lookup("b", "run")
 
