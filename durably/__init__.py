@@ -7,7 +7,7 @@ from .core.events import Event
 from .functions import (Batch, CancelOn, Concurrency, Debounce, Priority, RateLimit, Retry, Singleton, Throttle,
                         Timeouts, on_cron, on_event)
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "App", "Function", "SendResult", "RunResult", "Context", "Event",

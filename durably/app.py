@@ -99,7 +99,7 @@ class App:
         if current is not None:
             return current.settings
         if self._settings is None:
-            self._settings = Settings.load(**self._overrides)
+            self._settings = Settings.load(None, **self._overrides)
         return self._settings
 
     def configure(self, **overrides: Any) -> "App":
@@ -158,16 +158,20 @@ class App:
             if not isinstance(fid, str) or not fid:
                 raise InvalidInput("a function needs an id")
             check_function_id(fid)
-            triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
-            if not triggers or not all(isinstance(t, (EventTrigger, CronTrigger)) for t in triggers):
+            given: list[Any] = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
+            triggers = [t for t in given if isinstance(t, (EventTrigger, CronTrigger))]
+            if not triggers or len(triggers) != len(given):
                 raise InvalidInput(f"function {fid!r}: trigger must be durably.on_event(...) or durably.on_cron(...)"
                                    " (or a list of them)")
-            conc = concurrency
-            if isinstance(conc, int) and not isinstance(conc, bool):
-                conc = [Concurrency(limit=conc)]
-            elif isinstance(conc, Concurrency):
-                conc = [conc]
-            conc = list(conc or [])
+            conc: list[Any]
+            if isinstance(concurrency, int) and not isinstance(concurrency, bool):
+                conc = [Concurrency(limit=concurrency)]
+            elif isinstance(concurrency, Concurrency):
+                conc = [concurrency]
+            elif isinstance(concurrency, (list, tuple)) or not concurrency:
+                conc = list(concurrency or [])
+            else:
+                conc = [concurrency]  # refused just below
             if not all(isinstance(c, Concurrency) for c in conc):
                 raise InvalidInput(f"function {fid!r}: concurrency takes durably.Concurrency(...) values")
             cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on or [])

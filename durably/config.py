@@ -183,7 +183,7 @@ class Settings:
     def _build(cls, data: dict[str, Any]) -> "Settings":
         if "schema" in data:  # the field is ``schema_``; ``schema`` is taken for it
             data["schema_"] = data.pop("schema")
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
                 continue

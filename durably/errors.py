@@ -134,7 +134,7 @@ def error_dict(exc: BaseException) -> dict:
     """The JSON form of an exception kept in the ledger."""
     import traceback
 
-    out = {
+    out: dict[str, Any] = {
         "name": type(exc).__name__,
         "message": str(exc),
         "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:],

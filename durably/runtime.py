@@ -46,7 +46,7 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
         from .store.sqlite import SqliteStore
 
         store = SqliteStore(url, env=settings.env, synchronous=settings.sqlite_synchronous,
-                            status_in_store=status_in_store, **({"clock": clock} if clock else {}))
+                            status_in_store=status_in_store, clock=clock or time.time)
     elif url.startswith(("postgresql:", "postgres:")):
         try:
             from .store.postgres import PostgresStore

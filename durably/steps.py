@@ -44,7 +44,9 @@ class StepPort(Protocol):
     ``engine.replay``: ``engine.executor.Execution`` (the worker's, durable) and
     ``engine.inline.InlineExecution`` (the cron endpoint's emergency fallback)."""
 
-    run: RunView
+    @property
+    def run(self) -> RunView: ...
+
     current_step: ContextVar[str | None]
     current_attempt: ContextVar[int | None]
 

@@ -15,7 +15,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def blob(status: str, run_id: str, started_at: float | None, finished_at: float | None,
-         attempt: int, last_error: Any) -> dict:
+         attempt: int, last_error: Any) -> dict[str, Any]:
     duration = None
     if started_at is not None and finished_at is not None:
         duration = int(round((finished_at - started_at) * 1000))

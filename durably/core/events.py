@@ -70,7 +70,7 @@ def check_name(name: Any) -> str:
     problem = name_problem(name)
     if problem is not None:
         raise InvalidInput(problem)
-    return name
+    return str(name)
 
 
 def id_problem(value: str, what: str = "id", limit: int = EVENT_ID_MAX) -> str | None:
@@ -223,7 +223,7 @@ def coerce_events(events: Any) -> list[Event]:
     raise InvalidInput(f"cannot send {type(events).__name__}: pass a durably.Event or a list of them")
 
 
-def failure_event(function_id: str, run_id: str, reason: str, error: dict, event: dict) -> dict:
+def failure_event(function_id: str, run_id: str, reason: str, error: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
     """The ``durably/function.failed`` event emitted when a run fails for good."""
     return Event(FUNCTION_FAILED, {
         "function_id": function_id, "run_id": run_id, "reason": reason,

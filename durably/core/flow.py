@@ -29,11 +29,11 @@ def valid_tenant(tenant: str) -> bool:
     return 0 < len(tenant) <= TENANT_MAX and "\x00" not in tenant
 
 
-def variables(event: dict) -> dict[str, Any]:
+def variables(event: dict[str, Any]) -> dict[str, Any]:
     return {"event": event}
 
 
-def plan(config: dict, event: dict, if_expr: str | None, now: float, *, trigger: str = "event") -> NewRun | Skip | None:
+def plan(config: dict[str, Any], event: dict[str, Any], if_expr: str | None, now: float, *, trigger: str = "event") -> NewRun | Skip | None:
     fid = config["id"]
     env_vars = variables(event)
     if if_expr:
@@ -53,7 +53,7 @@ def plan(config: dict, event: dict, if_expr: str | None, now: float, *, trigger:
     return run
 
 
-def apply(config: dict, run: NewRun, env_vars: dict) -> None:
+def apply(config: dict[str, Any], run: NewRun, env_vars: dict[str, Any]) -> None:
     fid = config["id"]
     if config.get("tenant"):
         value = evaluate(config["tenant"], env_vars)
@@ -107,11 +107,11 @@ def apply(config: dict, run: NewRun, env_vars: dict) -> None:
                                         c.get("if_"), c.get("timeout")))
 
 
-def _key(opt: dict, env_vars: dict) -> str:
+def _key(opt: dict[str, Any], env_vars: dict[str, Any]) -> str:
     return evaluate_key(opt["key"], env_vars) if opt.get("key") else ""
 
 
-def _gcra(prefix: str, opt: dict, env_vars: dict, limit: int, burst: int) -> Gcra:
+def _gcra(prefix: str, opt: dict[str, Any], env_vars: dict[str, Any], limit: int, burst: int) -> Gcra:
     """GCRA parameters: ``limit`` per ``period``, ``burst`` starts allowed back to back."""
     interval = float(opt["period"]) / int(limit)
     return Gcra(f"{prefix}={_key(opt, env_vars)}", interval, interval * (int(burst) - 1))
@@ -134,11 +134,11 @@ def get_path(obj: Any, path: str) -> Any:
     return obj
 
 
-def match_value(trigger_event: dict, path: str) -> str:
+def match_value(trigger_event: dict[str, Any], path: str) -> str:
     return dumps(get_path(trigger_event, path))
 
 
-def match(wait: dict, event: dict) -> bool:
+def match(wait: dict[str, Any], event: dict[str, Any]) -> bool:
     """Does ``event`` satisfy a pending wait (or cancel_on) registered by a run?"""
     from .jsonutil import loads
 

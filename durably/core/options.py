@@ -39,7 +39,7 @@ class EventTrigger:
     event: str
     if_: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"event": self.event, "if": self.if_}
 
 
@@ -48,7 +48,7 @@ class CronTrigger:
     cron: str
     tz: str = "UTC"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"cron": self.cron, "tz": self.tz}
 
 
@@ -100,7 +100,7 @@ class Retry:
         base = min(self.max, self.initial * (self.factor ** max(0, failures - 1)))
         if self.jitter:
             base = base * (0.5 + random.random() / 2)  # equal jitter: never less than half
-        return base
+        return float(base)
 
 
 def coerce_retry(retries: int | Retry | None) -> Retry:

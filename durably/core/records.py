@@ -81,10 +81,10 @@ class NewRun:
 
     id: str
     function_id: str
-    event: dict
+    event: dict[str, Any]
     trigger: str = "event"
     tenant: str = "global"
-    events: list[dict] | None = None
+    events: list[dict[str, Any]] | None = None
     delay: float = 0.0  # seconds from now until claimable
     priority: float = 0.0  # seconds ahead in the queue (negative: behind)
     slots: list[Slot] = field(default_factory=list)  # concurrency
@@ -118,8 +118,8 @@ class ClaimedRun:
     function_id: str
     tenant: str
     trigger: str
-    event: dict
-    events: list[dict] | None
+    event: dict[str, Any]
+    events: list[dict[str, Any]] | None
     attempt: int
     lease_gen: int
     started_at: float
@@ -128,7 +128,7 @@ class ClaimedRun:
     now: float  # the store's clock at claim
     parent_run_id: str | None = None
     finish_deadline: float | None = None
-    steps: list[dict] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     mono: float | None = None  # this host's monotonic clock when ``now`` was read (same process only)
     holds: bool = True  # may hold concurrency slots or waits, to be freed when it ends
 
@@ -165,4 +165,4 @@ class IngestResult:
     ids: list[str]
     runs: list[str]
     duplicates: list[str]
-    skipped: list[dict] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)

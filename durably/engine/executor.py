@@ -295,7 +295,7 @@ class Execution:
         for e in events:
             e.encode()  # validates: serializable, under 1 MiB
         dicts = [e.to_dict() for e in events]
-        ids = [e.id for e in events]
+        ids = [str(e.id) for e in events]  # set by Event itself
         now = time.time()
         await self._checkpoint(StepWrite(sid, "send", "completed", seq, 1, dumps(ids), None, None, now, now), emit=dicts)
         return ids

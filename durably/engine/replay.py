@@ -23,7 +23,7 @@ from here:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import InvalidInput, NonRetriableError, RetryAfterError, StepMismatch
 from ..functions import Retry
@@ -59,7 +59,7 @@ class StepIds:
 class Memo:
     """The steps earlier attempts recorded, by id; counts how many this attempt replayed."""
 
-    def __init__(self, steps: list[Mapping[str, Any]] | None = None):
+    def __init__(self, steps: Sequence[Mapping[str, Any]] | None = None):
         self.steps: dict[str, Mapping[str, Any]] = {s["step_id"]: s for s in steps or []}
         # Every recorded step was reached by an earlier attempt: the code before it is replay.
         self._to_replay = len(self.steps)

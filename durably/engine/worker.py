@@ -81,7 +81,7 @@ class Worker:
         self._outage_since: float | None = None  # the store has been unreachable since (monotonic)
         self._outage_logged = 0.0
         self._outage_backoff = 0.0
-        self.started = None  # set once claiming has begun
+        self.started: asyncio.Event | None = None  # set once claiming has begun
 
     def info(self) -> dict:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
@@ -98,7 +98,7 @@ class Worker:
         self.stopping = stop
         wake = asyncio.Event()
         self._wake = wake
-        self.started = asyncio.Event()
+        started = self.started = asyncio.Event()
         poked = [False]  # a wake-up is already on its way to the loop: do not queue another
 
         def on_poke() -> None:
@@ -141,7 +141,7 @@ class Worker:
         log.info("worker %s started: %d function(s), concurrency %d", self.id, len(self.registry.ids()), self.concurrency)
         try:
             await aw(store.heartbeat(self.info(), self.lease))
-            self.started.set()
+            started.set()
             while not stop.is_set():
                 for t in side:
                     if t.done() and t.exception() is not None:
@@ -153,16 +153,16 @@ class Worker:
                 if self._avg_run < SHORT_RUN:  # as many as start within half the hold time
                     ahead = min(self.prefetch, int(self.concurrency * self.hold / 2 / max(self._avg_run, 1e-4)))
                 free = self.concurrency - self._busy
-                want = free + ahead - len(self._ahead)
+                wanted = free + ahead - len(self._ahead)
                 # Claim when a slot has nothing to start next, or when the runs claimed ahead
                 # have run low: one claim per refill, not one per freed slot.
-                if want > 0 and (free > len(self._ahead) or want >= max(1, ahead // 2)):
+                if wanted > 0 and (free > len(self._ahead) or wanted >= max(1, ahead // 2)):
                     wake.clear()
                     # Taken before the claim, so a run's clock (read by the store during the
                     # claim) carried forward from here never runs behind the store's.
                     at = time.monotonic()
                     try:
-                        runs, next_at, now = await aw(store.claim_runs(self.id, functions, want, self.lease))
+                        runs, next_at, now = await aw(store.claim_runs(self.id, functions, wanted, self.lease))
                     except DurablyError as exc:  # the store is unreachable: keep trying, never exit
                         outage = self._store_down(exc)
                         timer = loop.call_later(outage, wake.set)
@@ -174,7 +174,7 @@ class Worker:
                     for run in runs:
                         self._ahead.append((run, at))
                     self._fill()
-                    if len(runs) == want:
+                    if len(runs) == wanted:
                         continue  # there may be more; claim again once a slot frees up
                     if next_at is not None:
                         timeout = min(timeout, max(0.0, next_at - now) + 0.001)

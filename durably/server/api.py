@@ -34,10 +34,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__, admin
+from .. import admin
+from .._version import __version__
 from ..config import Settings
 from ..core.cron import describe, next_tick
-from ..errors import DurablyError, InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
+from ..errors import ConfigError, DurablyError, InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
 from ..core.events import EVENT_ID_MAX, Event, check_trace, name_problem
 from ..core.jsonutil import EVENT_MAX_BYTES
 from ..serialize import event_json, run_json
@@ -169,7 +170,10 @@ class Api:
         if self._redis is None:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            url = self.settings.redis_url
+            if url is None:
+                raise ConfigError("DURABLY_REDIS_URL is not set: status blobs are kept in the store")
+            self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         return self._redis
 
     async def close(self) -> None:
@@ -623,7 +627,7 @@ def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,
         return error(exc.status_code, code, message, headers=exc.headers)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: Starlette):
         try:
             yield
         finally:

@@ -6,7 +6,7 @@ size limit)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.applications import Starlette
@@ -40,7 +40,7 @@ _STATUS: list[tuple[type[BaseException], int]] = [
 ]
 
 
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSON:
+def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSON:
     return JSON({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 

@@ -7,10 +7,10 @@ this server actually requires for it (a route left open in ``dev`` declares none
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import schemas
 from .auth import ENV_HEADER, EVENT_KEY_HEADER, Keys
@@ -22,12 +22,12 @@ REF = "#/components/schemas/{model}"
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Invalid request (the message names the field)",
            401: "Missing or wrong credentials", 404: "Not found", 409: "Conflict (another env, or the run's state)",
            413: "Payload too large", 503: "Store (or Redis) unreachable"}
-SECURITY = {"event": [{"eventKey": []}, {"eventKeyHeader": []}], "cron": [{"cronSecret": []}],
+SECURITY: dict[str, list[dict[str, list[str]]]] = {"event": [{"eventKey": []}, {"eventKeyHeader": []}], "cron": [{"cronSecret": []}],
             "admin": [{"adminToken": []}]}
 
 
-def _models(ops: list["Op"]) -> list[tuple[type[BaseModel], str]]:
-    seen: dict[type[BaseModel], str] = {schemas.ErrorOut: "serialization", schemas.EventIn: "validation"}
+def _models(ops: list["Op"]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    seen: dict[type[BaseModel], JsonSchemaMode] = {schemas.ErrorOut: "serialization", schemas.EventIn: "validation"}
     for op in ops:
         if isinstance(op.body, type) and issubclass(op.body, BaseModel):
             seen[op.body] = "validation"
@@ -126,7 +126,7 @@ def build(ops: list["Op"], *, env: str, keys: Keys, version: str, server_url: st
             operation["description"] = op.description
         if op.body is not None:
             schema = ({"$ref": "#/components/schemas/EventsBody"} if op.body == "events"
-                      else mapping[(op.body, "validation")])
+                      else mapping[(cast("type[BaseModel]", op.body), "validation")])
             operation["requestBody"] = {"required": op.body_required,
                                         "content": {"application/json": {"schema": schema}}}
         paths.setdefault(op.path, {})[op.method.lower()] = operation

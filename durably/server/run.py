@@ -65,7 +65,7 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
     stop = stop_on_signals()
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # uvicorn's own, not in its stubs
     scheduler = asyncio.create_task(runtime.scheduler().run(stop), name="durably-scheduler")
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="durably-http")
     started = asyncio.create_task(_wait_started(server))
@@ -90,6 +90,6 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
         await asyncio.gather(serving, return_exceptions=True)
 
 
-async def _wait_started(server) -> None:  # type: ignore[no-untyped-def]
+async def _wait_started(server: Any) -> None:
     while not server.started:
         await asyncio.sleep(0.01)

@@ -51,9 +51,11 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def _int(ge: int, le: int) -> Any:
-    """An integer in [ge, le] that also takes 5.0 (constraints first, so the schema shows them)."""
-    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+# Integers in a range that also take 5.0 (JSON has one number type): constraints first, so the
+# schema shows them.
+Millis = Annotated[int, Field(ge=0, le=MAX_TS_MS), BeforeValidator(_integral)]
+ListLimit = Annotated[int, Field(ge=1, le=MAX_LIST), BeforeValidator(_integral)]
+Concurrency = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral)]
 
 
 def _time_filter(value: str) -> str:
@@ -133,7 +135,7 @@ class EventIn(_Body):
     data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
     id: str | None = Field(None, max_length=256, pattern=NAME_PATTERN,
                            description="A second event with the same id within 24 h is accepted and triggers nothing.")
-    ts: _int(0, MAX_TS_MS) | None = Field(None, description="Milliseconds since the epoch.")
+    ts: Millis | None = Field(None, description="Milliseconds since the epoch.")
     user: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
 
 
@@ -150,8 +152,8 @@ class BulkReplayIn(_Body):
     status: Replayable = "failed"
     since: TimeFilter | None = None
     until: TimeFilter | None = None
-    limit: _int(1, MAX_LIST) = 100
-    concurrency: _int(1, 10_000) | None = Field(None,
+    limit: ListLimit = 100
+    concurrency: Concurrency | None = Field(None,
                                     description="At most this many of these replays run at once, across all workers.")
     dry_run: bool = Field(False, description="List what would be replayed; create nothing.")
 

@@ -122,7 +122,7 @@ def _conninfo(url: str, schema: str) -> str:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"invalid DURABLY_DATABASE_URL: {exc}") from None
-    options = params.get("options") or ""
+    options = str(params.get("options") or "")
     options = (options + f" -c search_path={schema}").strip()
     extra: dict[str, Any] = {"options": options}
     if "connect_timeout" not in params:
@@ -316,7 +316,7 @@ class PgTx(StatusStaging):
         self.ended = False  # a run ended: result() waiters are told after the commit
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
         self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
-        self.published: list | None = None  # blobs for a sink outside the store, after commit
+        self.published: list[tuple[str, str, dict]] | None = None  # blobs for a sink outside the store, after commit
 
     def conn(self) -> psycopg.Connection:
         return self.c.raw  # type: ignore[return-value]

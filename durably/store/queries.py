@@ -24,7 +24,7 @@ def load(dialect: str, paramstyle: str = "named") -> dict[str, LiteralString]:
         if name in out:
             raise RuntimeError(f"duplicate query name {name!r} in {dialect}/queries.sql")
         out[name] = to_pyformat(sql) if paramstyle == "pyformat" else sql
-    return out  # type: ignore[return-value]
+    return out
 
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([A-Za-z_]\w*)|%")

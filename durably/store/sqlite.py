@@ -65,7 +65,7 @@ class SqliteTx(StatusStaging):
         self.ended = False  # a run ended: result() waiters are told after the commit
         self._status: dict[tuple[str, str], Callable[[], dict]] | None = None
         self.handed: list | None = None  # runs claimed for idle in-process workers: delivered after commit
-        self.published: list | None = None  # blobs for a sink outside the store, after commit
+        self.published: list[tuple[str, str, dict]] | None = None  # blobs for a sink outside the store, after commit
 
     def one(self, name: str, /, **params: Any) -> Any:
         if name in _PACKED:

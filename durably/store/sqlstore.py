@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from . import ops, reads
 from ..errors import StoreUnavailable
@@ -28,6 +28,20 @@ log = logging.getLogger("durably.store")
 T = TypeVar("T")
 
 
+class _Staging(Protocol):
+    """What ``StatusStaging`` needs of the transaction class it is mixed into."""
+
+    env: str
+    status_in_store: bool
+    _status: dict[tuple[str, str], Callable[[], dict]] | None
+    published: list[tuple[str, str, dict]] | None
+
+    @property
+    def now(self) -> float: ...
+
+    def exec_at_commit(self, name: str, /, **params: Any) -> None: ...
+
+
 class StatusStaging:
     """Status blobs staged during a transaction (``_status``), one per (tenant, function):
     written just before the commit to the store's table, or, when Redis keeps them, handed
@@ -35,13 +49,15 @@ class StatusStaging:
     would have if each had been written in turn."""
 
     __slots__ = ()
+    _status: dict[tuple[str, str], Callable[[], dict]] | None  # slots of the transaction class
+    published: list[tuple[str, str, dict]] | None
 
-    def stage_status(self, tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
+    def stage_status(self: "_Staging", tenant: str, function_id: str, make_blob: Callable[[], dict]) -> None:
         if self._status is None:
             self._status = {}
         self._status[(tenant, function_id)] = make_blob
 
-    def flush_status(self) -> None:
+    def flush_status(self: "_Staging") -> None:
         if self._status:
             staged, self._status = self._status, None
             if not self.status_in_store:  # Redis keeps them: handed to the sink once committed

@@ -144,7 +144,7 @@ class Dashboard:
                 error = "The form expired; try again."
             elif self.sessions.check_token(str(form.get("token") or "")):
                 value, _ = self.sessions.new(True)
-                response = RedirectResponse(nxt, status_code=303)
+                response: Response = RedirectResponse(nxt, status_code=303)
                 self._set_cookie(request, response, value)
                 return response
             else:
@@ -229,10 +229,10 @@ class Dashboard:
         # A key that cannot be read from this data would make a run that fails at once: ask again.
         planned = plan(config, Event(MANUAL_EVENT, dict(data or {})).to_dict(), None, time.time(),
                        trigger="manual")
-        if getattr(planned, "plan_error", None):
+        plan_error = getattr(planned, "plan_error", None)
+        if plan_error:
             return await self.run_now_form(request, session, data_text=data_text,
-                                           error="This data cannot start a run: "
-                                           + _plan_error_text(planned.plan_error))
+                                           error="This data cannot start a run: " + _plan_error_text(plan_error))
         res = await admin.run_now(store, fid, data)
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)

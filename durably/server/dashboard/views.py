@@ -236,9 +236,9 @@ def _chart(rows: list[dict]) -> dict:
     y axis (runs per minute, round ticks from 0 to the peak) and an x axis (minutes ago)."""
     buckets = [{"completed": 0, "failed": 0, "cancelled": 0} for _ in range(60)]
     for r in rows:
-        b = int(r["bucket"])
-        if 0 <= b < 60 and r["status"] in buckets[b]:
-            buckets[b][r["status"]] += r["n"]
+        k = int(r["bucket"])
+        if 0 <= k < 60 and r["status"] in buckets[k]:
+            buckets[k][r["status"]] += r["n"]
     peak = max([sum(b.values()) for b in buckets] + [1])
     step = max(1, int(_nice_step(peak, 4)))
     top = -(-peak // step) * step  # the axis' top: the peak rounded up to a tick
@@ -247,7 +247,7 @@ def _chart(rows: list[dict]) -> dict:
     col = plot_w / 60
     bars = []
     for i, b in enumerate(buckets):
-        y = plot_top + plot_h
+        y = float(plot_top + plot_h)
         for status in ("completed", "failed", "cancelled"):
             h = plot_h * b[status] / top
             if h:

@@ -8,7 +8,7 @@ from typing import Any
 from ...core import blobs as status_mod
 from ...core import flow
 from ...core.jsonutil import dumps, loads
-from ...core.records import IngestResult, NewRun, Skip
+from ...core.records import ClaimedRun, IngestResult, NewRun, Skip
 from ...errors import LeaseLost
 from ..writer import Rejected
 from .tx import Tx
