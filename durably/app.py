@@ -221,13 +221,26 @@ class App:
             e.encode()  # serializable, and under 1 MiB: checked before anything is written
         return [e.to_dict() for e in evs]
 
-    def send(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
-        """Send one event or a list (one transaction); returns the ids, with ``.runs``."""
+    def send(self, events: Event | dict | Iterable[Event | dict], *, connection: Any = None) -> SendResult:
+        """Send one event or a list (one transaction); returns the ids, with ``.runs``.
+
+        ``connection``: write them, and the runs they start, in the caller's open transaction
+        on that connection to the store's database instead (a ``psycopg.Connection``, a
+        ``sqlite3.Connection`` to the store's file, or an SQLAlchemy ``Connection``/``Session``
+        on either): nothing starts before the caller commits, and a rollback leaves nothing.
+        """
         dicts = self._prepare(events)
+        if connection is not None:
+            return SendResult(self.runtime.ingest_in(connection, dicts))
         return SendResult(self.runtime.ingest(dicts).result())
 
-    async def send_async(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
+    async def send_async(self, events: Event | dict | Iterable[Event | dict], *,
+                         connection: Any = None) -> SendResult:
+        """``send`` for async code; ``connection`` a ``psycopg.AsyncConnection`` (or an SQLAlchemy
+        ``AsyncConnection``/``AsyncSession`` on one), in whose open transaction they are written."""
         dicts = self._prepare(events)
+        if connection is not None:
+            return SendResult(await self.runtime.ingest_in_async(connection, dicts))
         return SendResult(await aw(self.runtime.ingest(dicts)))
 
     # --- results ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .config import Settings
 from .core.durations import parse_duration
 from .engine.registry import Registry
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInput
+from .store.base import aw
 
 if TYPE_CHECKING:
     from .engine.scheduler import Scheduler
@@ -137,6 +138,22 @@ class Runtime:
         registering.add_done_callback(then)
         return result
 
+    def ingest_in(self, connection: Any, events: list[dict]) -> Any:
+        """``ingest`` in the caller's open transaction on ``connection`` (see ``unwrap``), once
+        this process's functions are in the registry (registered in a transaction of their own)."""
+        conn = unwrap(connection)
+        registering = self.registry.register()
+        if registering is not None:
+            registering.result()
+        return self.store.ingest_in(conn, events)
+
+    async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
+        conn = await _unwrap_async(connection)
+        registering = self.registry.register()
+        if registering is not None:
+            await aw(registering)
+        return await self.store.ingest_in_async(conn, events)
+
     def close(self) -> None:
         self.store.close()
 
@@ -203,3 +220,34 @@ class LazyRuntime:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:
             runtime.close()
+
+
+def unwrap(connection: Any) -> Any:
+    """The DB-API connection under an SQLAlchemy ``Connection`` or ``Session`` (whose current
+    transaction it is); any other object as it is, for the store to check."""
+    if connection is None:
+        raise InvalidInput("connection=: pass the open connection whose transaction should hold the events")
+    if type(connection).__module__.startswith("sqlalchemy"):
+        if callable(getattr(connection, "get_bind", None)) and callable(getattr(connection, "connection", None)):
+            connection = connection.connection()  # a Session: its Connection, in its transaction
+        pooled = getattr(connection, "connection", None)  # Connection -> the pool's proxy
+        driver = getattr(pooled, "driver_connection", None)
+        if driver is None:
+            raise InvalidInput(f"connection=: cannot find the driver connection under {type(connection).__name__}")
+        return driver
+    return connection
+
+
+async def _unwrap_async(connection: Any) -> Any:
+    """``unwrap`` for SQLAlchemy's ``AsyncConnection`` and ``AsyncSession`` too."""
+    if type(connection).__module__.startswith("sqlalchemy"):
+        if callable(getattr(connection, "get_bind", None)) and callable(getattr(connection, "connection", None)):
+            connection = await connection.connection()  # an AsyncSession
+        get_raw = getattr(connection, "get_raw_connection", None)
+        if get_raw is not None:  # an AsyncConnection
+            pooled = await get_raw()
+            driver = getattr(pooled, "driver_connection", None)
+            if driver is None:
+                raise InvalidInput(f"connection=: cannot find the driver connection under {type(connection).__name__}")
+            return driver
+    return unwrap(connection)

@@ -142,6 +142,17 @@ class Store(Protocol):
         """Create runs; each one's id, or None where flow control created none."""
         ...
 
+    def ingest_in(self, connection: Any, events: list[JsonObject]) -> IngestResult:
+        """``ingest`` inside the caller's open transaction on ``connection`` (a DB-API
+        connection to this store's database), on the caller's thread: nothing is visible
+        until the caller commits, and a rollback leaves no event and no run. Workers are woken
+        at the commit. A connection to another database is InvalidInput."""
+        ...
+
+    async def ingest_in_async(self, connection: Any, events: list[JsonObject]) -> IngestResult:
+        """``ingest_in`` on an async connection (PostgreSQL's ``psycopg.AsyncConnection``)."""
+        ...
+
     def dispatch(self, key: str, window: int, event: JsonObject) -> cf.Future[dict[str, Any]]:
         """One ping of a dispatch window: the window's first ping sends ``event``
         (``{"duplicate": False, "runs": [...], ...}``), later ones count themselves."""

@@ -19,7 +19,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import StoreUnavailable, UnstorableInput
+from ..errors import InvalidInput, StoreUnavailable, UnstorableInput
+from . import ops
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -55,7 +56,7 @@ class SqliteTx(StatusStaging):
 
     __slots__ = ("conn", "q", "env", "now", "mono", "status_in_store", "woke", "ended", "_status", "handed", "published")
 
-    def __init__(self, conn: sqlite3.Connection, q: dict, env: str, status_in_store: bool,
+    def __init__(self, conn: "sqlite3.Connection | _Rows", q: dict, env: str, status_in_store: bool,
                  clock: Callable[[], float] = time.time):
         self.conn, self.q, self.env = conn, q, env
         self.mono = time.monotonic()  # read just before ``now``: a clock carried forward from it never lags
@@ -93,6 +94,21 @@ class SqliteTx(StatusStaging):
     def exec_at_commit(self, name: str, /, **params: Any) -> None:
         """A write whose outcome nobody reads, made just before the commit."""
         self.conn.execute(self.q[name], params)
+
+
+class _Rows:
+    """A caller's connection, answering rows by column name as the store's own connections do
+    (its ``row_factory`` left as the caller set it)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        cur = self.conn.cursor()
+        cur.row_factory = sqlite3.Row
+        return cur.execute(sql, params)
 
 
 def path_from_url(url: str) -> str:
@@ -263,6 +279,43 @@ class SqliteStore(SqlStore):
                 self._notify()
                 self._notify_ended()
         conn.close()
+
+    # --- the caller's transaction ------------------------------------------------------
+
+    def ingest_in(self, connection: Any, events: list[dict]) -> Any:
+        """``ingest`` in the caller's transaction on ``connection``, a ``sqlite3.Connection``
+        to this store's file. Another process's workers see the commit through the file's
+        change counter, this process's through their watch on it: no signal is needed."""
+        if not isinstance(connection, sqlite3.Connection):
+            raise InvalidInput(f"connection=: the SQLite store takes a sqlite3.Connection to {self.path!r}, "
+                               f"got {type(connection).__name__}")
+        rows = connection.execute("PRAGMA database_list").fetchall()
+        main = next((r[2] for r in rows if r[1] == "main"), "")
+        try:
+            same = bool(main) and os.path.samefile(main, self.path)
+        except OSError:
+            same = False
+        if not same:
+            raise InvalidInput(f"connection=: that connection is to {main or 'an in-memory database'!r}, not to "
+                               f"the store's file {self.path!r}: its transaction cannot hold durably's writes")
+        if not connection.in_transaction:
+            if connection.isolation_level is None:
+                raise InvalidInput("connection=: the connection is in autocommit mode and has no open transaction; "
+                                   "BEGIN one (or use sqlite3's default mode) and commit it after the send")
+            connection.execute("BEGIN")  # what sqlite3's default mode would do at the first write
+        tx = SqliteTx(_Rows(connection), self.q, self.env, self.status_in_store, self.clock)
+        try:
+            result = ops.ingest(tx, events)
+            tx.flush_status()  # blobs kept in the store: written in the caller's transaction
+        except Exception as exc:  # noqa: BLE001 - as the store's own transactions report it
+            raise _translate(exc) from exc
+        # Blobs kept in Redis (tx.published) would describe runs that a rollback may undo: a
+        # run's blob is written when it starts.
+        return result
+
+    async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
+        raise InvalidInput("send_async(connection=...): the SQLite store takes a sqlite3.Connection, "
+                           "with app.send(..., connection=conn)")
 
     # --- lifecycle ----------------------------------------------------------------------
 

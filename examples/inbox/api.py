@@ -28,15 +28,28 @@ class MessageIn(BaseModel):
     unread: bool = True
 
 
-def write_message(m: MessageIn) -> int:
-    """Insert the message and mark the client dirty, in one transaction."""
+_shared = {"database": True}  # durably's store in the app's database? Learnt at the first message.
+
+
+def write_message(m: MessageIn, event: durably.Event) -> tuple[int, bool]:
+    """Insert the message and mark the client dirty, in one transaction; when durably's store
+    is in the same PostgreSQL database, ``event`` is sent in that transaction too (so the
+    message, its dirty marker and the recompute commit together or not at all). Returns the
+    message id and whether the event was sent."""
     with jobs.res().pool.connection() as conn, conn.transaction():
         conn.execute("INSERT INTO workspaces (client_id) VALUES (%s) ON CONFLICT DO NOTHING", (m.clientId,))
         mid = conn.execute("INSERT INTO messages (client_id, folder, unread) VALUES (%s, %s, %s) RETURNING id",
                            (m.clientId, m.folder, m.unread)).fetchone()[0]
         conn.execute("INSERT INTO inbox_dirty (client_id, dirty_at) VALUES (%s, clock_timestamp()) "
                      "ON CONFLICT (client_id) DO UPDATE SET dirty_at = excluded.dirty_at", (m.clientId,))
-    return mid
+        if _shared["database"]:
+            try:
+                jobs.app.send(event, connection=conn)
+                return mid, True
+            except durably.InvalidInput as exc:  # another database (or SQLite): send after the commit
+                log.info("durably's store is not in the app's database (%s): events are sent after the commit", exc)
+                _shared["database"] = False
+    return mid, False
 
 
 def read_counts(client_id: str) -> dict:
@@ -62,11 +75,12 @@ def create_api() -> FastAPI:
 
     @api.post("/api/messages", status_code=201)
     async def post_message(m: MessageIn) -> dict:
-        mid = await asyncio.to_thread(write_message, m)
         request_id = uuid.uuid4().hex
-        res = await jobs.app.send_async(durably.Event(
-            "inbox.counts.dirty", {"clientId": m.clientId, "requestId": request_id, "source": "api"}))
-        return {"id": mid, "clientId": m.clientId, "requestId": request_id, "eventId": res.ids[0]}
+        event = durably.Event("inbox.counts.dirty", {"clientId": m.clientId, "requestId": request_id, "source": "api"})
+        mid, sent = await asyncio.to_thread(write_message, m, event)
+        if not sent:
+            await jobs.app.send_async(event)
+        return {"id": mid, "clientId": m.clientId, "requestId": request_id, "eventId": event.id}
 
     @api.get("/api/inbox/{client_id}/counts")
     async def get_counts(client_id: str) -> dict:

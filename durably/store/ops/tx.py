@@ -11,7 +11,10 @@ KEY_TTL = 86400.0
 
 class Tx(Protocol):
     env: str
-    now: float
+
+    @property
+    def now(self) -> float: ...
+
     status_in_store: bool
     woke: bool
     ended: bool
