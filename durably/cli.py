@@ -346,6 +346,7 @@ def functions(as_json: bool) -> None:
         table.add_column(col)
     for f in items:
         trig = ", ".join(t["event"] if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
+                         + (f" overlap={t['overlap']}" if t.get("overlap", "allow") != "allow" else "")
                          for t in f["triggers"])
         last = f["last_run"]
         table.add_row(f["id"], f["app_id"], trig, "\n".join(f["flow_control"]),

@@ -47,9 +47,13 @@ class EventTrigger:
 class CronTrigger:
     cron: str
     tz: str = "UTC"
+    overlap: str = "allow"  # allow, skip, buffer_one: a tick while the previous tick's run is open
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cron": self.cron, "tz": self.tz}
+        d = {"cron": self.cron, "tz": self.tz}
+        if self.overlap != "allow":
+            d["overlap"] = self.overlap
+        return d
 
 
 def on_event(name: str, if_: str | None = None) -> EventTrigger:
@@ -60,15 +64,23 @@ def on_event(name: str, if_: str | None = None) -> EventTrigger:
     return EventTrigger(name, _cel(if_, f"on_event({name!r}) if_"))
 
 
-def on_cron(expr: str, tz: str = "UTC") -> CronTrigger:
+OVERLAPS = ("allow", "skip", "buffer_one")
+
+
+def on_cron(expr: str, tz: str = "UTC", overlap: str = "allow") -> CronTrigger:
     """Trigger on a cron schedule, computed in time zone ``tz``.
 
-    Five fields (minute hour day month weekday), or six with seconds first.
+    Five fields (minute hour day month weekday), or six with seconds first. ``overlap``: what a
+    tick does while the previous tick's run has not ended: ``allow`` (start anyway), ``skip``
+    (recorded as skipped, reason ``overlap``), ``buffer_one`` (one tick waits and starts when
+    the open run ends; later ones are skipped).
     """
     from .cron import validate_cron
 
     validate_cron(expr, tz)
-    return CronTrigger(expr, tz)
+    if overlap not in OVERLAPS:
+        raise InvalidInput(f"on_cron({expr!r}): overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
+    return CronTrigger(expr, tz, overlap)
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -267,7 +279,7 @@ def _cancel_on(d: Mapping[str, Any]) -> CancelOn:
 
 def _trigger(d: Mapping[str, Any]) -> EventTrigger | CronTrigger:
     if "cron" in d:
-        return CronTrigger(d["cron"], d.get("tz", "UTC"))
+        return CronTrigger(d["cron"], d.get("tz", "UTC"), d.get("overlap", "allow"))
     return EventTrigger(d["event"], d.get("if"))
 
 

@@ -448,7 +448,7 @@ def function_json(f: dict, now: float) -> dict:
             if nxt is not None:
                 ticks.append(nxt)
             triggers.append({"cron": t["cron"], "tz": t["tz"], "description": describe(t["cron"], t["tz"]),
-                             "next_run_at": iso(nxt)})
+                             "next_run_at": iso(nxt), "overlap": t.get("overlap", "allow")})
         else:
             triggers.append({"event": t.get("event"), "if": t.get("if")})
     last = f.get("last_run")

@@ -336,6 +336,9 @@ class TriggerOut(_Out):
     tz: str | None = None
     description: str | None = Field(None, description="Cron only: a reading of the schedule.")
     next_run_at: str | None = Field(None, description="Cron only: the next tick.")
+    overlap: Literal["allow", "skip", "buffer_one"] | None = Field(
+        None, description="Cron only: a tick while the previous tick's run is open starts (allow), is skipped with "
+                          "reason overlap (skip), or waits for it, one at most (buffer_one).")
 
 
 class FunctionOut(_Out):

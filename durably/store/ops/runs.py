@@ -247,6 +247,9 @@ def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error
     """What follows the end of a run, slots and waits aside: its singleton key, the parent
     waiting on it (invoke), its status blob."""
     tx.ended = True
+    if row["trigger"] == "cron" and tx.exec("release_buffered_cron", env=tx.env, function_id=row["function_id"],
+                                            now=tx.now, buffered=BUFFERED_AT):
+        tx.woke = True
     if row["singleton_key"] is not None:
         tx.exec("release_keys_of_run", run_id=run_id)
     if row["parent_run_id"]:
@@ -305,6 +308,11 @@ def register(tx: Tx, app_id: str, configs: list[dict]) -> None:
                 tx.exec("init_cron", env=tx.env, function_id=c["id"], schedule=f"{t['cron']}|{t['tz']}", now=tx.now)
 
 
+# A cron run buffered behind an open one (overlap="buffer_one") waits at this available_at (the
+# year 5138) until that run ends and ``release_buffered_cron`` makes it claimable.
+BUFFERED_AT = 1e11
+
+
 def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     """Fire the latest due tick of a schedule, at most once across every scheduler.
 
@@ -333,11 +341,24 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     config = tx.one("function_config", env=tx.env, id=function_id)
     if config is None:  # unregistered since the tick was read: nothing to run
         return None
-    run = flow.plan(loads(config["config"]), event, None, tx.now, trigger="cron")
+    cfg = loads(config["config"])
+    overlap = next((t.get("overlap", "allow") for t in cfg.get("triggers", [])
+                    if t.get("cron") == expr and t.get("tz", "UTC") == tz), "allow")
+    buffered = False
+    if overlap != "allow":  # is the previous tick's run still going?
+        state = tx.one("cron_open_runs", env=tx.env, function_id=function_id, buffered=BUFFERED_AT)
+        if state["open"]:
+            if overlap == "skip" or state["buffered"]:
+                _skip(tx, str(event["id"]), function_id, "overlap")  # in the ledger: the tick, skipped
+                return None
+            buffered = True  # buffer_one: this tick starts when the open run ends
+    run = flow.plan(cfg, event, None, tx.now, trigger="cron")
     if not isinstance(run, NewRun):  # no filter is passed; only the tenant rule can skip
         if run is not None:
             _skip(tx, str(event["id"]), run.function_id, run.reason)
         return None
+    if buffered:
+        run.delay = BUFFERED_AT - tx.now
     return create_run(tx, run)
 
 

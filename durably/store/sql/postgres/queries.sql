@@ -146,7 +146,8 @@ FROM json_to_recordset(CAST(:items AS json))
     AS j(id text, gen integer, status text, output text, error text, reason text)
 WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
   AND r.id = j.id AND r.lease_gen = j.gen AND r.status || '' = 'running'
-RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key;
+RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key,
+    r.trigger;
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
@@ -194,7 +195,7 @@ UPDATE durably_runs
 SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
 
 -- name: heartbeat_runs
 UPDATE durably_runs SET lease_expires_at = CAST(:now AS double precision) + :lease
@@ -420,7 +421,7 @@ UPDATE durably_runs
 SET status = 'failed', terminal_reason = :reason, error = :error, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
 
 -- name: list_skips
 SELECT event_id, function_id, reason, created_at FROM durably_skips
@@ -559,6 +560,23 @@ SELECT r.function_id AS function_id, s.attempts AS attempts, CAST(COUNT(*) AS bi
 FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
 WHERE r.env = :env AND s.kind = 'run' AND s.status IN ('completed', 'failed')
 GROUP BY r.function_id, s.attempts;
+
+-- name: cron_open_runs
+-- Overlap of cron ticks: the function's cron runs not ended yet, and how many of them are
+-- buffered (queued to start when the open one ends: available_at at :buffered or later).
+SELECT CAST(COUNT(*) AS integer) AS open,
+       CAST(COALESCE(SUM(CASE WHEN available_at >= CAST(:buffered AS double precision) THEN 1 ELSE 0 END), 0)
+            AS integer) AS buffered
+FROM durably_runs
+WHERE env = :env AND function_id = :function_id AND trigger = 'cron'
+  AND status IN ('queued', 'running', 'sleeping', 'waiting');
+
+-- name: release_buffered_cron
+-- A cron run ended: the tick buffered behind it (overlap="buffer_one") becomes claimable now.
+UPDATE durably_runs SET available_at = CAST(:now AS double precision),
+    sort_at = CAST(:now AS double precision) - priority
+WHERE env = :env AND function_id = :function_id AND trigger = 'cron' AND status = 'queued'
+  AND available_at >= CAST(:buffered AS double precision);
 
 -- name: finished_per_minute
 -- floor, not a cast: PostgreSQL rounds when casting to integer, SQLite truncates.

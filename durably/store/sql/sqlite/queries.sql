@@ -144,7 +144,7 @@ WHERE id = :run_id AND lease_gen = :lease_gen;
 SELECT json_group_array(json_object('id', r.id, 'tenant', r.tenant, 'function_id', r.function_id,
     'parent_run_id', r.parent_run_id, 'parent_step_id', r.parent_step_id,
     'started_at', CASE WHEN r.started_at IS NULL THEN NULL ELSE json(printf('%!.17g', r.started_at)) END, 'attempt', r.attempt,
-    'singleton_key', r.singleton_key)) AS packed
+    'singleton_key', r.singleton_key, 'trigger', r.trigger)) AS packed
 FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
 WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs
@@ -213,7 +213,7 @@ UPDATE durably_runs
 SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
 
 -- name: heartbeat_runs
 UPDATE durably_runs SET lease_expires_at = :now + :lease
@@ -447,7 +447,7 @@ UPDATE durably_runs
 SET status = 'failed', terminal_reason = :reason, error = :error, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
 
 -- name: list_skips
 SELECT event_id, function_id, reason, created_at FROM durably_skips
@@ -545,6 +545,20 @@ SELECT r.function_id AS function_id, s.attempts AS attempts, COUNT(*) AS n
 FROM durably_steps s JOIN durably_runs r ON r.id = s.run_id
 WHERE r.env = :env AND s.kind = 'run' AND s.status IN ('completed', 'failed')
 GROUP BY r.function_id, s.attempts;
+
+-- name: cron_open_runs
+-- Overlap of cron ticks: the function's cron runs not ended yet, and how many of them are
+-- buffered (queued to start when the open one ends: available_at at :buffered or later).
+SELECT COUNT(*) AS open, COALESCE(SUM(CASE WHEN available_at >= :buffered THEN 1 ELSE 0 END), 0) AS buffered
+FROM durably_runs
+WHERE env = :env AND function_id = :function_id AND trigger = 'cron'
+  AND status IN ('queued', 'running', 'sleeping', 'waiting');
+
+-- name: release_buffered_cron
+-- A cron run ended: the tick buffered behind it (overlap="buffer_one") becomes claimable now.
+UPDATE durably_runs SET available_at = :now, sort_at = :now - priority
+WHERE env = :env AND function_id = :function_id AND trigger = 'cron' AND status = 'queued'
+  AND available_at >= :buffered;
 
 -- name: finished_per_minute
 -- Runs finished per minute since :since (bucket 0 = the first minute), by status.
