@@ -25,7 +25,8 @@ from .core.jsonutil import dumps, loads
 from .core.blobs import iso
 from .core.records import NewRun, Slot
 from .store.base import aw
-from .core.types import REPLAYABLE, RUN_STATUSES
+from .core.expressions import compile_expr, evaluate_bool
+from .core.types import PENDING, REPLAYABLE, RUN_STATUSES
 
 MAX_LIST = 1000
 REPLAY_CHUNK = 50  # replays created per transaction in a bulk replay
@@ -200,4 +201,59 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
         if progress:
             progress(min(i + REPLAY_CHUNK, len(originals)), len(originals))
     out["count"] = created
+    return out
+
+
+CANCELLABLE: tuple[str, ...] = (*PENDING, "running")
+
+
+async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None, since: float | None = None,
+                      until: float | None = None, tenant: str | None = None, if_: str | None = None,
+                      limit: int = 100, dry_run: bool = False,
+                      reason: str = "cancelled by user (bulk)") -> dict:
+    """Cancel the unfinished runs of a function that match every filter given: ``status`` (one
+    of queued, running, sleeping, waiting; default all four), created in [``since``, ``until``],
+    ``tenant``, and ``if_``, a CEL expression over the run's ``event`` (``event.data.plan ==
+    'free'``). Newest first, at most ``limit``. ``dry_run`` lists them and cancels nothing.
+
+    Each run is cancelled in its own transaction, as ``cancel_run`` does (its unfinished steps
+    end ``cancelled``, its slots and waits are freed); one that ended meanwhile is left as it
+    ended and reported under ``already_ended``."""
+    if status is not None and status not in CANCELLABLE:
+        raise InvalidInput(f"status: {status!r} cannot be cancelled; use one of {', '.join(CANCELLABLE)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+        raise InvalidInput(f"limit: must be an integer from 1 to {MAX_LIST}, got {limit!r}")
+    if if_ is not None:
+        if not isinstance(if_, str) or not if_.strip():
+            raise InvalidInput("if: must be a CEL expression over event, e.g. event.data.plan == 'free'")
+        compile_expr(if_)  # a parse error is a clear InvalidInput now, not once per run
+    await function_config(store, function_id)  # an unknown function: NotFound with suggestions
+    matched: list[dict] = []
+    for s in ([status] if status else CANCELLABLE):
+        cursor = None
+        while len(matched) < limit:
+            page = await aw(store.list_runs(status=s, function_id=function_id, tenant=tenant, since=since,
+                                            until=until, cursor=cursor, limit=200))
+            for r in page:
+                if if_ is None or evaluate_bool(if_, {"event": r.get("event") or {}}):
+                    matched.append(r)
+                    if len(matched) >= limit:
+                        break
+            if len(page) < 200:
+                break
+            cursor = (page[-1]["created_at"], page[-1]["id"])
+    items = [{"id": r["id"], "status": r["status"], "tenant": r["tenant"], "created_at": iso(r["created_at"])}
+             for r in matched]
+    out: dict[str, Any] = {"dry_run": dry_run, "function_id": function_id, "count": len(items), "runs": items,
+                           "already_ended": []}
+    if dry_run:
+        return out
+    cancelled = 0
+    for item in items:
+        if await aw(store.cancel_run(item["id"], reason)):
+            item["status"] = "cancelled"
+            cancelled += 1
+        else:
+            out["already_ended"].append(item["id"])
+    out["count"] = cancelled
     return out

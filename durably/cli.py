@@ -302,17 +302,50 @@ def runs_show(run_id: str, as_json: bool) -> None:
 
 
 @runs.command("cancel")
-@click.argument("run_id", callback=_text)
-def runs_cancel(run_id: str) -> None:
-    """Cancel a run that has not finished."""
+@click.argument("run_id", required=False, callback=_text)
+@click.option("--function", "-f", "function", callback=_text, help="Cancel the unfinished runs of this function...")
+@click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting"]),
+              help="...in this status (default: all four).")
+@click.option("--since", help="...created at or after: ISO-8601, or a duration ago (1h).")
+@click.option("--until", help="...created before.")
+@click.option("--tenant", "-t", callback=_text, help="...of this tenant.")
+@click.option("--if", "if_", callback=_text, help="...whose event matches this CEL expression.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many.")
+@click.option("--dry-run", is_flag=True, help="List what would be cancelled; cancel nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional[str], since: Optional[str],
+                until: Optional[str], tenant: Optional[str], if_: Optional[str], limit: int, dry_run: bool,
+                as_json: bool) -> None:
+    """Cancel a run that has not finished (RUN_ID), or many by filter (--function ...)."""
+    import time
+
     from . import admin
 
+    if (run_id is None) == (function is None):
+        raise click.UsageError("give a RUN_ID, or --function with filters, not both")
+    if run_id is not None and (status or since or until or tenant or if_ or dry_run):
+        raise click.UsageError("--status, --since, --until, --tenant, --if and --dry-run go with --function")
     store = open_store()
     try:
-        asyncio.run(admin.cancel_run(store, run_id))  # the API's and the dashboard's cancel too
+        if run_id is not None:
+            asyncio.run(admin.cancel_run(store, run_id))  # the API's and the dashboard's cancel too
+            out.print(f"cancelled {run_id}")
+            return
+        now = time.time()
+        res = asyncio.run(admin.bulk_cancel(  # POST /api/v1/cancellations too
+            store, function_id=function or "", status=status, tenant=tenant, if_=if_, limit=limit, dry_run=dry_run,
+            since=admin.parse_time(since, name="--since", now=now), until=admin.parse_time(until, name="--until", now=now)))
     finally:
         store.close()
-    out.print(f"cancelled {run_id}")
+    if as_json:
+        _print_json(res)
+        return
+    verb = "would cancel" if dry_run else "cancelled"
+    out.print(f"{verb} {res['count']} run(s) of {res['function_id']}")
+    for r in res["runs"]:
+        out.print(f"  {r['id']}  {r['status']}  {r['tenant']}  {r['created_at']}")
+    if res["already_ended"]:
+        out.print(f"{len(res['already_ended'])} ended before they could be cancelled")
 
 
 @cli.command()

@@ -426,6 +426,16 @@ async def bulk_replay(c: Call) -> Response:
     return JSON(res, status_code=200 if b.dry_run else 201)
 
 
+async def bulk_cancel(c: Call) -> Response:
+    b: schemas.BulkCancelIn = c.body
+    now = time.time()
+    res = await admin.bulk_cancel(
+        await c.api.store(), function_id=b.function, status=b.status, tenant=b.tenant, if_=b.if_,
+        since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
+        limit=b.limit, dry_run=b.dry_run)
+    return JSON(res)
+
+
 # --- functions, status -----------------------------------------------------------------------
 
 
@@ -565,6 +575,13 @@ OPS: list[Op] = [
     Op("bulk_replay", "POST", "/api/v1/replay", bulk_replay, "admin", "Replay many finished runs of a function",
        "runs", [_ok(201, schemas.BulkReplayOut, "Replays created"), _ok(200, schemas.BulkReplayOut, "Dry run")],
        body=schemas.BulkReplayIn, errors=[404, 413, 503]),
+    Op("bulk_cancel", "POST", "/api/v1/cancellations", bulk_cancel, "admin",
+       "Cancel many unfinished runs of a function by filter", "runs",
+       [_ok(200, schemas.BulkCancelOut, "Runs cancelled, or, with dry_run, the runs that match")],
+       body=schemas.BulkCancelIn, errors=[404, 413, 503],
+       description="Filters: status, created since/until, tenant, and a CEL 'if' over the run's event; newest "
+                   "first, at most limit. Each run is cancelled in its own transaction, as POST "
+                   "/api/v1/runs/{id}/cancel does."),
     Op("list_functions", "GET", "/api/v1/functions", list_functions, "admin",
        "The registry, with next and last cron run and last status", "functions", [_ok(200, schemas.FunctionsOut)]),
     Op("invoke_function", "POST", "/api/v1/functions/{id}/invoke", invoke_function, "admin",

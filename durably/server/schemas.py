@@ -22,6 +22,7 @@ from ..core.types import REPLAYABLE, RUN_STATUSES
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
 Replayable = Literal["failed", "completed", "cancelled"]
+Cancellable = Literal["queued", "running", "sleeping", "waiting"]
 assert set(RunStatus.__args__) == set(RUN_STATUSES) and set(Replayable.__args__) == set(REPLAYABLE)  # type: ignore[attr-defined]
 
 # A name or id: at most 256 characters, no NUL, and at least one character that is neither
@@ -156,6 +157,20 @@ class BulkReplayIn(_Body):
     concurrency: Concurrency | None = Field(None,
                                     description="At most this many of these replays run at once, across all workers.")
     dry_run: bool = Field(False, description="List what would be replayed; create nothing.")
+
+
+class BulkCancelIn(_Body):
+    """Cancel the unfinished runs of a function that match every filter given (newest first)."""
+
+    function: str = Field(min_length=1, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
+    status: Cancellable | None = Field(None, description="One unfinished status; all four when omitted.")
+    since: TimeFilter | None = Field(None, description="Created at or after.")
+    until: TimeFilter | None = Field(None, description="Created before.")
+    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=TEXT_PATTERN, description="Tenant.")
+    if_: str | None = Field(None, alias="if", min_length=1, max_length=4096, pattern=TEXT_PATTERN,
+                            description="CEL over the run's event, e.g. event.data.plan == 'free'.")
+    limit: ListLimit = 100
+    dry_run: bool = Field(False, description="List what would be cancelled; cancel nothing.")
 
 
 class RunsQuery(_Query):
@@ -304,6 +319,21 @@ class BulkReplayItem(_Out):
     created_at: str | None
     error: Any = None
     replay_id: str | None = Field(description="The new run (null in a dry run).")
+
+
+class BulkCancelItem(_Out):
+    id: str
+    status: str = Field(description="cancelled; in a dry run (or if it ended meanwhile), its status when matched.")
+    tenant: str
+    created_at: str | None
+
+
+class BulkCancelOut(_Out):
+    dry_run: bool
+    function_id: str
+    count: int = Field(description="Runs cancelled (in a dry run: that match).")
+    runs: list[BulkCancelItem]
+    already_ended: list[str] = Field(description="Matched, but ended before they could be cancelled.")
 
 
 class BulkReplayOut(_Out):
