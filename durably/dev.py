@@ -64,5 +64,5 @@ def _http_server(app, host: str, port: int):
     asgi = app.asgi()
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # uvicorn's own, not in its stubs
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not a method of the locked uvicorn (0.55): serve() captures signals itself
     return server

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from datetime import datetime, timedelta, timezone
 from contextvars import ContextVar
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Coroutine, Protocol
 
 from .core.durations import parse_duration
 from .errors import InvalidInput
@@ -127,8 +127,8 @@ class SyncSteps:
     def __init__(self, steps: Steps, loop: asyncio.AbstractEventLoop):
         self._steps, self._loop = steps, loop
 
-    def _call(self, coro: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def run(self, id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self._call(self._steps.run(id, fn, *args, **kwargs))

@@ -141,6 +141,6 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO, stream: Any 
     handler.addFilter(_Fields())
     for old in [h for h in root.handlers if getattr(h, "_durably", False)]:
         root.removeHandler(old)
-    handler._durably = True  # type: ignore[attr-defined]
+    handler._durably = True  # type: ignore[attr-defined]  # a marker, found by getattr above
     root.addHandler(handler)
     root.setLevel(level)

@@ -120,15 +120,15 @@ class TestEnv:
             self._dir.cleanup()
             raise InvalidInput("TestEnv needs an app whose store is not open yet (create the TestEnv first)") from None
         app.register()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         worker = app.worker(concurrency=self.concurrency, poll_interval=0.2)
         started = threading.Event()
 
         def target() -> None:
-            asyncio.set_event_loop(self._loop)
+            asyncio.set_event_loop(loop)
             try:
-                self._loop.run_until_complete(self._run_worker(worker, started))  # type: ignore[union-attr]
+                loop.run_until_complete(self._run_worker(worker, started))
             except BaseException as exc:  # noqa: BLE001 - surfaced by stop()/result()
                 self._errors.append(exc)
                 started.set()

@@ -226,7 +226,9 @@ class Worker:
 
     def _fill(self) -> None:
         """Start runs claimed ahead while slots are free."""
-        while self._busy < self.concurrency and self._ahead and not self.stopping.is_set():  # type: ignore[union-attr]
+        stopping = self.stopping
+        assert stopping is not None, "_fill runs inside run(), which sets stopping"
+        while self._busy < self.concurrency and self._ahead and not stopping.is_set():
             run, claimed_at = self._ahead.popleft()
             # The run's clock was read at claim: carry it forward to now, so durations
             # computed from it (sleeps, timeouts) never start in the past.

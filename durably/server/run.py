@@ -65,7 +65,7 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
     stop = stop_on_signals()
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # uvicorn's own, not in its stubs
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not a method of the locked uvicorn (0.55): serve() captures signals itself
     scheduler = asyncio.create_task(runtime.scheduler().run(stop), name="durably-scheduler")
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="durably-http")
     started = asyncio.create_task(_wait_started(server))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -23,7 +23,7 @@ from ..core.types import REPLAYABLE, RUN_STATUSES
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
 Replayable = Literal["failed", "completed", "cancelled"]
 Cancellable = Literal["queued", "running", "sleeping", "waiting"]
-assert set(RunStatus.__args__) == set(RUN_STATUSES) and set(Replayable.__args__) == set(REPLAYABLE)  # type: ignore[attr-defined]
+assert set(get_args(RunStatus)) == set(RUN_STATUSES) and set(get_args(Replayable)) == set(REPLAYABLE)
 
 # A name or id: at most 256 characters, no NUL, and at least one character that is neither
 # whitespace nor a control character (so it is never blank once trimmed).

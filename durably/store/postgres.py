@@ -284,15 +284,22 @@ class _Conn:
         """The queued control statements, then ``statements``, in one round trip (pipeline
         mode); a cursor per statement, holding its rows."""
         curs = []
-        with self.raw.pipeline():  # type: ignore[union-attr]
+        raw = self.live()
+        with raw.pipeline():
             pending, self.pending = self.pending, []
             for stmt in pending:
                 self.cur.execute(stmt)
             for sql, params in statements:
-                cur = self.raw.cursor(row_factory=row_factory)  # type: ignore[union-attr]
+                cur = raw.cursor(row_factory=row_factory)
                 cur.execute(sql, params)
                 curs.append(cur)
         return curs
+
+    def live(self) -> psycopg.Connection:
+        """The open connection: a statement runs only after ``ensure`` (or ``wrap``) set it."""
+        raw = self.raw
+        assert raw is not None, "no connection: ensure() failed or was not called"
+        return raw
 
     def close(self) -> None:
         if self.raw is not None:
@@ -372,7 +379,7 @@ class PgTx(StatusStaging):
         self.published: list[tuple[str, str, dict]] | None = None  # blobs for a sink outside the store, after commit
 
     def conn(self) -> psycopg.Connection:
-        return self.c.raw  # type: ignore[return-value]
+        return self.c.live()
 
     @property
     def now(self) -> float:
@@ -386,7 +393,8 @@ class PgTx(StatusStaging):
         """This host's monotonic clock just before ``now`` was read: a clock carried forward
         from (now, mono) never runs behind the server's, so no delay computed from it ends early."""
         self.now  # noqa: B018 - reads the clock (and mono) if not done yet
-        return self._mono  # type: ignore[return-value]
+        assert self._mono is not None  # set with _now, by __init__ or by now
+        return self._mono
 
     def _run(self, name: str, params: dict) -> Any:
         c = self.c

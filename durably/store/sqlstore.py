@@ -70,6 +70,7 @@ class StatusStaging:
 
 class SqlStore:
     status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
+    _readers: cf.ThreadPoolExecutor  # the dialect's pool for reads, made in its __init__
 
     def _init_wakeups(self) -> None:
         self._listeners: list[Callable[[], None]] = []
@@ -89,7 +90,7 @@ class SqlStore:
     def _submit_read(self, run: Callable[[], Any]) -> cf.Future:
         """Run a read on the reader pool; once the store is closed, a failed future."""
         try:
-            return self._readers.submit(run)  # type: ignore[attr-defined]
+            return self._readers.submit(run)
         except RuntimeError as exc:  # the pool is shut down
             fut: cf.Future = cf.Future()
             fut.set_exception(StoreUnavailable(f"the store is closed: {exc}"))

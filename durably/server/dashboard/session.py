@@ -58,4 +58,6 @@ class Sessions:
         return hmac.new(self._csrf_key, session["sid"].encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session: dict | None, token: str | None) -> bool:
-        return bool(session and token) and hmac.compare_digest(self.csrf(session), token or "")  # type: ignore[arg-type]
+        if not session or not token:
+            return False
+        return hmac.compare_digest(self.csrf(session), token)

@@ -234,7 +234,7 @@ def _finish_lost(run: ClaimedRun) -> LeaseLost:
     return LeaseLost(f"run {run.id}: lease lost before it could finish")
 
 
-finish.many = _finish_many  # type: ignore[attr-defined]
+finish.many = _finish_many  # type: ignore[attr-defined]  # the writer's batch variant (see writer.py)
 
 
 def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:

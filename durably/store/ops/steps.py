@@ -89,7 +89,7 @@ def _step_item(run: ClaimedRun, s: StepWrite) -> dict:
             "started_at": s.started_at, "finished_at": s.finished_at, "wake_at": s.wake_at}
 
 
-checkpoint.many = _checkpoint_many  # type: ignore[attr-defined]
+checkpoint.many = _checkpoint_many  # type: ignore[attr-defined]  # the writer's batch variant (see writer.py)
 
 
 def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWrite], children: list[NewRun],
