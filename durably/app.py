@@ -254,6 +254,7 @@ class App:
         changed = threading.Event()
         unsubscribe = store.on_ended(changed.set)  # before the first read: no end is missed
         try:
+            store.watch_end(run_id).result()
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 changed.clear()
@@ -280,6 +281,7 @@ class App:
 
         unsubscribe = store.on_ended(woken)
         try:
+            await aw(store.watch_end(run_id))
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 changed.clear()

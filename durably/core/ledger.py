@@ -73,6 +73,7 @@ class _RunColumns(TypedDict):
     throttle: str | None  # JSON text [key, interval, tolerance], as stored
     singleton_key: str | None
     gathering: int  # 1 while a debounce/batch run still takes events
+    notify_end: bool  # app.result waits on it: its end is announced (watch_end)
 
 
 class RunRecord(_RunColumns, total=False):

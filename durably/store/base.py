@@ -190,6 +190,11 @@ class Store(Protocol):
         """Cancel an unfinished run; False when it had already finished (or does not exist)."""
         ...
 
+    def watch_end(self, run_id: str) -> cf.Future[bool]:
+        """Someone waits on ``run_id``: the transaction that ends it wakes ``on_ended``
+        listeners in every process (False: no such run). Ending unwatched runs announces nothing."""
+        ...
+
     # --- workers, leases, maintenance ----------------------------------------------------------
     def heartbeat(self, worker: dict[str, Any], lease: float) -> cf.Future[int]:
         """Record a worker (``{"id", "host", "pid", "functions", "concurrency"}``) and extend
@@ -231,8 +236,8 @@ class Wakeups(Protocol):
         ...
 
     def on_ended(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` (from another thread) whenever runs may have ended, in any
-        process; returns the unsubscribe call."""
+        """Call ``callback`` (from another thread) whenever a run marked with ``watch_end``
+        may have ended, in any process; returns the unsubscribe call."""
         ...
 
     def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],

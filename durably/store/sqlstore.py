@@ -237,6 +237,9 @@ class SqlStore:
     def cancel_run(self, run_id: str, reason: str) -> cf.Future:
         return self._write(ops.cancel, run_id, reason)
 
+    def watch_end(self, run_id: str) -> cf.Future:
+        return self._write(ops.watch_end, run_id)
+
     def heartbeat(self, worker: dict, lease: float) -> cf.Future:
         return self._write(ops.heartbeat, worker, lease)
 

@@ -246,7 +246,8 @@ def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, e
 def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     """What follows the end of a run, slots and waits aside: its singleton key, the parent
     waiting on it (invoke), its status blob."""
-    tx.ended = True
+    if row["notify_end"]:  # someone waits on it (watch_end): announce the end after the commit
+        tx.ended = True
     if row["trigger"] == "cron" and tx.exec("release_buffered_cron", env=tx.env, function_id=row["function_id"],
                                             now=tx.now, buffered=BUFFERED_AT):
         tx.woke = True
@@ -385,3 +386,8 @@ def dispatch(tx: Tx, key: str, window: int, event: dict) -> dict:
     ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
     res = ingest(tx, [ev])
     return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}
+
+
+def watch_end(tx: Tx, run_id: str) -> bool:
+    """Mark ``run_id`` as waited on: the transaction that ends it announces it (``tx.ended``)."""
+    return tx.exec("watch_end", run_id=run_id, env=tx.env) > 0

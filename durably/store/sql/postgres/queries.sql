@@ -147,7 +147,7 @@ FROM json_to_recordset(CAST(:items AS json))
 WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
   AND r.id = j.id AND r.lease_gen = j.gen AND r.status || '' = 'running'
 RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key,
-    r.trigger;
+    r.trigger, r.notify_end;
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
@@ -195,7 +195,8 @@ UPDATE durably_runs
 SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger,
+    notify_end;
 
 -- name: heartbeat_runs
 UPDATE durably_runs SET lease_expires_at = CAST(:now AS double precision) + :lease
@@ -421,7 +422,8 @@ UPDATE durably_runs
 SET status = 'failed', terminal_reason = :reason, error = :error, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger,
+    notify_end;
 
 -- name: list_skips
 SELECT event_id, function_id, reason, created_at FROM durably_skips
@@ -577,6 +579,10 @@ UPDATE durably_runs SET available_at = CAST(:now AS double precision),
     sort_at = CAST(:now AS double precision) - priority
 WHERE env = :env AND function_id = :function_id AND trigger = 'cron' AND status = 'queued'
   AND available_at >= CAST(:buffered AS double precision);
+
+-- name: watch_end
+-- app.result waits on this run: the transaction that ends it will announce it.
+UPDATE durably_runs SET notify_end = true WHERE id = :run_id AND env = :env AND NOT notify_end;
 
 -- name: finished_per_minute
 -- floor, not a cast: PostgreSQL rounds when casting to integer, SQLite truncates.

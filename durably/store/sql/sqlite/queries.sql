@@ -144,7 +144,7 @@ WHERE id = :run_id AND lease_gen = :lease_gen;
 SELECT json_group_array(json_object('id', r.id, 'tenant', r.tenant, 'function_id', r.function_id,
     'parent_run_id', r.parent_run_id, 'parent_step_id', r.parent_step_id,
     'started_at', CASE WHEN r.started_at IS NULL THEN NULL ELSE json(printf('%!.17g', r.started_at)) END, 'attempt', r.attempt,
-    'singleton_key', r.singleton_key, 'trigger', r.trigger)) AS packed
+    'singleton_key', r.singleton_key, 'trigger', r.trigger, 'notify_end', r.notify_end)) AS packed
 FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
 WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs
@@ -213,7 +213,8 @@ UPDATE durably_runs
 SET status = 'cancelled', terminal_reason = :reason, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger,
+    notify_end;
 
 -- name: heartbeat_runs
 UPDATE durably_runs SET lease_expires_at = :now + :lease
@@ -447,7 +448,8 @@ UPDATE durably_runs
 SET status = 'failed', terminal_reason = :reason, error = :error, finished_at = :now, lease_owner = NULL,
     lease_expires_at = NULL, lease_gen = lease_gen + 1
 WHERE id = :run_id AND env = :env AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger;
+RETURNING tenant, function_id, parent_run_id, parent_step_id, started_at, attempt, event, singleton_key, trigger,
+    notify_end;
 
 -- name: list_skips
 SELECT event_id, function_id, reason, created_at FROM durably_skips
@@ -559,6 +561,10 @@ WHERE env = :env AND function_id = :function_id AND trigger = 'cron'
 UPDATE durably_runs SET available_at = :now, sort_at = :now - priority
 WHERE env = :env AND function_id = :function_id AND trigger = 'cron' AND status = 'queued'
   AND available_at >= :buffered;
+
+-- name: watch_end
+-- app.result waits on this run: the transaction that ends it will announce it.
+UPDATE durably_runs SET notify_end = 1 WHERE id = :run_id AND env = :env;
 
 -- name: finished_per_minute
 -- Runs finished per minute since :since (bucket 0 = the first minute), by status.
