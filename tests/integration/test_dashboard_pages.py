@@ -62,6 +62,16 @@ async def test_login_keeps_the_deep_links_query(prod_app):
         assert r.status_code == 200 and "Runs" in r.text
 
 
+async def test_a_csrf_field_that_is_a_file_or_not_ascii_is_refused_not_a_500(prod_app):
+    async with client(prod_app.asgi()) as c:
+        page = await c.get("/login")
+        for files, data in (({"csrf": ("csrf.txt", b"x", "text/plain")}, {"token": ADMIN}),
+                            (None, {"csrf": "t\u00e9st\u00a0", "token": ADMIN}),
+                            (None, {"csrf": csrf_of(page.text) + "\u2028", "token": ADMIN})):
+            r = await c.post("/login", data=data, files=files)
+            assert r.status_code in (200, 401, 403) and "expired" in r.text.lower(), (r.status_code, r.text[:200])
+
+
 @pytest.mark.parametrize("evil", ["https://evil.example/", "//evil.example/x", "/\\evil.example/x",
                                   "/\t/evil.example", "javascript:alert(1)", "evil"])
 async def test_login_next_stays_on_this_site(prod_app, evil):

@@ -93,7 +93,7 @@ class Dashboard:
                 fresh, session = self.sessions.new(True)
             if post:
                 form = await request.form()
-                if not self.sessions.csrf_ok(session, form.get("csrf")):  # type: ignore[arg-type]  # a multipart field may be an UploadFile
+                if not self.sessions.csrf_ok(session, form.get("csrf")):
                     return HTMLResponse("invalid or missing CSRF token: reload the page and try again",
                                         status_code=403)
                 request.state.form = form
@@ -140,7 +140,7 @@ class Dashboard:
             cookie, pre = self.sessions.new(False)
         error = None
         if form is not None:
-            if not self.sessions.csrf_ok(pre, form.get("csrf")):  # type: ignore[arg-type]  # a multipart field may be an UploadFile
+            if not self.sessions.csrf_ok(pre, form.get("csrf")):
                 error = "The form expired; try again."
             elif self.sessions.check_token(str(form.get("token") or "")):
                 value, _ = self.sessions.new(True)

@@ -57,7 +57,9 @@ class Sessions:
     def csrf(self, session: dict) -> str:
         return hmac.new(self._csrf_key, session["sid"].encode(), hashlib.sha256).hexdigest()
 
-    def csrf_ok(self, session: dict | None, token: str | None) -> bool:
-        if not session or not token:
+    def csrf_ok(self, session: dict | None, token: object) -> bool:
+        """Whether ``token`` (a form field: text, a file upload, or missing) is this session's."""
+        if not session or not isinstance(token, str) or not token:
             return False
-        return hmac.compare_digest(self.csrf(session), token)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        return hmac.compare_digest(self.csrf(session).encode(), token.encode("utf-8", "surrogatepass"))
