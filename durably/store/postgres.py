@@ -36,8 +36,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigError, DurablyError, InvalidInput, StoreUnavailable, UnstorableInput
-from . import ops
+from ..errors import ConfigError, DurablyError, StoreUnavailable, UnstorableInput
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -310,58 +309,6 @@ class _Conn:
 # first, result() waiters for the second.
 _PAYLOADS = {(True, False): "ready", (False, True): "ended", (True, True): "ready+ended"}
 
-# Which database a connection is on: its name and its server's start time (unique to a server
-# instance, whatever host name or socket led there), and whether durably's tables are there.
-_IDENTITY_SQL = ("SELECT current_database() AS db, "
-                 "CAST(extract(epoch from pg_postmaster_start_time()) AS double precision) AS started, "
-                 "to_regclass(%(table)s) IS NOT NULL AS has_store")
-
-
-class _AsyncCursor:
-    """A psycopg async cursor driven from synchronous code inside ``greenlets.run_sync``."""
-
-    def __init__(self, cur: Any):
-        self._cur = cur
-
-    def execute(self, sql: Any, params: Any = None) -> "_AsyncCursor":
-        from .greenlets import wait
-
-        wait(self._cur.execute(sql, params))
-        return self
-
-    def fetchone(self) -> Any:
-        from .greenlets import wait
-
-        return wait(self._cur.fetchone())
-
-    def fetchall(self) -> Any:
-        from .greenlets import wait
-
-        return wait(self._cur.fetchall())
-
-    def nextset(self) -> Any:
-        return self._cur.nextset()
-
-    @property
-    def rowcount(self) -> int:
-        return int(self._cur.rowcount)
-
-
-class _AsyncRaw:
-    """A ``psycopg.AsyncConnection`` as the little of a ``psycopg.Connection`` that ``_Conn`` uses."""
-
-    def __init__(self, conn: Any):
-        self._conn = conn
-        self.autocommit = conn.autocommit
-
-    def cursor(self, row_factory: Any = None) -> _AsyncCursor:
-        return _AsyncCursor(self._conn.cursor(row_factory=row_factory))
-
-    def pipeline(self) -> Any:
-        import contextlib
-
-        return contextlib.nullcontext()  # statements go one by one: the same results, more round trips
-
 class PgTx(StatusStaging):
     """An open transaction: named statements, the store's clock, the env."""
 
@@ -611,74 +558,19 @@ class PostgresStore(SqlStore):
                 except Exception:  # noqa: BLE001
                     pass
 
-    # --- the caller's transaction ------------------------------------------------------
+    # --- the caller's transaction (pg_caller.py) ------------------------------------
 
     def ingest_in(self, connection: Any, events: list[dict]) -> Any:
         """``ingest`` in the caller's open transaction on ``connection``, a ``psycopg.Connection``
-        to this store's database: its statements run on that connection (with the store's
-        schema first on its search_path for their duration), and workers are woken by a
-        NOTIFY that PostgreSQL delivers only if the caller commits."""
-        if isinstance(connection, psycopg.AsyncConnection):
-            raise InvalidInput("connection=: a psycopg.AsyncConnection goes to await app.send_async(..., connection=...)")
-        if not isinstance(connection, psycopg.Connection):
-            raise InvalidInput(f"connection=: the PostgreSQL store takes a psycopg (3) Connection, "
-                               f"got {type(connection).__name__}")
-        return self._ingest_in(connection, events)
+        to this store's database (see ``pg_caller``)."""
+        from . import pg_caller
+
+        return pg_caller.ingest_in(self, connection, events)
 
     async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
-        if isinstance(connection, psycopg.Connection):
-            raise InvalidInput("connection=: a psycopg.Connection goes to app.send(..., connection=...)")
-        if not isinstance(connection, psycopg.AsyncConnection):
-            raise InvalidInput(f"connection=: the PostgreSQL store takes a psycopg (3) AsyncConnection, "
-                               f"got {type(connection).__name__}")
-        import asyncio
+        from . import pg_caller
 
-        from .greenlets import run_sync
-
-        await asyncio.to_thread(self._identity)  # read once, off the loop
-        return await run_sync(self._ingest_in, _AsyncRaw(connection), events)
-
-    def _ingest_in(self, raw: Any, events: list[dict]) -> Any:
-        if raw.autocommit:
-            raise InvalidInput("connection=: the connection is in autocommit mode, so there is no transaction to "
-                               "write in; use a connection with autocommit off (psycopg's default) or "
-                               "'with conn.transaction():'")
-        c = _Conn.wrap(raw)
-        try:
-            mine = self._identity()
-            theirs = c.cur.execute(_IDENTITY_SQL, {"table": f"{self.schema}.durably_runs"}).fetchone()
-            if (theirs["db"], theirs["started"]) != mine[:2] or not theirs["has_store"]:
-                raise InvalidInput(f"connection=: that connection is to database {theirs['db']!r} of another server or "
-                                   f"without durably's tables in schema {self.schema!r}, not to the store "
-                                   f"{self.url}: its transaction cannot hold durably's writes")
-            old = c.cur.execute("SELECT current_setting('search_path') AS path").fetchone()["path"]
-            c.cur.execute("SELECT set_config('search_path', %(path)s, true)",
-                          {"path": f"{self.schema}, {old}" if old else self.schema})
-            try:
-                tx = PgTx(c, self.q, self.env, self.status_in_store)
-                result = ops.ingest(tx, events)
-                tx.flush_status()  # blobs kept in the store: written in the caller's transaction
-                for sql, params in c.at_commit:
-                    c.cur.execute(sql, params)
-                if tx.woke or tx.ended:  # delivered at the caller's COMMIT, dropped by a rollback
-                    c.cur.execute(f"NOTIFY {self.channel}, '{_PAYLOADS[tx.woke, tx.ended]}'")
-            finally:
-                c.cur.execute("SELECT set_config('search_path', %(path)s, true)", {"path": old})
-        except DurablyError:
-            raise
-        except psycopg.Error as exc:
-            raise _translate(exc) from exc
-        # Blobs kept in Redis (tx.published) would describe runs that a rollback may undo: a
-        # run's blob is written when it starts.
-        return result
-
-    def _identity(self) -> tuple:
-        if self._ident is None:
-            with self._pool.connection() as conn:
-                row = conn.execute(_IDENTITY_SQL, {"table": f"{self.schema}.durably_runs"}).fetchone()
-            assert row is not None  # a SELECT without FROM has one row
-            self._ident = tuple(row)
-        return self._ident
+        return await pg_caller.ingest_in_async(self, connection, events)
 
     # --- lifecycle ----------------------------------------------------------------------
 
