@@ -60,3 +60,15 @@ def test_forbidden_lists_name_every_module_outside_the_layer(source):
     assert not missing, f"{source} may import these: forbid them in pyproject.toml, or allow them here: {missing}"
     wrongly = sorted(m for m in forbidden if _covered(m, ALLOWED[source]))
     assert not wrongly, f"{source}: forbidden but allowed by ARCHITECTURE.md: {wrongly}"
+
+
+def test_no_module_is_over_700_lines():
+    """DESIGN §7 / ARCHITECTURE.md: a module that grows past 700 lines is split by concern."""
+    import pathlib
+
+    import durably
+
+    root = pathlib.Path(durably.__file__).parent
+    long = {str(p.relative_to(root)): n for p in root.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 700}
+    assert not long, f"split these modules: {long}"
