@@ -142,17 +142,21 @@ class Runtime:
         """``ingest`` in the caller's open transaction on ``connection`` (see ``unwrap``), once
         this process's functions are in the registry (registered in a transaction of their own)."""
         conn = unwrap(connection)
-        registering = self.registry.register()
-        if registering is not None:
-            registering.result()
-        return self.store.ingest_in(conn, events)
+        # Functions not in the registry yet are written in the caller's transaction as well:
+        # waiting for a transaction of the store's own could wait for the caller's lock (SQLite).
+        pending = self.registry.pending()
+        result = self.store.ingest_in(conn, events, register=pending)
+        if pending is not None:
+            self.registry.register()  # in the store's own transaction too, not waited for
+        return result
 
     async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
         conn = await _unwrap_async(connection)
-        registering = self.registry.register()
-        if registering is not None:
-            await aw(registering)
-        return await self.store.ingest_in_async(conn, events)
+        pending = self.registry.pending()
+        result = await self.store.ingest_in_async(conn, events, register=pending)
+        if pending is not None:
+            self.registry.register()  # in the store's own transaction too, not waited for
+        return result
 
     def close(self) -> None:
         self.store.close()

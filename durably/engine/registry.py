@@ -45,6 +45,12 @@ class Registry:
         """Every function registered in the store (this env), by id."""
         return await aw(self.store.registry())
 
+    def pending(self) -> tuple[str, list[dict]] | None:
+        """What ``register`` would write now (app id, configs), or None when nothing is due."""
+        if frozenset(self.local) == self._registered or self.app_id is None:
+            return None
+        return self.app_id, [f.config() for f in self.local.values()]
+
     def register(self) -> cf.Future | None:
         """Write the local functions to the store's registry, unless they are there already.
 

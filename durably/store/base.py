@@ -142,14 +142,17 @@ class Store(Protocol):
         """Create runs; each one's id, or None where flow control created none."""
         ...
 
-    def ingest_in(self, connection: Any, events: list[JsonObject]) -> IngestResult:
+    def ingest_in(self, connection: Any, events: list[JsonObject],
+                  register: tuple[str, list[FunctionConfig]] | None = None) -> IngestResult:
         """``ingest`` inside the caller's open transaction on ``connection`` (a DB-API
         connection to this store's database), on the caller's thread: nothing is visible
         until the caller commits, and a rollback leaves no event and no run. Workers are woken
-        at the commit. A connection to another database is InvalidInput."""
+        at the commit. A connection to another database is InvalidInput. ``register``: an
+        app's functions (``register``'s arguments) to write to the registry in that transaction first."""
         ...
 
-    async def ingest_in_async(self, connection: Any, events: list[JsonObject]) -> IngestResult:
+    async def ingest_in_async(self, connection: Any, events: list[JsonObject],
+                              register: tuple[str, list[FunctionConfig]] | None = None) -> IngestResult:
         """``ingest_in`` on an async connection (PostgreSQL's ``psycopg.AsyncConnection``)."""
         ...
 

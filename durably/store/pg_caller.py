@@ -67,7 +67,7 @@ class _AsyncRaw:
         return contextlib.nullcontext()  # statements go one by one: the same results, more round trips
 
 
-def ingest_in(store: "PostgresStore", connection: Any, events: list[dict]) -> Any:
+def ingest_in(store: "PostgresStore", connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
     """``ingest`` in the caller's open transaction on ``connection``, a ``psycopg.Connection``
     to this store's database: its statements run on that connection (with the store's
     schema first on its search_path for their duration), and workers are woken by a
@@ -77,18 +77,18 @@ def ingest_in(store: "PostgresStore", connection: Any, events: list[dict]) -> An
     if not isinstance(connection, psycopg.Connection):
         raise InvalidInput(f"connection=: the PostgreSQL store takes a psycopg (3) Connection, "
                            f"got {type(connection).__name__}")
-    return _ingest_in(store, connection, events)
+    return _ingest_in(store, connection, events, register)
 
-async def ingest_in_async(store: "PostgresStore", connection: Any, events: list[dict]) -> Any:
+async def ingest_in_async(store: "PostgresStore", connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
     if isinstance(connection, psycopg.Connection):
         raise InvalidInput("connection=: a psycopg.Connection goes to app.send(..., connection=...)")
     if not isinstance(connection, psycopg.AsyncConnection):
         raise InvalidInput(f"connection=: the PostgreSQL store takes a psycopg (3) AsyncConnection, "
                            f"got {type(connection).__name__}")
     await asyncio.to_thread(_identity, store)  # read once, off the loop
-    return await run_sync(_ingest_in, store, _AsyncRaw(connection), events)
+    return await run_sync(_ingest_in, store, _AsyncRaw(connection), events, register)
 
-def _ingest_in(store: "PostgresStore", raw: Any, events: list[dict]) -> Any:
+def _ingest_in(store: "PostgresStore", raw: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
     if raw.autocommit:
         raise InvalidInput("connection=: the connection is in autocommit mode, so there is no transaction to "
                            "write in; use a connection with autocommit off (psycopg's default) or "
@@ -106,6 +106,8 @@ def _ingest_in(store: "PostgresStore", raw: Any, events: list[dict]) -> Any:
                       {"path": f"{store.schema}, {old}" if old else store.schema})
         try:
             tx = PgTx(c, store.q, store.env, store.status_in_store)
+            if register is not None:  # functions not in the registry yet: in this transaction too
+                ops.register(tx, *register)
             result = ops.ingest(tx, events)
             tx.flush_status()  # blobs kept in the store: written in the caller's transaction
             for sql, params in c.at_commit:

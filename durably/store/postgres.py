@@ -560,17 +560,17 @@ class PostgresStore(SqlStore):
 
     # --- the caller's transaction (pg_caller.py) ------------------------------------
 
-    def ingest_in(self, connection: Any, events: list[dict]) -> Any:
+    def ingest_in(self, connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
         """``ingest`` in the caller's open transaction on ``connection``, a ``psycopg.Connection``
         to this store's database (see ``pg_caller``)."""
         from . import pg_caller
 
-        return pg_caller.ingest_in(self, connection, events)
+        return pg_caller.ingest_in(self, connection, events, register)
 
-    async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
+    async def ingest_in_async(self, connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
         from . import pg_caller
 
-        return await pg_caller.ingest_in_async(self, connection, events)
+        return await pg_caller.ingest_in_async(self, connection, events, register)
 
     # --- lifecycle ----------------------------------------------------------------------
 

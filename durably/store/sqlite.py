@@ -282,7 +282,7 @@ class SqliteStore(SqlStore):
 
     # --- the caller's transaction ------------------------------------------------------
 
-    def ingest_in(self, connection: Any, events: list[dict]) -> Any:
+    def ingest_in(self, connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
         """``ingest`` in the caller's transaction on ``connection``, a ``sqlite3.Connection``
         to this store's file. Another process's workers see the commit through the file's
         change counter, this process's through their watch on it: no signal is needed."""
@@ -305,6 +305,8 @@ class SqliteStore(SqlStore):
             connection.execute("BEGIN")  # what sqlite3's default mode would do at the first write
         tx = SqliteTx(_Rows(connection), self.q, self.env, self.status_in_store, self.clock)
         try:
+            if register is not None:  # functions not in the registry yet: in this transaction too
+                ops.register(tx, *register)
             result = ops.ingest(tx, events)
             tx.flush_status()  # blobs kept in the store: written in the caller's transaction
         except Exception as exc:  # noqa: BLE001 - as the store's own transactions report it
@@ -313,7 +315,7 @@ class SqliteStore(SqlStore):
         # run's blob is written when it starts.
         return result
 
-    async def ingest_in_async(self, connection: Any, events: list[dict]) -> Any:
+    async def ingest_in_async(self, connection: Any, events: list[dict], register: tuple[str, list[dict]] | None = None) -> Any:
         raise InvalidInput("send_async(connection=...): the SQLite store takes a sqlite3.Connection, "
                            "with app.send(..., connection=conn)")
 

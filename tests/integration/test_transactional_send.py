@@ -156,3 +156,18 @@ def test_send_async_in_an_async_transaction(store_url):
         assert app.result(orm, timeout=20).output == "orm"
         assert app.store.get_run(rolled).result() is None
     app.close()
+
+
+def test_a_first_send_registers_the_functions_in_the_same_transaction(store_url):
+    app = txn_app(store_url)
+    app.store  # noqa: B018 - the store exists (durably dev or migrate made it); nothing is registered yet
+    conn = connect(store_url)
+    make_messages(conn)
+    conn.execute("INSERT INTO messages (body) VALUES ('first')")  # the caller holds its write lock (SQLite)
+    (rid,) = app.send(durably.Event("inbox.counts.dirty", {"client": "first"}), connection=conn).runs
+    conn.commit()
+    assert app.store.get_function("recount").result() is not None
+    with running_worker(app):
+        assert app.result(rid, timeout=20).output == "first"
+    conn.close()
+    app.close()
