@@ -79,9 +79,11 @@ def settings(**overrides: Any) -> Settings:
 
 
 def open_store(**overrides: Any):
+    """The store, for a command that only reads or sends: one that does not exist yet is not
+    created (StoreMissing); only dev, worker, server and migrate create a store."""
     from .runtime import open_store as _open
 
-    return _open(settings(**overrides))
+    return _open(settings(**overrides), create=False)
 
 
 def _logging(default: int = logging.INFO) -> None:
@@ -212,7 +214,13 @@ def send(name: str, data: str, id: Optional[str]) -> None:
         raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
-    app = App("cli", settings=settings())
+    from .runtime import Runtime
+    from .engine.registry import Registry
+
+    s = settings()
+    store = open_store()
+    app = App("cli", settings=s)
+    app.bind(Runtime(s, store, time.time, Registry(store, app.functions, app_id=app.id)))
     try:
         res = app.send(Event(name, payload, id=id))
     finally:

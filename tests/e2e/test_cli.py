@@ -124,8 +124,56 @@ def test_cli_errors_are_one_line(tmp_path):
         assert done[usage].returncode == 2 and "Traceback" not in done[usage].stderr, done[usage].stderr
     assert "unexpected extra argument" in done["usage"].stderr.lower()
     assert "no such command" in done["command"].stderr.lower()
-    # Nothing was sent: the failed sends wrote no event.
+    # Nothing was sent, and nothing was created: no command made a store.
+    assert not (tmp_path / ".durably").exists()
+
+
+def test_commands_that_read_or_send_never_create_a_store(tmp_path):
+    """DESIGN §1: on a SQLite path that does not exist, a command that only reads or sends
+    exits 1 with one line naming the path (and what creates it), and creates nothing."""
+    missing_dir = tmp_path / "nonexistent" / "dir"
+    cases = {
+        "runs": ["runs"],
+        "runs-json": ["runs", "--json"],
+        "show": ["runs", "show", "r1"],
+        "cancel": ["runs", "cancel", "r1"],
+        "send": ["send", "hello", "--data", '{"name": "Ada"}'],
+        "functions": ["functions"],
+        "status": ["status", "t1", "fn"],
+        "health": ["health"],
+        "replay": ["replay", "--function", "fn"],
+        "prune": ["prune", "--older-than", "30d"],
+        "url": ["--database-url", f"sqlite:///{missing_dir}/x.db", "runs"],
+    }
+    started = {k: subprocess.Popen(durably_cmd(*args), env=_env(), cwd=tmp_path, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for k, args in cases.items()}
+    for k, p in started.items():
+        out, err = p.communicate(timeout=60)
+        line = _one_line_error(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        assert p.returncode == 1, (k, err)
+        where = f"{missing_dir}/x.db" if k == "url" else str(tmp_path / ".durably" / "durably.db")
+        assert f"no store at {where}" in line and "durably dev" in line and "durably migrate" in line, (k, line)
+        assert out == "", (k, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a command created something"
+
+    # Once `durably migrate` has made the store, the same commands read it.
+    assert cli(tmp_path, "migrate").returncode == 0
     assert json.loads(cli(tmp_path, "runs", "--json").stdout) == []
+
+
+def test_a_reading_command_does_not_create_a_postgres_schema(tmp_path):
+    import psycopg
+
+    from tests.conftest import PG_DSN as dsn
+    from tests.pg import new_schema_name, schema_url
+
+    schema = new_schema_name()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        p = cli(tmp_path, "--database-url", schema_url(dsn, schema), "runs")
+        line = _one_line_error(p)
+        assert "no store at" in line and f"schema {schema!r}" in line, line
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()[0] == 0
 
 
 def test_worker_loads_an_app_by_module_path(tmp_path, procs):
