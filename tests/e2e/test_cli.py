@@ -259,3 +259,17 @@ def test_functions_show_flow_control_from_the_typed_config(tmp_path):
     assert page.status_code == 200
     for line in expected:
         assert line in page.text
+
+
+def test_an_app_that_sends_when_imported_gets_a_clear_error(tmp_path):
+    (tmp_path / "eager.py").write_text(
+        "import durably\n"
+        "app = durably.App('eager')\n"
+        "@app.function(id='f', trigger=durably.on_event('e'))\n"
+        "def f(ctx):\n"
+        "    return 1\n"
+        "app.send(durably.Event('e'))\n"
+    )
+    line = _one_line_error(cli(tmp_path, "worker", "eager:app"))
+    assert "importing it already opened app 'eager'" in line and "module-level app.send()" in line, line
+    assert "configure()" not in line, line
