@@ -38,6 +38,8 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """Listen here, or fail with one clear line (uvicorn would exit the process instead)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"cannot listen on {host}:{port}: a port is a number from 1 to 65535")
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                           flags=socket.AI_PASSIVE)[0]

@@ -273,3 +273,26 @@ def test_an_app_that_sends_when_imported_gets_a_clear_error(tmp_path):
     line = _one_line_error(cli(tmp_path, "worker", "eager:app"))
     assert "importing it already opened app 'eager'" in line and "module-level app.send()" in line, line
     assert "configure()" not in line, line
+
+
+def test_dev_on_a_port_it_cannot_listen_on_fails_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runs = {"taken": subprocess.Popen(durably_cmd("dev", HELLO, "--port", str(port)), env=_env(), cwd=tmp_path,
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                "range": subprocess.Popen(durably_cmd("dev", HELLO, "--port", "99999"), env=_env(), cwd=tmp_path,
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)}
+        done = {}
+        for k, p in runs.items():
+            out, err = p.communicate(timeout=60)
+            done[k] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    taken_line = _one_line_error(done["taken"])
+    assert done["taken"].returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken_line, taken_line
+    assert "in use" in taken_line, taken_line
+    range_line = _one_line_error(done["range"])
+    assert done["range"].returncode == 1 and "99999" in range_line and "1 to 65535" in range_line, range_line
+    for p in done.values():
+        assert "dashboard at" not in p.stdout + p.stderr
+    assert not (tmp_path / ".durably").exists(), "the store was opened before the port was checked"
