@@ -29,6 +29,7 @@ class SendResult(list):
         self.runs = res.runs
         self.duplicates = res.duplicates
         self.skipped = res.skipped
+        self.filtered = res.filtered
 
 
 class Function:

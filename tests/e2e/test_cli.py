@@ -296,3 +296,48 @@ def test_dev_on_a_port_it_cannot_listen_on_fails_before_anything_starts(tmp_path
     for p in done.values():
         assert "dashboard at" not in p.stdout + p.stderr
     assert not (tmp_path / ".durably").exists(), "the store was opened before the port was checked"
+
+
+def test_send_says_why_no_run_started(tmp_path):
+    """DESIGN §1: for each function the event did not start, `durably send` says why."""
+    import durably
+
+    app = durably.App("why", database_url=f"sqlite:///{tmp_path}/.durably/durably.db")
+
+    @app.function(id="picky", trigger=durably.on_event("go", if_="event.data.k == 'b'"))
+    def picky(ctx):
+        return None
+
+    @app.function(id="limited", trigger=durably.on_event("go"), rate_limit=durably.RateLimit(1, "1h"))
+    def limited(ctx):
+        return None
+
+    @app.function(id="idem", trigger=durably.on_event("go"), idempotency="event.data.k")
+    def idem(ctx):
+        return None
+
+    app.register()
+    app.close()
+
+    nobody = cli(tmp_path, "send", "nothing.here")
+    assert nobody.returncode == 0, nobody.stderr
+    assert json.loads(nobody.stdout)["runs"] == []
+    assert nobody.stderr.strip() == "no run started: no function is registered for event 'nothing.here' in env 'dev'"
+
+    first = cli(tmp_path, "send", "go", "--data", '{"k": "a"}', "--id", "e1")
+    assert first.returncode == 0 and len(json.loads(first.stdout)["runs"]) == 2, first
+    assert first.stderr.strip() == "no run of picky: filter false: event.data.k == 'b'"
+
+    second = cli(tmp_path, "send", "go", "--data", '{"k": "a"}')
+    body = json.loads(second.stdout)
+    assert second.returncode == 0 and body["runs"] == [], second
+    reasons = {s["function_id"]: s["reason"] for s in body["skipped"]}
+    assert reasons["picky"].startswith("filter false") and reasons["limited"] == "rate limited"
+    assert reasons["idem"].startswith("idempotent duplicate"), reasons
+    lines = sorted(second.stderr.strip().splitlines())
+    assert lines[0] == "no run of idem: idempotent duplicate: duplicate idempotency key 'a'", lines
+    assert lines[1] == "no run of limited: rate limited" and lines[2].startswith("no run of picky: filter false")
+
+    again = cli(tmp_path, "send", "go", "--id", "e1")
+    assert json.loads(again.stdout)["duplicates"] == ["e1"]
+    assert again.stderr.strip() == "no run started: event 'e1' was sent before (same id within 24 h)"

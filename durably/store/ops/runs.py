@@ -39,6 +39,8 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
             config = loads(row["config"])
             planned = flow.plan(config, e, row["if_expr"], tx.now)
             if planned is None:
+                res.filtered.append({"event_id": e["id"], "function_id": config["id"],
+                                     "reason": f"filter false: {row['if_expr']}"})
                 continue
             if isinstance(planned, Skip):
                 _skip(tx, e["id"], planned.function_id, planned.reason)
