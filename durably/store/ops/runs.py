@@ -242,6 +242,7 @@ finish.many = _finish_many  # type: ignore[attr-defined]
 def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     tx.exec("release_slots", run_id=run_id)
     tx.exec("delete_waits_of_run", run_id=run_id)
+    tx.exec("cancel_open_steps", run_id=run_id, now=tx.now)
     _ended(tx, run_id, row, status, output, error)
 
 
