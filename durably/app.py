@@ -35,6 +35,7 @@ class SendResult(list):
         self.runs = res.runs
         self.duplicates = res.duplicates
         self.skipped = res.skipped
+        self.filtered = res.filtered
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,16 @@ class App:
 
     def configure(self, **overrides: Any) -> "App":
         """Replace settings (before the store is opened): ``app.configure(database_url=...)``."""
-        if self._runtime.current is not None:
-            raise InvalidInput("configure() must be called before the app opens its store")
+        if self.opened:
+            raise InvalidInput(f"app {self.id!r} cannot be configured any more: it is already connected to its "
+                               "store (app.send, app.store or a worker used it); call configure() before that")
         self._settings = self.settings.replace(**overrides)
         return self
+
+    @property
+    def opened(self) -> bool:
+        """Whether the app has opened its store (from then on its settings are fixed)."""
+        return self._runtime.current is not None
 
     def _open_runtime(self) -> Runtime:
         return Runtime.open(self.settings, app_id=self.id, functions=self.functions,

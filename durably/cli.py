@@ -79,9 +79,11 @@ def settings(**overrides: Any) -> Settings:
 
 
 def open_store(**overrides: Any):
+    """The store, for a command that only reads or sends: one that does not exist yet is not
+    created (StoreMissing); only dev, worker, server and migrate create a store."""
     from .runtime import open_store as _open
 
-    return _open(settings(**overrides))
+    return _open(settings(**overrides), create=False)
 
 
 def _logging(default: int = logging.INFO, *, traces: bool = False) -> None:
@@ -217,12 +219,37 @@ def send(name: str, data: str, id: Optional[str]) -> None:
         raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
-    app = App("cli", settings=settings())
+    from .runtime import Runtime
+
+    s = settings()
+    store = open_store()
+    app = App("cli", settings=s)
+    app.bind(Runtime.on(s, store, app_id=app.id, functions=app.functions))
     try:
         res = app.send(Event(name, payload, id=id))
     finally:
         app.close()
-    _print_json({"ids": res.ids, "runs": res.runs, "duplicates": res.duplicates})
+    not_started = [{"function_id": x["function_id"], "reason": _skip_reason(x["reason"])}
+                   for x in res.skipped + res.filtered]
+    _print_json({"ids": res.ids, "runs": res.runs, "duplicates": res.duplicates, "skipped": not_started})
+    # Why no run started, on stderr (stdout stays JSON).
+    if res.duplicates:
+        sys.stderr.write(f"no run started: event {res.duplicates[0]!r} was sent before (same id within 24 h)\n")
+    elif not res.runs and not not_started:
+        sys.stderr.write(f"no run started: no function is registered for event {name!r} in env {s.env!r}\n")
+    for x in not_started:
+        sys.stderr.write(f"no run of {x['function_id']}: {x['reason']}\n")
+
+
+_SKIP_REASONS = {"rate_limited": "rate limited", "paused": "paused",
+                 "invalid_tenant": "its tenant expression gave an invalid tenant (1 to 256 characters, no NUL)"}
+
+
+def _skip_reason(reason: str) -> str:
+    """A skip's reason, as a sentence (the ledger keeps codes for some)."""
+    if reason.startswith("duplicate idempotency key"):
+        return "idempotent duplicate: " + reason
+    return _SKIP_REASONS.get(reason, reason)
 
 
 # --- the ledger ----------------------------------------------------------------------------

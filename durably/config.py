@@ -220,3 +220,13 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
         elif upper in _ALSO:
             also[_ALSO[upper]] = value
     return {**also, **out}
+
+
+def masked_url(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))

@@ -12,10 +12,20 @@ log = logging.getLogger("durably.dev")
 
 
 def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: int, settings: Settings) -> None:
+    from .server.run import bind
+
+    port = port or settings.port
+    sock = bind(host, port)  # a port taken or out of range fails here, before anything starts
+    try:
+        _run(app_spec, host, port, sock, concurrency, settings)
+    finally:
+        sock.close()
+
+
+def _run(app_spec, host: str, port: int, sock, concurrency: int, settings: Settings) -> None:
     from .app import App
     from .loader import load_app
 
-    port = port or settings.port
     if app_spec:
         app = load_app(app_spec)
         app.configure(database_url=settings.database_url, env=settings.env)
@@ -24,10 +34,10 @@ def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: i
     app.store  # noqa: B018 - open and migrate now, so a bad store fails before anything starts
     from .lifecycle import run
 
-    run(_main(app, host, port, concurrency), app.settings.event_loop)
+    run(_main(app, host, port, sock, concurrency), app.settings.event_loop)
 
 
-async def _main(app, host: str, port: int, concurrency: int) -> None:
+async def _main(app, host: str, port: int, sock, concurrency: int) -> None:
     from .lifecycle import stop_on_signals
 
     stop = stop_on_signals()
@@ -38,7 +48,7 @@ async def _main(app, host: str, port: int, concurrency: int) -> None:
         tasks.append(asyncio.create_task(app.runtime.scheduler().run(stop)))
     server = _http_server(app, host, port)
     if server is not None:
-        tasks.append(asyncio.create_task(server.serve()))
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
     url = f"http://{host}:{port}/"
     s = app.settings
     print(f"durably dev: env {s.env!r}, store {s.database_url}", file=sys.stderr)

@@ -83,6 +83,12 @@ class StoreUnavailable(DurablyError):
     code = "store_unavailable"
 
 
+class StoreMissing(DurablyError):
+    """There is no store where the settings point (only dev, worker, server and migrate create one)."""
+
+    code = "store_missing"
+
+
 class LeaseLost(DurablyError):
     """The run's lease was taken over by another worker; this worker's writes were rejected."""
 

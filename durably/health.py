@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from .config import Settings
+from .errors import StoreMissing
 
 WORKER_WINDOW = 3.0  # a worker is live if it heartbeated within this many lease thirds
 
@@ -17,7 +18,7 @@ def collect(settings: Settings, store: Any = None) -> dict:
         if store is None:
             from .runtime import open_store
 
-            store = open_store(settings, migrate=False)
+            store = open_store(settings, migrate=False, create=False)
         try:
             now = store.now().result()  # the store's clock: heartbeats and leases are on it
         except Exception:  # noqa: BLE001 - reported by the read below
@@ -35,6 +36,11 @@ def collect(settings: Settings, store: Any = None) -> dict:
         report["runs_by_status"] = h["counts"]
         report["alerts"] = {"backlog": report["oldest_queued_age_s"] > settings.backlog_alert_seconds,
                             "stale_leases": h["stale_leases"] > 0, "no_workers": not h["workers"]}
+    except StoreMissing:
+        if own:  # `durably health` where there is no store: one line, like every reading command
+            raise
+        report["ok"] = False
+        report["store"] = {"ok": False, "error": "no store"}
     except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
         report["ok"] = False
         report["store"] = {"ok": False, "error": str(exc)}

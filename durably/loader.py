@@ -50,8 +50,18 @@ def load_app(spec: str):
             obj = obj()
         if not isinstance(obj, App):
             raise InvalidInput(f"cannot load app {spec!r}: {attr!r} is a {type(obj).__name__}, not a durably.App")
-        return obj
+        return _unopened(obj, spec)
     apps = [v for v in vars(module).values() if isinstance(v, App)]
     if len(apps) != 1:
         raise InvalidInput(f"cannot load app {spec!r}: found {len(apps)} durably.App objects; name one as {target}:attribute")
-    return apps[0]
+    return _unopened(apps[0], spec)
+
+
+def _unopened(app, spec: str):
+    """The app, unless importing its module already used it (the command could no longer
+    apply its settings: --database-url, --env)."""
+    if app.opened:
+        raise InvalidInput(f"cannot load app {spec!r}: importing it already opened app {app.id!r}'s store "
+                           "(a module-level app.send() or app.store?); send from a function your code calls, "
+                           "not when the module is imported")
+    return app

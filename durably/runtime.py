@@ -13,14 +13,15 @@ This is the only module that picks a store implementation (``open_store``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .config import Settings
+from .config import Settings, masked_url
 from .core.durations import parse_duration
 from .engine.registry import Registry
-from .errors import ConfigError, InvalidInput
+from .errors import ConfigError, InvalidInput, StoreMissing
 from .store.base import aw
 
 if TYPE_CHECKING:
@@ -34,20 +35,26 @@ Clock = Callable[[], float]
 SinkErrorHook = Callable[[str, BaseException], None]  # (sink, error): a status sink's write failed
 
 
-def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None = None) -> Any:
+def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None = None, create: bool = True) -> Any:
     """Open the store that ``DURABLY_DATABASE_URL`` names (and apply migrations).
 
-    With ``DURABLY_REDIS_URL`` the store keeps no status blobs: every transaction that
-    starts or ends a run hands its blob to the store's Redis sink once committed.
+    With ``create=False`` (the commands that only read or send) a store that does not exist
+    yet is not created: ``StoreMissing``, with nothing written (no file, no directory, no
+    schema). With ``DURABLY_REDIS_URL`` the store keeps no status blobs: every transaction
+    that starts or ends a run hands its blob to the store's Redis sink once committed.
     """
     url = settings.database_url
     status_in_store = not settings.redis_url
     store: Any
     if url.startswith("sqlite:"):
-        from .store.sqlite import SqliteStore
+        from .store.sqlite import SqliteStore, path_from_url
 
+        if not create:
+            path = path_from_url(url)
+            if not os.path.isfile(path):
+                raise StoreMissing(_missing(f"no store at {os.path.abspath(path)}"))
         store = SqliteStore(url, env=settings.env, synchronous=settings.sqlite_synchronous,
-                            status_in_store=status_in_store, clock=clock or time.time)
+                            status_in_store=status_in_store, create_dirs=create, clock=clock or time.time)
     elif url.startswith(("postgresql:", "postgres:")):
         try:
             from .store.postgres import PostgresStore
@@ -56,6 +63,16 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
         store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store)
     else:
         raise ConfigError(f"DURABLY_DATABASE_URL {url!r}: use sqlite:///path or postgresql://...")
+    if not create:
+        try:
+            exists = store.initialized().result()
+        except BaseException:
+            store.close()
+            raise
+        if not exists:
+            store.close()
+            where = store.path if store.dialect == "sqlite" else f"{masked_url(url)} (schema {store.schema!r})"
+            raise StoreMissing(_missing(f"no store at {where}"))
     if settings.redis_url:
         from .status import RedisStatusSink
 
@@ -63,6 +80,10 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
     if migrate:
         store.migrate().result()
     return store
+
+
+def _missing(what: str) -> str:
+    return f"{what}: run `durably dev` or `durably migrate` to create it, or pass --database-url"
 
 
 class Runtime:
@@ -73,6 +94,12 @@ class Runtime:
         self.store = store
         self.clock = clock
         self.registry = registry
+
+    @classmethod
+    def on(cls, settings: Settings, store: Any, *, app_id: str | None = None,
+           functions: Mapping[str, "FunctionDef"] | None = None) -> "Runtime":
+        """A runtime on a store opened already (``durably send`` opens one without creating it)."""
+        return cls(settings, store, time.time, Registry(store, functions if functions is not None else {}, app_id=app_id))
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock | None = None, app_id: str | None = None,

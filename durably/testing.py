@@ -10,10 +10,20 @@
             assert run.steps["recompute-counts"]["attempts"] == 1
 
 The engine is the real one (steps, retries, flow control, a worker) on a temporary SQLite
-file. Time is the real clock plus an offset that ``advance()`` moves forward; by default
-``run``/``result`` advance it past sleeps and retry backoffs, so a function that sleeps a day
-finishes in milliseconds. A run waiting for an event stops there: send the event with
-``env.send(...)`` (or ``env.advance(...)`` past its timeout) and call ``env.result(run.id)``.
+file. Time is the real clock plus an offset that only the test moves:
+
+- ``env.run(function, data)`` runs one run to its end, moving the clock past its sleeps and
+  retry backoffs, so a function that sleeps a day finishes in milliseconds. A run that waits
+  for an event stops there.
+- ``env.send(events)`` returns once the work it started (or woke: a wait it resolved) has run
+  as far as it can without the clock moving: to its next sleep, wait or retry backoff, or to
+  its end. Only events sent after a wait began are matched.
+- ``env.advance(duration)`` moves the clock through every timer due within ``duration``, in
+  order (sleeps, backoffs, wait timeouts, debounce and batch windows), running what each one
+  wakes before going to the next: a sleep of 10 min followed by a wait with a 1 h timeout,
+  advanced by 2 h, has slept, begun waiting and timed out.
+- ``env.result(run_id)`` waits for the run to end or to wait for an event (moving the clock
+  past sleeps, unless ``auto_advance=False``); ``env.runs()`` reads them all as they stand.
 """
 
 from __future__ import annotations
@@ -163,13 +173,74 @@ class TestEnv:
     def now(self) -> float:
         return self.clock()
 
-    def advance(self, duration: Any) -> None:
-        """Move time forward ("1h", timedelta, seconds): due sleeps, backoffs and timeouts fire."""
-        self.clock.advance(parse_duration(duration, name="advance"))
-        self.app.store.wake()
+    def advance(self, duration: Any, *, timeout: float = 10.0) -> None:
+        """Move time forward ("1h", timedelta, seconds) through every timer due on the way, in
+        order, running what each one wakes to quiescence before going on to the next."""
+        seconds = parse_duration(duration, name="advance")
+        if seconds < 0:
+            raise InvalidInput("time only moves forward")
+        target = self.clock() + seconds
+        timers = self._settle(timeout)
+        while True:
+            due = [t for t in timers if t <= target]
+            if not due:
+                break
+            self.clock.advance(max(min(due) - self.clock(), 0.0) + 0.001)
+            self.app.store.wake()
+            timers = self._settle(timeout)
+        if target > self.clock():
+            self.clock.advance(target - self.clock())
+            self.app.store.wake()
+            self._settle(timeout)
 
-    def send(self, events: Any) -> SendResult:
-        return self.app.send(events)
+    def send(self, events: Any, *, timeout: float = 10.0) -> SendResult:
+        """Send, then return once what the events started or woke has run as far as it can
+        without the clock moving (its next sleep, wait or backoff, or its end)."""
+        res = self.app.send(events)
+        self._settle(timeout)
+        return res
+
+    def _settle(self, timeout: float) -> list[float]:
+        """Wait until no run is running or due now; the times of the timers left (runs that
+        become due later). A due run that stays unclaimed (a concurrency slot held by a run
+        that sleeps) does not count once it has waited through a few wake-ups."""
+        deadline = time.monotonic() + timeout
+        quiet, stuck, stuck_since = 0, None, 0.0
+        while True:
+            if self._errors:
+                raise self._errors[0]
+            running, due, timers = self._pending()
+            if running:
+                quiet, stuck = 0, None
+            elif due:
+                quiet = 0
+                if due != stuck:
+                    stuck, stuck_since = due, time.monotonic()
+                elif time.monotonic() - stuck_since > 0.5:  # the worker polls every 0.2 s
+                    return timers
+                self.app.store.wake()
+            else:
+                quiet += 1
+                if quiet >= 2:  # twice in a row: the reads of the statuses are not one snapshot
+                    return timers
+            if time.monotonic() > deadline:
+                raise AssertionError(f"runs still running after {timeout}s: {running or due}")
+            time.sleep(0.005)
+
+    def _pending(self) -> tuple[list[str], list[tuple], list[float]]:
+        now = self.clock()
+        running: list[str] = []
+        due: list[tuple] = []
+        timers: list[float] = []
+        for status in ("queued", "sleeping", "waiting", "running"):
+            for r in self.app.store.list_runs(status=status, limit=1000).result():
+                if status == "running":
+                    running.append(r["id"])
+                elif r["available_at"] is not None and r["available_at"] <= now:
+                    due.append((r["id"], status, r["available_at"]))
+                elif r["available_at"] is not None:
+                    timers.append(r["available_at"])
+        return running, sorted(due), timers
 
     def run(self, function: Any, data: dict | None = None, *, timeout: float = 10.0,
             auto_advance: bool = True) -> TestRun:
@@ -187,7 +258,8 @@ class TestEnv:
         return self.result(planned.id, timeout=timeout, auto_advance=auto_advance)
 
     def result(self, run_id: str, *, timeout: float = 10.0, auto_advance: bool = True) -> TestRun:
-        """Wait until the run ends, or waits for an event; skip sleeps and backoffs meanwhile."""
+        """Wait until the run ends, or waits for an event; skip sleeps and backoffs meanwhile
+        (with ``auto_advance=False``, return as soon as it sleeps or backs off instead)."""
         deadline = time.monotonic() + timeout
         while True:
             if self._errors:
@@ -200,8 +272,11 @@ class TestEnv:
                 return TestRun.from_row(row)
             if status == "waiting" and row["available_at"] > self.clock():
                 return TestRun.from_row(row)  # waits for an event: the test sends it, or advances time
-            if auto_advance and status in ("sleeping", "queued") and row["available_at"] > self.clock():
-                self.advance(row["available_at"] - self.clock() + 0.001)
+            if status in ("sleeping", "queued") and row["available_at"] > self.clock():
+                if not auto_advance:
+                    return TestRun.from_row(row)  # as it stands: only the test moves the clock
+                self.clock.advance(row["available_at"] - self.clock() + 0.001)
+                self.app.store.wake()
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} is still {status} after {timeout}s")
             time.sleep(0.005)

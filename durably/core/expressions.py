@@ -6,6 +6,7 @@ compiled when a function is declared, so a typo fails at import time, not at 3 a
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,25 @@ def compile_expr(source: str) -> "cel.Program":
     try:
         return cel.compile(source)
     except Exception as exc:  # the binding raises ValueError with a caret diagram
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ExpressionError(f"invalid CEL expression {source!r}: {first}") from None
+        raise ExpressionError(f"invalid CEL expression {source!r}: {_parse_error(exc)}") from None
+
+
+_PARSE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (?:Syntax error: )?(.*)")
+
+
+def _parse_error(exc: BaseException) -> str:
+    """The parser's error as one short line: where, and what (not ANTLR's expected-token sets)."""
+    text = str(exc)
+    m = _PARSE_ERROR.search(text)
+    if m is None:
+        return text.splitlines()[0] if text else type(exc).__name__
+    line, col, what = int(m[1]), int(m[2]), m[3].strip()
+    what = re.sub(r"\s*expecting (\{.*\}|\S+)$", "", what)
+    what = re.sub(r"^(mismatched|extraneous) input '<EOF>'$", "the expression ends too soon", what)
+    what = re.sub(r"^(mismatched|extraneous) input ('.*')$", r"unexpected \2", what)
+    what = what.replace("at '<EOF>'", "at the end")
+    where = f"column {col}" if line == 1 else f"line {line}, column {col}"  # 1-based, as the parser counts
+    return f"syntax error at {where}: {what}"
 
 
 def evaluate(source: str, variables: dict[str, Any]) -> Any:

@@ -166,3 +166,6 @@ class IngestResult:
     runs: list[str]
     duplicates: list[str]
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # Functions whose ``if_`` filter was false for an event: not a skip (nothing is recorded),
+    # but what ``durably send`` tells as the reason it started no run of them.
+    filtered: list[dict[str, Any]] = field(default_factory=list)

@@ -21,6 +21,7 @@ class StepStatus(StrEnum):
     RETRYING = "retrying"
     SLEEPING = "sleeping"
     WAITING = "waiting"
+    CANCELLED = "cancelled"  # open (sleeping, waiting, retrying) when its run was cancelled or timed out
 
 
 class StepKind(StrEnum):

@@ -7,9 +7,8 @@ import logging
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from ..config import Settings
+from ..config import Settings, masked_url
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,13 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durably.server")
 
 
-def masked(url: str) -> str:
-    """A database URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+masked = masked_url
 
 
 def run_server(settings: Settings, *, host: str, port: int) -> None:
@@ -45,6 +38,8 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """Listen here, or fail with one clear line (uvicorn would exit the process instead)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"cannot listen on {host}:{port}: a port is a number from 1 to 65535")
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                           flags=socket.AI_PASSIVE)[0]

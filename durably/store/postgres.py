@@ -580,6 +580,13 @@ class PostgresStore(SqlStore):
     def ping(self) -> cf.Future:
         return self._read(lambda tx: tx.c.flush("SELECT 1").fetchone()[0] == 1)
 
+    def initialized(self) -> cf.Future:
+        """Whether the schema holds a durably store (its migrations table), read without writing."""
+        literal = self.schema.replace("'", "''")
+        sql = (f"SELECT count(*) FROM pg_tables WHERE schemaname = '{literal}' "
+               "AND tablename = 'durably_migrations'")
+        return self._read(lambda tx: tx.c.flush(sql).fetchone()[0] > 0)
+
     def close(self) -> None:
         if self._closed.is_set():
             return

@@ -327,6 +327,11 @@ class SqliteStore(SqlStore):
     def ping(self) -> cf.Future:
         return self._read(lambda tx: tx.conn.execute("SELECT 1").fetchone()[0] == 1)
 
+    def initialized(self) -> cf.Future:
+        """Whether this file holds a durably store (its migrations table), read without writing."""
+        return self._read(lambda tx: tx.conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'durably_migrations'").fetchone()[0] > 0)
+
     def close(self) -> None:
         self._closed.set()
         self._writer.close()

@@ -124,8 +124,56 @@ def test_cli_errors_are_one_line(tmp_path):
         assert done[usage].returncode == 2 and "Traceback" not in done[usage].stderr, done[usage].stderr
     assert "unexpected extra argument" in done["usage"].stderr.lower()
     assert "no such command" in done["command"].stderr.lower()
-    # Nothing was sent: the failed sends wrote no event.
+    # Nothing was sent, and nothing was created: no command made a store.
+    assert not (tmp_path / ".durably").exists()
+
+
+def test_commands_that_read_or_send_never_create_a_store(tmp_path):
+    """DESIGN §1: on a SQLite path that does not exist, a command that only reads or sends
+    exits 1 with one line naming the path (and what creates it), and creates nothing."""
+    missing_dir = tmp_path / "nonexistent" / "dir"
+    cases = {
+        "runs": ["runs"],
+        "runs-json": ["runs", "--json"],
+        "show": ["runs", "show", "r1"],
+        "cancel": ["runs", "cancel", "r1"],
+        "send": ["send", "hello", "--data", '{"name": "Ada"}'],
+        "functions": ["functions"],
+        "status": ["status", "t1", "fn"],
+        "health": ["health"],
+        "replay": ["replay", "--function", "fn"],
+        "prune": ["prune", "--older-than", "30d"],
+        "url": ["--database-url", f"sqlite:///{missing_dir}/x.db", "runs"],
+    }
+    started = {k: subprocess.Popen(durably_cmd(*args), env=_env(), cwd=tmp_path, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for k, args in cases.items()}
+    for k, p in started.items():
+        out, err = p.communicate(timeout=60)
+        line = _one_line_error(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        assert p.returncode == 1, (k, err)
+        where = f"{missing_dir}/x.db" if k == "url" else str(tmp_path / ".durably" / "durably.db")
+        assert f"no store at {where}" in line and "durably dev" in line and "durably migrate" in line, (k, line)
+        assert out == "", (k, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a command created something"
+
+    # Once `durably migrate` has made the store, the same commands read it.
+    assert cli(tmp_path, "migrate").returncode == 0
     assert json.loads(cli(tmp_path, "runs", "--json").stdout) == []
+
+
+def test_a_reading_command_does_not_create_a_postgres_schema(tmp_path):
+    import psycopg
+
+    from tests.conftest import PG_DSN as dsn
+    from tests.pg import new_schema_name, schema_url
+
+    schema = new_schema_name()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        p = cli(tmp_path, "--database-url", schema_url(dsn, schema), "runs")
+        line = _one_line_error(p)
+        assert "no store at" in line and f"schema {schema!r}" in line, line
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()[0] == 0
 
 
 def test_worker_loads_an_app_by_module_path(tmp_path, procs):
@@ -211,3 +259,85 @@ def test_functions_show_flow_control_from_the_typed_config(tmp_path):
     assert page.status_code == 200
     for line in expected:
         assert line in page.text
+
+
+def test_an_app_that_sends_when_imported_gets_a_clear_error(tmp_path):
+    (tmp_path / "eager.py").write_text(
+        "import durably\n"
+        "app = durably.App('eager')\n"
+        "@app.function(id='f', trigger=durably.on_event('e'))\n"
+        "def f(ctx):\n"
+        "    return 1\n"
+        "app.send(durably.Event('e'))\n"
+    )
+    line = _one_line_error(cli(tmp_path, "worker", "eager:app"))
+    assert "importing it already opened app 'eager'" in line and "module-level app.send()" in line, line
+    assert "configure()" not in line, line
+
+
+def test_dev_on_a_port_it_cannot_listen_on_fails_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runs = {"taken": subprocess.Popen(durably_cmd("dev", HELLO, "--port", str(port)), env=_env(), cwd=tmp_path,
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                "range": subprocess.Popen(durably_cmd("dev", HELLO, "--port", "99999"), env=_env(), cwd=tmp_path,
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)}
+        done = {}
+        for k, p in runs.items():
+            out, err = p.communicate(timeout=60)
+            done[k] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    taken_line = _one_line_error(done["taken"])
+    assert done["taken"].returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken_line, taken_line
+    assert "in use" in taken_line, taken_line
+    range_line = _one_line_error(done["range"])
+    assert done["range"].returncode == 1 and "99999" in range_line and "1 to 65535" in range_line, range_line
+    for p in done.values():
+        assert "dashboard at" not in p.stdout + p.stderr
+    assert not (tmp_path / ".durably").exists(), "the store was opened before the port was checked"
+
+
+def test_send_says_why_no_run_started(tmp_path):
+    """DESIGN §1: for each function the event did not start, `durably send` says why."""
+    import durably
+
+    app = durably.App("why", database_url=f"sqlite:///{tmp_path}/.durably/durably.db")
+
+    @app.function(id="picky", trigger=durably.on_event("go", if_="event.data.k == 'b'"))
+    def picky(ctx):
+        return None
+
+    @app.function(id="limited", trigger=durably.on_event("go"), rate_limit=durably.RateLimit(1, "1h"))
+    def limited(ctx):
+        return None
+
+    @app.function(id="idem", trigger=durably.on_event("go"), idempotency="event.data.k")
+    def idem(ctx):
+        return None
+
+    app.register()
+    app.close()
+
+    nobody = cli(tmp_path, "send", "nothing.here")
+    assert nobody.returncode == 0, nobody.stderr
+    assert json.loads(nobody.stdout)["runs"] == []
+    assert nobody.stderr.strip() == "no run started: no function is registered for event 'nothing.here' in env 'dev'"
+
+    first = cli(tmp_path, "send", "go", "--data", '{"k": "a"}', "--id", "e1")
+    assert first.returncode == 0 and len(json.loads(first.stdout)["runs"]) == 2, first
+    assert first.stderr.strip() == "no run of picky: filter false: event.data.k == 'b'"
+
+    second = cli(tmp_path, "send", "go", "--data", '{"k": "a"}')
+    body = json.loads(second.stdout)
+    assert second.returncode == 0 and body["runs"] == [], second
+    reasons = {s["function_id"]: s["reason"] for s in body["skipped"]}
+    assert reasons["picky"].startswith("filter false") and reasons["limited"] == "rate limited"
+    assert reasons["idem"].startswith("idempotent duplicate"), reasons
+    lines = sorted(second.stderr.strip().splitlines())
+    assert lines[0] == "no run of idem: idempotent duplicate: duplicate idempotency key 'a'", lines
+    assert lines[1] == "no run of limited: rate limited" and lines[2].startswith("no run of picky: filter false")
+
+    again = cli(tmp_path, "send", "go", "--id", "e1")
+    assert json.loads(again.stdout)["duplicates"] == ["e1"]
+    assert again.stderr.strip() == "no run started: event 'e1' was sent before (same id within 24 h)"

@@ -39,6 +39,54 @@ def test_cancel_a_sleeping_run(app_factory):
     assert woke == ["second"]
 
 
+def test_a_cancelled_runs_open_steps_end_as_cancelled(app_factory, store_url):
+    """DESIGN §3: a cancelled run's unfinished steps end as cancelled, never stay sleeping or
+    waiting (the ledger, `durably runs show` and the run page show them so)."""
+    import asyncio
+
+    from durably import admin
+    from tests.helpers import cli_env, run_cli
+
+    app = app_factory(env="dev")  # the dashboard below runs with open routes (dev)
+
+    @app.function(id="napper", trigger=durably.on_event("nap"))
+    async def napper(ctx):
+        await ctx.step.run("before", lambda: 1)
+        await ctx.step.sleep("nap", "1h")
+
+    @app.function(id="waiter", trigger=durably.on_event("wait"))
+    async def waiter(ctx):
+        await ctx.step.wait_for_event("reply", "reply", timeout="1h")
+
+    with running_worker(app, concurrency=2):
+        sleeping = app.send(durably.Event("nap")).runs[0]
+        waiting = app.send(durably.Event("wait")).runs[0]
+        wait_step(app, sleeping, "nap", "sleeping")
+        wait_step(app, waiting, "reply", "waiting")
+        for rid in (sleeping, waiting):
+            asyncio.run(admin.cancel_run(app.store, rid))
+    steps = steps_of(app, sleeping)
+    assert steps["before"]["status"] == "completed"
+    assert steps["nap"]["status"] == "cancelled" and steps["nap"]["finished_at"] is not None
+    assert steps_of(app, waiting)["reply"]["status"] == "cancelled"
+    assert get_run(app, waiting)["status"] == "cancelled"
+
+    shown = run_cli(["runs", "show", sleeping], cli_env(store_url, env="dev"))
+    assert shown.returncode == 0, shown.stderr
+    (nap_line,) = [ln for ln in shown.stdout.splitlines() if ln.split()[:1] == ["nap"]]
+    assert "cancelled" in nap_line and "sleeping" not in nap_line, shown.stdout
+
+    from starlette.testclient import TestClient
+
+    from durably.config import Settings
+    from durably.server.api import create_app
+
+    with TestClient(create_app(Settings.load({"DURABLY_DATABASE_URL": store_url, "DURABLY_ENV": "dev"}))) as c:
+        page = c.get(f"/runs/{sleeping}")
+    assert page.status_code == 200
+    assert "sleeping" not in page.text and "cancelled with its run" in page.text
+
+
 def test_cancel_a_running_run_fences_out_its_worker(app_factory):
     app = app_factory()
     started, gate = threading.Event(), threading.Event()
@@ -203,4 +251,4 @@ def test_waiting_run_cancelled_is_not_resumed_by_its_event(app_factory):
         assert app.store.cancel_run(rid, "user").result()
         app.send(durably.Event("answer"))
         assert get_run(app, rid)["status"] == "cancelled"
-        assert steps_of(app, rid)["wait"]["status"] == "waiting"
+        assert steps_of(app, rid)["wait"]["status"] == "cancelled"  # ended with its run; the event did not complete it

@@ -93,3 +93,43 @@ def test_ctx_attempt_counts_the_current_steps_tries():
     with TestEnv(app) as env:
         assert env.run("att").status == "completed"
     assert seen == [("first", 0), ("first", 1), ("first", 2), ("second", 0)]
+
+
+def _sleep_then_wait_app():
+    app = durably.App("sleep-then-wait")
+
+    @app.function(id="order", trigger=durably.on_event("order.placed"))
+    async def order(ctx):
+        await ctx.step.run("reserve", lambda: "reserved")
+        await ctx.step.sleep("cool-off", "10m")
+        paid = await ctx.step.wait_for_event("paid", "order.paid", match="data.id", timeout="1h")
+        return "shipped" if paid else "expired"
+
+    return app
+
+
+def test_send_runs_the_work_it_starts_until_the_clock_must_move():
+    with TestEnv(_sleep_then_wait_app()) as env:
+        rid = env.send(durably.Event("order.placed", {"id": "o1"})).runs[0]
+        run = env.result(rid, auto_advance=False)  # read as it stands: send already ran it to its sleep
+        assert run.status == "sleeping" and run.steps["reserve"]["status"] == "completed"
+        env.advance("10m")
+        run = env.result(rid, auto_advance=False)
+        assert run.status == "waiting" and run.steps["paid"]["status"] == "waiting"
+        env.send(durably.Event("order.paid", {"id": "o1"}))
+        run = env.result(rid, auto_advance=False)
+        assert run.status == "completed" and run.output == "shipped"
+
+
+def test_advance_goes_through_each_timer_in_order():
+    """DESIGN §2: a sleep of 10 min then a wait with a 1 h timeout, advanced by 2 h, has slept,
+    waited and timed out."""
+    with TestEnv(_sleep_then_wait_app()) as env:
+        rid = env.send(durably.Event("order.placed", {"id": "o2"})).runs[0]
+        env.advance("2h")
+        run = env.result(rid, auto_advance=False)
+        assert run.status == "completed" and run.output == "expired"
+        assert run.steps["cool-off"]["status"] == "completed" and run.steps["paid"]["status"] == "completed"
+        # An event after the timeout matches nothing.
+        env.send(durably.Event("order.paid", {"id": "o2"}))
+        assert env.result(rid, auto_advance=False).output == "expired"

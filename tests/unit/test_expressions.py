@@ -66,3 +66,18 @@ def test_evaluate_bool():
 def test_async_variable_for_waits():
     env = {"event": {"data": {"k": 1}}, "async": {"data": {"k": 1}}}
     assert evaluate_bool("async.data.k == event.data.k", env) is True
+
+
+@pytest.mark.parametrize("src, where, what", [
+    ("event.data.x == ", "column 17", "the expression ends too soon"),
+    ("event.data.x ==== 1", "column 16", "unexpected '=='"),
+    ("(event.data.x", "column 14", "missing ')' at the end"),
+    ("event.data.a event.data.b", "column 14", "unexpected 'event'"),
+    ("event.data.a\n && &&", "line 2, column 5", "unexpected '&&'"),
+])
+def test_a_parse_error_is_one_short_line(src, where, what):
+    with pytest.raises(ExpressionError) as e:
+        compile_expr(src)
+    msg = str(e.value)
+    assert msg == f"invalid CEL expression {src!r}: syntax error at {where}: {what}"
+    assert "\n" not in msg and "expecting" not in msg and "<input>" not in msg and "NUM_FLOAT" not in msg

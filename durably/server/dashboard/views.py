@@ -184,7 +184,9 @@ def _timeline(row: dict, now: float | None = None) -> dict:
                     f", until {iso(wake)}" if wake else "")
             else:
                 title = f"{st['step_id']}: {what}, {_span_text(end - start)}"
-                if kind == "wait" and wake and end < wake - 0.001:
+                if status == "cancelled":
+                    title += " (cancelled with its run)"
+                elif kind == "wait" and wake and end < wake - 0.001:
                     title += f" (ended early; its timeout was {_span_text(wake - start)})"
                 elif kind == "wait" and status == "completed" and st.get("output") is None:
                     title += " (timed out)"

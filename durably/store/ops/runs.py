@@ -39,6 +39,8 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
             config = loads(row["config"])
             planned = flow.plan(config, e, row["if_expr"], tx.now)
             if planned is None:
+                res.filtered.append({"event_id": e["id"], "function_id": config["id"],
+                                     "reason": f"filter false: {row['if_expr']}"})
                 continue
             if isinstance(planned, Skip):
                 _skip(tx, e["id"], planned.function_id, planned.reason)
@@ -240,6 +242,7 @@ finish.many = _finish_many  # type: ignore[attr-defined]  # the writer's batch v
 def _after_end(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error: str | None) -> None:
     tx.exec("release_slots", run_id=run_id)
     tx.exec("delete_waits_of_run", run_id=run_id)
+    tx.exec("cancel_open_steps", run_id=run_id, now=tx.now)
     _ended(tx, run_id, row, status, output, error)
 
 

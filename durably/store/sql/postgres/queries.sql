@@ -58,6 +58,12 @@ DELETE FROM durably_waits WHERE run_id = :run_id AND step_id = :step_id AND kind
 -- name: delete_waits_of_run
 DELETE FROM durably_waits WHERE run_id = :run_id;
 
+-- name: cancel_open_steps
+-- A run ended from outside (cancelled, timed out): its steps still sleeping, waiting or
+-- retrying end as cancelled, never left open.
+UPDATE durably_steps SET status = 'cancelled', finished_at = :now
+WHERE run_id = :run_id AND status IN ('sleeping', 'waiting', 'retrying');
+
 -- name: insert_wait
 INSERT INTO durably_waits (env, run_id, step_id, kind, event_name, match_path, match_value, if_expr,
     expires_at, created_at)
