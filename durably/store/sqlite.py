@@ -322,6 +322,18 @@ class SqliteStore(SqlStore):
     # --- lifecycle ----------------------------------------------------------------------
 
     def migrate(self) -> cf.Future:
+        # Read first: a store that is up to date is opened without taking the write lock, so an
+        # app can open it while a caller's transaction on the same file holds that lock
+        # (app.send(..., connection=conn) as the app's first use of its store).
+        try:
+            done = self._read(lambda tx: [r[0] for r in tx.conn.execute("SELECT version FROM durably_migrations")]
+                              ).result()
+        except Exception:  # noqa: BLE001 - a new file, or an unreadable one: the migration says which
+            done = []
+        if {v for v, _, _ in migrations("sqlite")} <= set(done):
+            fut: cf.Future = cf.Future()
+            fut.set_result([])
+            return fut
         return self._write(_migrate_txn)
 
     def ping(self) -> cf.Future:
