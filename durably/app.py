@@ -15,7 +15,7 @@ from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, Eve
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
 from .core.records import IngestResult
 from .runtime import LazyRuntime, Runtime
-from .store.base import aw
+from .store.base import aw, aw_within, give_up_after, within
 
 log = logging.getLogger("durably")
 
@@ -186,13 +186,21 @@ class App:
         return [e.to_dict() for e in evs]
 
     def send(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
-        """Send one event or a list (one transaction); returns the ids, with ``.runs``."""
+        """Send one event or a list (one transaction); returns the ids, with ``.runs``.
+
+        Gives up after ``DURABLY_DISPATCH_TIMEOUT`` seconds (opening the store included) with
+        ``durably.StoreUnavailable``; then nothing of the events is written, later either."""
         dicts = self._prepare(events)
-        return SendResult(self.runtime.ingest(dicts).result())
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = within(self._runtime.opening())
+            return SendResult(within(runtime.ingest(dicts)))
 
     async def send_async(self, events: Event | dict | Iterable[Event | dict]) -> SendResult:
+        """``send`` for async code (the same deadline)."""
         dicts = self._prepare(events)
-        return SendResult(await aw(self.runtime.ingest(dicts)))
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = await aw_within(self._runtime.opening())
+            return SendResult(await aw_within(runtime.ingest(dicts)))
 
     # --- running -------------------------------------------------------------------------
 

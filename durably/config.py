@@ -1,6 +1,6 @@
 """Settings read from the environment (``DURABLY_*``); CLI flags override them.
 
-Sixteen typed fields, read here by hand rather than with pydantic-settings: importing
+Seventeen typed fields, read here by hand rather than with pydantic-settings: importing
 pydantic costs every worker process and every CLI command about 0.3 s of start-up (half
 of it, on a small machine), and a worker that starts in 0.3 s instead of 0.6 s matters
 where workers come and go with the load. The HTTP API, which validates request bodies,
@@ -155,6 +155,7 @@ class Settings:
     prune_after: str | None = _setting(None, _prune_after)
     schema_: str = _setting("durably", _str, env="DURABLY_SCHEMA")
     event_loop: str = _setting("auto", _event_loop)
+    dispatch_timeout: float = _setting(2.0, _positive)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -13,6 +13,7 @@ This is the only module that picks a store implementation (``open_store``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -52,7 +53,8 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
             from .store.postgres import PostgresStore
         except ImportError:
             raise ConfigError("the PostgreSQL store is not available in this build") from None
-        store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store)
+        store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store,
+                              connect_timeout=settings.dispatch_timeout)
     else:
         raise ConfigError(f"DURABLY_DATABASE_URL {url!r}: use sqlite:///path or postgresql://...")
     if settings.redis_url:
@@ -126,13 +128,16 @@ class Runtime:
         if registering is None:
             return self.store.ingest(events)
         result: cf.Future = cf.Future()
+        context = contextvars.copy_context()  # the caller's deadline (give_up_after) holds for the ingest too
 
         def then(fut: cf.Future) -> None:
             exc = fut.exception()
             if exc is not None:
                 result.set_exception(exc)
                 return
-            _chain(self.store.ingest(events), result)
+            if result.cancelled():  # the caller gave up while registering
+                return
+            _chain(context.run(self.store.ingest, events), result)
 
         registering.add_done_callback(then)
         return result
@@ -157,11 +162,16 @@ def _chain(source: cf.Future, target: cf.Future) -> None:
     """Settle ``target`` as ``source`` settles."""
 
     def settle(fut: cf.Future) -> None:
+        if target.cancelled():
+            return
         exc = fut.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(fut.result())
+        try:
+            if exc is not None:
+                target.set_exception(exc)
+            else:
+                target.set_result(fut.result())
+        except cf.InvalidStateError:  # cancelled meanwhile by the caller
+            pass
 
     source.add_done_callback(settle)
 
@@ -175,6 +185,8 @@ class LazyRuntime:
         self._open = open
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._opening: cf.Future | None = None  # an open under way in a thread of its own
+        self._opening_lock = threading.Lock()  # never held while opening: ``opening()`` never blocks
 
     @property
     def current(self) -> Runtime | None:
@@ -191,6 +203,43 @@ class LazyRuntime:
                     runtime = self._runtime = self._open()
         return runtime
 
+    def opening(self) -> cf.Future:
+        """A future of the open runtime, for a caller that must not wait longer than it
+        chooses (a dispatch): the store is opened in a thread of its own, which goes on if
+        the caller stops waiting, and every caller meanwhile waits on the same open. A
+        failed open is tried again by the next caller."""
+        runtime = self._runtime
+        if runtime is not None:
+            done: cf.Future = cf.Future()
+            done.set_result(runtime)
+            return done
+        with self._opening_lock:
+            fut = self._opening
+            if fut is None:
+                fut = self._opening = cf.Future()
+                start = True
+            else:
+                start = False
+            mine: cf.Future = cf.Future()  # the caller's own: cancelling it leaves the open alone
+            _chain(fut, mine)
+            if not start:
+                return mine
+
+        def open_now() -> None:
+            try:
+                runtime = self.get()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers
+                with self._opening_lock:
+                    self._opening = None
+                fut.set_exception(exc)
+                return
+            with self._opening_lock:
+                self._opening = None
+            fut.set_result(runtime)
+
+        threading.Thread(target=open_now, name="durably-open", daemon=True).start()
+        return mine
+
     def bind(self, runtime: Runtime) -> None:
         """Use ``runtime`` until ``close()``; only while none is open."""
         with self._lock:
@@ -199,6 +248,13 @@ class LazyRuntime:
             self._runtime = runtime
 
     def close(self) -> None:
+        with self._opening_lock:
+            pending = self._opening
+        if pending is not None and not pending.done():
+            # An open under way in its thread (a caller gave up waiting for it): not waited
+            # for here; what it opens is closed when it is done.
+            pending.add_done_callback(lambda fut: self.close() if fut.exception() is None else None)
+            return
         with self._lock:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:

@@ -230,6 +230,9 @@ class SqlStore:
     def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
         return self._write(ops.dispatch, key, window, event)
 
+    def record_dispatch(self, key: str, window_start: int, event_id: str) -> cf.Future:
+        return self._write(ops.record_dispatch, key, window_start, event_id)
+
     # --- reads (the Ledger protocol: bodies in ``reads``, on a reader connection) ---------------
 
     def get_run(self, run_id: str, with_steps: bool = True) -> cf.Future[RunRecord | None]:

@@ -363,3 +363,10 @@ def dispatch(tx: Tx, key: str, window: int, event: dict) -> dict:
     ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
     res = ingest(tx, [ev])
     return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}
+
+
+def record_dispatch(tx: Tx, key: str, window_start: int, event_id: str) -> bool:
+    """A window whose work ran inline (the store was unreachable when it was pinged): its
+    row, and no event, so that no later ping of the window dispatches it again."""
+    return bool(tx.exec("insert_dispatch", env=tx.env, key=key, window_start=window_start, event_id=event_id,
+                        now=tx.now))
