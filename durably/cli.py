@@ -357,9 +357,19 @@ def status(tenant: str, function: str) -> None:
         raise InvalidInput("TENANT must not be empty (runs without a tenant have the tenant 'global')")
     s = settings()
     if s.redis_url:
+        from .runtime import status_template
         from .status import read_redis_blob
 
-        blob = read_redis_blob(s.redis_url, env=s.env, template=s.status_key, tenant=tenant, function_id=function)
+        # The template the function registered (its workers write with it), else this process's.
+        store = open_store()
+        try:
+            config = store.get_function(function).result()
+        finally:
+            store.close()
+        template = config.get("status_key") if config else None
+        if not isinstance(template, str):
+            template = status_template(s)
+        blob = read_redis_blob(s.redis_url, env=s.env, template=template, tenant=tenant, function_id=function)
     else:
         store = open_store()
         try:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .engine.worker import Worker
     from .functions import FunctionDef
 
-__all__ = ["Runtime", "LazyRuntime", "open_store", "run_inline"]
+__all__ = ["Runtime", "LazyRuntime", "open_store", "run_inline", "status_template"]
 
 Clock = Callable[[], float]
 SinkErrorHook = Callable[[str, BaseException], None]  # (sink, error): a status sink's write failed
@@ -60,10 +60,18 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
     if settings.redis_url:
         from .status import RedisStatusSink
 
-        store.status_sink = RedisStatusSink(settings.redis_url, env=settings.env, template=settings.status_key)
+        store.status_sink = RedisStatusSink(settings.redis_url, env=settings.env, template=status_template(settings))
     if migrate:
         store.migrate().result()
     return store
+
+
+def status_template(settings: Settings) -> str:
+    """The status-key template this process writes with: ``DURABLY_STATUS_KEY``, prefixed with
+    ``{env}:`` outside ``DURABLY_PRODUCTION_ENV`` when it has no ``{env}`` (DESIGN §5)."""
+    from .core.blobs import env_template
+
+    return env_template(settings.status_key, settings.env, settings.production_env)
 
 
 class Runtime:
@@ -90,7 +98,8 @@ class Runtime:
         if sink is not None and on_status_sink_error is not None:
             hook = on_status_sink_error
             sink.on_error = lambda exc: hook("redis", exc)
-        return cls(settings, store, clock or time.time, Registry(store, functions, app_id=app_id))
+        return cls(settings, store, clock or time.time,
+                   Registry(store, functions, app_id=app_id, status_key=status_template(settings)))
 
     # --- what the engine is built from -------------------------------------------------------
 

@@ -45,7 +45,7 @@ from ..serialize import event_json, run_json
 from ..core.blobs import iso, redis_key
 from ..core.records import IngestResult
 from ..functions import FunctionDef
-from ..runtime import LazyRuntime, Runtime
+from ..runtime import LazyRuntime, Runtime, status_template
 from ..store.base import COMMIT_GRACE, aw, aw_within, give_up_after
 from . import dashboard, auth, openapi, schemas
 from .auth import Kind
@@ -580,7 +580,15 @@ async def get_status(c: Call) -> Response:
     if "\x00" in tenant or "\x00" in fid:
         raise InvalidInput("tenant and function must not contain NUL")
     if api.settings.redis_url:
-        key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
+        # The template the function registered (its workers write with it), else this process's.
+        template = status_template(api.settings)
+        try:
+            config = await aw((await api.store()).get_function(fid))
+        except StoreUnavailable:
+            config = None
+        if config and isinstance(config.get("status_key"), str):
+            template = config["status_key"]
+        key = redis_key(template, api.settings.env, tenant, fid)
         try:
             raw = await (await api.redis()).get(key)
         except Exception as exc:  # noqa: BLE001 - Redis down is a 503, not a crash

@@ -258,8 +258,19 @@ def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error
         if n:
             tx.exec("wake_run", run_id=row["parent_run_id"], now=tx.now)
             tx.woke = True
-    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
-            loads(error) if error else None)
+    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now,
+            _ended_attempt(tx, run_id, row), loads(error) if error else None)
+
+
+def _ended_attempt(tx: Tx, run_id: str, row: Any) -> int:
+    """The blob's ``attempt`` at a run's end, as the ledger counts: the largest of the run's
+    own attempts and its steps' (``step_attempts`` comes with the finishing row)."""
+    body = (row["attempt"] or 0) + (1 if row["started_at"] is not None else 0)
+    if "step_attempts" in row.keys():
+        steps = row["step_attempts"]
+    else:
+        steps = tx.one("max_step_attempts", run_id=run_id)["n"]
+    return status_mod.blob_attempt(body, steps)
 
 
 def expire(tx: Tx) -> dict:

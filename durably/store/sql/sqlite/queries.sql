@@ -144,7 +144,8 @@ WHERE id = :run_id AND lease_gen = :lease_gen;
 SELECT json_group_array(json_object('id', r.id, 'tenant', r.tenant, 'function_id', r.function_id,
     'parent_run_id', r.parent_run_id, 'parent_step_id', r.parent_step_id,
     'started_at', CASE WHEN r.started_at IS NULL THEN NULL ELSE json(printf('%!.17g', r.started_at)) END, 'attempt', r.attempt,
-    'singleton_key', r.singleton_key)) AS packed
+    'singleton_key', r.singleton_key,
+    'step_attempts', (SELECT max(s.attempts) FROM durably_steps s WHERE s.run_id = r.id))) AS packed
 FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
 WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs
@@ -154,6 +155,10 @@ SET status = json_extract(j.value, '$.status'), output = json_extract(j.value, '
 FROM json_each(:items) AS j
 WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
   AND durably_runs.status = 'running';
+
+-- name: max_step_attempts
+-- The largest attempts among a run's steps (0 without steps): the status blob's attempt.
+SELECT COALESCE(max(attempts), 0) AS n FROM durably_steps WHERE run_id = :run_id;
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
