@@ -439,11 +439,12 @@ def server(host: str, port: Optional[int]) -> None:
               help="At most this many (oldest first).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1),
               help="At most this many replays run at once (on all workers).")
+@click.option("--tenant", "-t", callback=_text, help="Only the runs of this tenant.")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; create nothing.")
 @click.option("--wait", is_flag=True, help="Follow the replays until they have all finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def replay(function: str, status: str, since: Optional[str], until: Optional[str], limit: int,
-           concurrency: Optional[int], dry_run: bool, wait: bool, as_json: bool) -> None:
+           concurrency: Optional[int], tenant: Optional[str], dry_run: bool, wait: bool, as_json: bool) -> None:
     """Re-run finished runs of a function as new runs (runs already replayed are left out)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -469,7 +470,7 @@ def replay(function: str, status: str, since: Optional[str], until: Optional[str
             res = asyncio.run(admin.bulk_replay(
                 store, function_id=function, status=status, since=admin.parse_time(since, name="--since", now=now),
                 until=admin.parse_time(until, name="--until", now=now), limit=limit, concurrency=concurrency,
-                dry_run=dry_run, progress=progress))
+                dry_run=dry_run, progress=progress, tenant=tenant))
             if wait and tasks and res["count"]:
                 _follow_replays(store, res, bar)
         finally:

@@ -507,7 +507,7 @@ async def bulk_replay(c: Call) -> Response:
     res = await admin.bulk_replay(
         await c.api.store(), function_id=b.function, status=b.status,
         since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
-        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run)
+        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run, tenant=b.tenant)
     return JSON(res, status_code=200 if b.dry_run else 201)
 
 

@@ -351,8 +351,8 @@ class Ledger(Protocol):
     def list_slots(self) -> cf.Future[list[SlotRecord]]: ...
 
     def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
-                          limit: int) -> cf.Future[list[RunRecord]]:
-        """Finished runs in ``status`` never replayed, oldest first."""
+                          limit: int, tenant: str | None = None) -> cf.Future[list[RunRecord]]:
+        """Finished runs in ``status`` (of ``tenant`` if given) never replayed, oldest first."""
         ...
 
     def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]: ...

@@ -276,9 +276,9 @@ class SqlStore:
         return self._read(reads.list_slots)
 
     def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
-                          limit: int) -> cf.Future[list[RunRecord]]:
+                          limit: int, tenant: str | None = None) -> cf.Future[list[RunRecord]]:
         return self._read(lambda tx: reads.replay_candidates(tx, function_id=function_id, status=status, since=since,
-                                                             until=until, limit=limit))
+                                                             until=until, limit=limit, tenant=tenant))
 
     def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]:
         return self._read(reads.metrics, now, worker_window)

@@ -373,6 +373,10 @@ def dispatch(tx: Tx, key: str, window: int, event: dict) -> dict:
     data.update(dispatch_key=f"{key}:{window_start}", window_start=status_mod.iso(window_start), window=window)
     ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
     res = ingest(tx, [ev])
+    if event_id in res.duplicates:
+        # The window's event was already recorded some other way (sent with this id, or a
+        # window row pruned before its event): the window is dispatched already.
+        return {**out, "duplicate": True, "first_seen": tx.now, "pings": 1, "runs": []}
     return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}
 
 

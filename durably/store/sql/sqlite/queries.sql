@@ -488,6 +488,7 @@ SELECT * FROM durably_runs
 WHERE env = :env AND function_id = :function_id AND status = :status
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  AND (:tenant IS NULL OR tenant = :tenant)
   AND id NOT IN (SELECT replay_of FROM durably_runs
                  WHERE env = :env AND function_id = :function_id AND replay_of IS NOT NULL)
 ORDER BY created_at, id
