@@ -137,9 +137,8 @@ class BatchWriter:
         while True:
             expired = self._expire(batch, failed, last_error) if timed else False
             live = [i for i in range(len(batch)) if i not in failed]
-            if timed:
-                deadlines = [batch[i][3] for i in live if batch[i][3] is not None]
-                self.deadline = min(deadlines) if deadlines else None
+            deadlines = [batch[i][3] for i in live if batch[i][3] is not None] if timed else None
+            self.deadline = min(deadlines) if deadlines else None
             results: dict[int, Any] = {}
             tx = None
             try:
