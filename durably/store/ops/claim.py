@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ...core import flow
+from ...core.blobs import blob_attempt
 from ...core.jsonutil import dumps, loads
 from ...core.records import ClaimedRun
 from .runs import cancel
 from .tx import Tx
-from ...core.blobs import blob_attempt
 from .tx import stage_blob as _status
 
 # --- claiming ------------------------------------------------------------------------------
