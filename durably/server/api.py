@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from ..core.blobs import iso, redis_key
 from ..core.records import IngestResult
 from ..functions import FunctionDef
 from ..runtime import LazyRuntime, Runtime, status_template
-from ..store.base import COMMIT_GRACE, aw, aw_within, give_up_after
+from ..store.base import COMMIT_GRACE, aw, aw_within, give_up_after, within
 from . import dashboard, auth, openapi, schemas
 from .auth import Kind
 from .http import JSON, MAX_BODY_BYTES, BodyLimit, BodyTooLarge, DurablyStarlette, error, error_response, status_of
@@ -431,6 +432,30 @@ async def _record_inline(api: Api, name: str, window: int, window_start: int) ->
     return True
 
 
+def _record_when_back(api: Api, name: str, window_start: int, window: int) -> None:
+    """In a thread, until the window ends: record the window ``_inline`` ran in the store as
+    soon as the store answers (``record_dispatch``), so that no process, with Redis or
+    without, dispatches it then. Only on a runtime already open; stops when it closes."""
+    key = f"{name}:{window_start}"
+    pause = 0.5
+    while time.time() < window_start + window and key in api.inline_unrecorded:
+        runtime = api.runtime.current
+        if runtime is None:
+            return
+        try:
+            with api.bounded():
+                within(runtime.store.record_dispatch(name, window_start, f"cron:{key}"))
+        except StoreUnavailable:
+            time.sleep(pause)  # the store is still away: try again later
+            pause = min(pause * 2, 10.0)
+            continue
+        except Exception:  # noqa: BLE001 - the next ping of the window records it
+            log.exception("could not record inline window %s in the store", key)
+            return
+        api.inline_unrecorded.discard(key)
+        return
+
+
 async def _claim_inline(api: Api, key: str, window: int) -> bool:
     """Take the inline run of window ``key``: once per process, and once across processes
     with Redis (``SET NX``). Redis unreachable: this process's claim alone (logged)."""
@@ -459,6 +484,8 @@ async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Res
         api.metrics.cron_pings.labels("duplicate").inc()
         return JSON({**body, "duplicate": True, "inline": []})
     api.inline_unrecorded.add(key)
+    threading.Thread(target=_record_when_back, args=(api, name, window_start, window),
+                     name="durably-inline-record", daemon=True).start()
     api.metrics.cron_pings.labels("inline").inc()
     event = Event(name, {"dispatch_key": key, "window_start": iso(window_start), "window": window}, id=f"cron:{key}")
     log.error(json.dumps({"event": "durably.core.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
