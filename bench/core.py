@@ -117,7 +117,8 @@ class Ledger:
 def open_app(url: str) -> durably.App:
     app = apps.app
     app.close()
-    app.configure(database_url=url, env=ENV)
+    # A bulk send of tens of thousands of events is measured, not bounded: a generous deadline.
+    app.configure(database_url=url, env=ENV, dispatch_timeout=600)
     return app
 
 

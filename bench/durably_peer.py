@@ -32,6 +32,8 @@ def database_url() -> str:
 
 app = durably.App("peerbench", database_url=database_url() if os.environ.get("PB_STORE") else None,
                   env="peerbench")
+# The bulk enqueue of 20,000 events is measured, not bounded by DURABLY_DISPATCH_TIMEOUT.
+app.configure(dispatch_timeout=float(os.environ.get("DURABLY_DISPATCH_TIMEOUT", "600")))
 
 
 @app.function(id="noop", trigger=durably.on_event("pb.noop"))

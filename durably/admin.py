@@ -160,8 +160,10 @@ async def replay_run(store: Any, run_id: str) -> dict:
 
 async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", since: float | None = None,
                       until: float | None = None, limit: int = 100, concurrency: int | None = None,
-                      dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Replay the finished runs of a function in a time range (oldest first, at most ``limit``).
+                      dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
+                      tenant: str | None = None) -> dict:
+    """Replay the finished runs of a function in a time range (oldest first, at most ``limit``),
+    of one ``tenant`` if given (e.g. one client's failed runs).
 
     Runs already replayed are left out, so repeating a bulk replay replays nothing twice.
     ``dry_run`` lists the runs and creates nothing. ``concurrency`` caps how many of these
@@ -178,7 +180,7 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
         raise InvalidInput(f"concurrency: must be an integer >= 1, got {concurrency!r}")
     config = await function_config(store, function_id)
     originals = await aw(store.replay_candidates(function_id=function_id, status=status, since=since,
-                                                 until=until, limit=limit))
+                                                 until=until, limit=limit, tenant=tenant))
     items = [{"id": r["id"], "status": r["status"], "created_at": iso(r["created_at"]),
               "error": r.get("error"), "replay_id": None} for r in originals]
     out: dict[str, Any] = {"dry_run": dry_run, "function_id": function_id, "count": len(items), "runs": items,

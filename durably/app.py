@@ -21,7 +21,7 @@ from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, Eve
 from .core.records import IngestResult
 from .runtime import LazyRuntime, Runtime
 from . import telemetry
-from .store.base import aw
+from .store.base import aw, aw_within, give_up_after, within
 
 log = logging.getLogger("durably")
 
@@ -231,24 +231,37 @@ class App:
     def send(self, events: Event | dict | Iterable[Event | dict], *, connection: Any = None) -> SendResult:
         """Send one event or a list (one transaction); returns the ids, with ``.runs``.
 
+        Gives up after ``DURABLY_DISPATCH_TIMEOUT`` seconds (opening the store included) with
+        ``durably.StoreUnavailable``; then nothing of the events is written, later either.
+
         ``connection``: write them, and the runs they start, in the caller's open transaction
         on that connection to the store's database instead (a ``psycopg.Connection``, a
         ``sqlite3.Connection`` to the store's file, or an SQLAlchemy ``Connection``/``Session``
         on either): nothing starts before the caller commits, and a rollback leaves nothing.
+        The caller's transaction is the caller's to bound.
         """
         dicts = self._prepare(events)
         if connection is not None:
-            return SendResult(self.runtime.ingest_in(connection, dicts))
-        return SendResult(self.runtime.ingest(dicts).result())
+            with give_up_after(self.settings.dispatch_timeout):
+                runtime = within(self._runtime.opening())
+            return SendResult(runtime.ingest_in(connection, dicts))
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = within(self._runtime.opening())
+            return SendResult(within(runtime.ingest(dicts)))
 
     async def send_async(self, events: Event | dict | Iterable[Event | dict], *,
                          connection: Any = None) -> SendResult:
-        """``send`` for async code; ``connection`` a ``psycopg.AsyncConnection`` (or an SQLAlchemy
-        ``AsyncConnection``/``AsyncSession`` on one), in whose open transaction they are written."""
+        """``send`` for async code (the same deadline); ``connection`` a ``psycopg.AsyncConnection``
+        (or an SQLAlchemy ``AsyncConnection``/``AsyncSession`` on one), in whose open transaction
+        they are written."""
         dicts = self._prepare(events)
         if connection is not None:
-            return SendResult(await self.runtime.ingest_in_async(connection, dicts))
-        return SendResult(await aw(self.runtime.ingest(dicts)))
+            with give_up_after(self.settings.dispatch_timeout):
+                runtime = await aw_within(self._runtime.opening())
+            return SendResult(await runtime.ingest_in_async(connection, dicts))
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = await aw_within(self._runtime.opening())
+            return SendResult(await aw_within(runtime.ingest(dicts)))
 
     # --- results ---------------------------------------------------------------------------
 

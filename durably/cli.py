@@ -423,9 +423,19 @@ def status(tenant: str, function: str) -> None:
         raise InvalidInput("TENANT must not be empty (runs without a tenant have the tenant 'global')")
     s = settings()
     if s.redis_url:
+        from .runtime import status_template
         from .status import read_redis_blob
 
-        blob = read_redis_blob(s.redis_url, env=s.env, template=s.status_key, tenant=tenant, function_id=function)
+        # The template the function registered (its workers write with it), else this process's.
+        store = open_store()
+        try:
+            config = store.get_function(function).result()
+        finally:
+            store.close()
+        template = config.get("status_key") if config else None
+        if not isinstance(template, str):
+            template = status_template(s)
+        blob = read_redis_blob(s.redis_url, env=s.env, template=template, tenant=tenant, function_id=function)
     else:
         store = open_store()
         try:
@@ -495,11 +505,12 @@ def server(host: str, port: Optional[int]) -> None:
               help="At most this many (oldest first).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1),
               help="At most this many replays run at once (on all workers).")
+@click.option("--tenant", "-t", callback=_text, help="Only the runs of this tenant.")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; create nothing.")
 @click.option("--wait", is_flag=True, help="Follow the replays until they have all finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def replay(function: str, status: str, since: Optional[str], until: Optional[str], limit: int,
-           concurrency: Optional[int], dry_run: bool, wait: bool, as_json: bool) -> None:
+           concurrency: Optional[int], tenant: Optional[str], dry_run: bool, wait: bool, as_json: bool) -> None:
     """Re-run finished runs of a function as new runs (runs already replayed are left out)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -525,7 +536,7 @@ def replay(function: str, status: str, since: Optional[str], until: Optional[str
             res = asyncio.run(admin.bulk_replay(
                 store, function_id=function, status=status, since=admin.parse_time(since, name="--since", now=now),
                 until=admin.parse_time(until, name="--until", now=now), limit=limit, concurrency=concurrency,
-                dry_run=dry_run, progress=progress))
+                dry_run=dry_run, progress=progress, tenant=tenant))
             if wait and tasks and res["count"]:
                 _follow_replays(store, res, bar)
         finally:

@@ -1,6 +1,6 @@
 """Settings read from the environment (``DURABLY_*``); CLI flags override them.
 
-Sixteen typed fields, read here by hand rather than with pydantic-settings: importing
+Eighteen typed fields, read here by hand rather than with pydantic-settings: importing
 pydantic costs every worker process and every CLI command about 0.3 s of start-up (half
 of it, on a small machine), and a worker that starts in 0.3 s instead of 0.6 s matters
 where workers come and go with the load. The HTTP API, which validates request bodies,
@@ -163,6 +163,8 @@ class Settings:
     schema_: str = _setting("durably", _str, env="DURABLY_SCHEMA")
     event_loop: str = _setting("auto", _event_loop)
     log_format: str = _setting("text", _log_format)
+    dispatch_timeout: float = _setting(2.0, _positive)
+    production_env: str = _setting("production", _env_name)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -13,6 +13,7 @@ This is the only module that picks a store implementation (``open_store``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .engine.worker import Worker
     from .functions import FunctionDef
 
-__all__ = ["Runtime", "LazyRuntime", "open_store", "run_inline"]
+__all__ = ["Runtime", "LazyRuntime", "open_store", "run_inline", "status_template"]
 
 Clock = Callable[[], float]
 SinkErrorHook = Callable[[str, BaseException], None]  # (sink, error): a status sink's write failed
@@ -60,7 +61,8 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
             from .store.postgres import PostgresStore
         except ImportError:
             raise ConfigError("the PostgreSQL store is not available in this build") from None
-        store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store)
+        store = PostgresStore(url, env=settings.env, schema=settings.schema_, status_in_store=status_in_store,
+                              connect_timeout=settings.dispatch_timeout)
     else:
         raise ConfigError(f"DURABLY_DATABASE_URL {url!r}: use sqlite:///path or postgresql://...")
     if not create:
@@ -76,7 +78,7 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
     if settings.redis_url:
         from .status import RedisStatusSink
 
-        store.status_sink = RedisStatusSink(settings.redis_url, env=settings.env, template=settings.status_key)
+        store.status_sink = RedisStatusSink(settings.redis_url, env=settings.env, template=status_template(settings))
     if migrate:
         store.migrate().result()
     return store
@@ -84,6 +86,14 @@ def open_store(settings: Settings, *, migrate: bool = True, clock: Clock | None 
 
 def _missing(what: str) -> str:
     return f"{what}: run `durably dev` or `durably migrate` to create it, or pass --database-url"
+
+
+def status_template(settings: Settings) -> str:
+    """The status-key template this process writes with: ``DURABLY_STATUS_KEY``, prefixed with
+    ``{env}:`` outside ``DURABLY_PRODUCTION_ENV`` when it has no ``{env}`` (DESIGN §5)."""
+    from .core.blobs import env_template
+
+    return env_template(settings.status_key, settings.env, settings.production_env)
 
 
 class Runtime:
@@ -116,7 +126,8 @@ class Runtime:
         if sink is not None and on_status_sink_error is not None:
             hook = on_status_sink_error
             sink.on_error = lambda exc: hook("redis", exc)
-        return cls(settings, store, clock or time.time, Registry(store, functions, app_id=app_id))
+        return cls(settings, store, clock or time.time,
+                   Registry(store, functions, app_id=app_id, status_key=status_template(settings)))
 
     # --- what the engine is built from -------------------------------------------------------
 
@@ -154,13 +165,16 @@ class Runtime:
         if registering is None:
             return self.store.ingest(events)
         result: cf.Future = cf.Future()
+        context = contextvars.copy_context()  # the caller's deadline (give_up_after) holds for the ingest too
 
         def then(fut: cf.Future) -> None:
             exc = fut.exception()
             if exc is not None:
                 result.set_exception(exc)
                 return
-            _chain(self.store.ingest(events), result)
+            if result.cancelled():  # the caller gave up while registering
+                return
+            _chain(context.run(self.store.ingest, events), result)
 
         registering.add_done_callback(then)
         return result
@@ -205,11 +219,16 @@ def _chain(source: cf.Future, target: cf.Future) -> None:
     """Settle ``target`` as ``source`` settles."""
 
     def settle(fut: cf.Future) -> None:
+        if target.cancelled():
+            return
         exc = fut.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(fut.result())
+        try:
+            if exc is not None:
+                target.set_exception(exc)
+            else:
+                target.set_result(fut.result())
+        except cf.InvalidStateError:  # cancelled meanwhile by the caller
+            pass
 
     source.add_done_callback(settle)
 
@@ -223,6 +242,8 @@ class LazyRuntime:
         self._open = open
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._opening: cf.Future | None = None  # an open under way in a thread of its own
+        self._opening_lock = threading.Lock()  # never held while opening: ``opening()`` never blocks
 
     @property
     def current(self) -> Runtime | None:
@@ -239,6 +260,43 @@ class LazyRuntime:
                     runtime = self._runtime = self._open()
         return runtime
 
+    def opening(self) -> cf.Future:
+        """A future of the open runtime, for a caller that must not wait longer than it
+        chooses (a dispatch): the store is opened in a thread of its own, which goes on if
+        the caller stops waiting, and every caller meanwhile waits on the same open. A
+        failed open is tried again by the next caller."""
+        runtime = self._runtime
+        if runtime is not None:
+            done: cf.Future = cf.Future()
+            done.set_result(runtime)
+            return done
+        with self._opening_lock:
+            fut = self._opening
+            if fut is None:
+                fut = self._opening = cf.Future()
+                start = True
+            else:
+                start = False
+            mine: cf.Future = cf.Future()  # the caller's own: cancelling it leaves the open alone
+            _chain(fut, mine)
+            if not start:
+                return mine
+
+        def open_now() -> None:
+            try:
+                runtime = self.get()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers
+                with self._opening_lock:
+                    self._opening = None
+                fut.set_exception(exc)
+                return
+            with self._opening_lock:
+                self._opening = None
+            fut.set_result(runtime)
+
+        threading.Thread(target=open_now, name="durably-open", daemon=True).start()
+        return mine
+
     def bind(self, runtime: Runtime) -> None:
         """Use ``runtime`` until ``close()``; only while none is open."""
         with self._lock:
@@ -247,6 +305,13 @@ class LazyRuntime:
             self._runtime = runtime
 
     def close(self) -> None:
+        with self._opening_lock:
+            pending = self._opening
+        if pending is not None and not pending.done():
+            # An open under way in its thread (a caller gave up waiting for it): not waited
+            # for here; what it opens is closed when it is done.
+            pending.add_done_callback(lambda fut: self.close() if fut.exception() is None else None)
+            return
         with self._lock:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:

@@ -49,3 +49,17 @@ def key_tenant(tenant: str) -> str:
 def redis_key(template: str, env: str, tenant: str, function_id: str) -> str:
     t = key_tenant(tenant)
     return template.format(env=env, tenant=t, function=function_id, jobName=function_id, clientId=t)
+
+
+def env_template(template: str, env: str, production_env: str = "production") -> str:
+    """The key template an env writes with (DESIGN §5): outside ``production_env``, a template
+    without ``{env}`` gets the prefix ``{env}:``, so no other env writes a key production reads."""
+    if "{env}" in template or env == production_env:
+        return template
+    return "{env}:" + template
+
+
+def blob_attempt(body_attempts: int, step_attempts: int | None) -> int:
+    """A blob's ``attempt``: the 1-based attempt now running or last ended, the largest of the
+    run's own attempts and its steps' (a step's third try shows 3)."""
+    return max(body_attempts, step_attempts or 0)

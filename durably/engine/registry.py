@@ -20,8 +20,9 @@ class Registry:
     declared after the registry was made are known too) plus the store's registry."""
 
     def __init__(self, store: Any, functions: Mapping[str, FunctionDef] | None = None, *,
-                 app_id: str | None = None):
+                 app_id: str | None = None, status_key: str | None = None):
         self.store = store
+        self.status_key = status_key  # the status-key template this process writes with, registered beside each function
         self.local: Mapping[str, FunctionDef] = functions if functions is not None else {}
         self.app_id = app_id
         self._registered: frozenset[str] = frozenset()  # the local ids last written to the store
@@ -70,5 +71,7 @@ class Registry:
             self._registered = ids
             written.set_result(None)
 
-        self.store.register(self.app_id, [f.config() for f in self.local.values()]).add_done_callback(settle)
+        extra = {"status_key": self.status_key} if self.status_key else {}
+        configs = [{**f.config(), **extra} for f in self.local.values()]
+        self.store.register(self.app_id, configs).add_done_callback(settle)
         return written

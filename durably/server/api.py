@@ -14,13 +14,15 @@ the credential (401), query and body validation (400/413), the handler. Every er
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -45,8 +47,8 @@ from ..serialize import event_json, run_json
 from ..core.blobs import iso, redis_key
 from ..core.records import IngestResult
 from ..functions import FunctionDef
-from ..runtime import LazyRuntime, Runtime
-from ..store.base import aw
+from ..runtime import LazyRuntime, Runtime, status_template
+from ..store.base import COMMIT_GRACE, aw, aw_within, give_up_after, within
 from . import dashboard, auth, openapi, schemas
 from .auth import Kind
 from .http import JSON, MAX_BODY_BYTES, BodyLimit, BodyTooLarge, DurablyStarlette, error, error_response, status_of
@@ -55,6 +57,8 @@ from .metrics import Metrics
 log = logging.getLogger("durably.server")
 
 RESERVED_PREFIX = "durably/"
+
+T = TypeVar("T")
 
 
 # --- plumbing --------------------------------------------------------------------------------
@@ -144,21 +148,48 @@ class Api:
         self.keys = auth.Keys.from_settings(settings)
         self.metrics = Metrics(worker_window=settings.lease_seconds)
         self.inline_windows: OrderedDict[str, int] = OrderedDict()
+        self.inline_unrecorded: set[str] = set()  # windows run inline, not yet recorded in the store
         self._redis: Any = None
 
+    @property
+    def inline_fallback(self) -> bool:
+        """The cron endpoint may run work inline: the fallback is on and the code is loaded."""
+        return self.settings.inline_fallback and self.code_loaded
+
+    def bounded(self) -> Any:
+        """The block of a dispatch: its store calls give up after DURABLY_DISPATCH_TIMEOUT."""
+        return give_up_after(self.settings.dispatch_timeout)
+
     async def open(self) -> Runtime:
-        """The runtime, opened (and its store migrated) on first use."""
+        """The runtime, opened (and its store migrated) on first use; inside ``bounded()``,
+        waited for no longer than the deadline (the open goes on in its thread)."""
         current = self.runtime.current
         if current is not None:
             return current
-        return await run_in_threadpool(self.runtime.get)
+        return await aw_within(self.runtime.opening())
 
     async def store(self) -> Any:
         return (await self.open()).store
 
     async def ingest(self, events: list[dict]) -> IngestResult:
         """Record events and the runs they start (after registering this process's functions)."""
-        return await aw((await self.open()).ingest(events))
+        return await aw_within((await self.open()).ingest(events))
+
+    async def within_deadline(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``await make()`` inside ``bounded()``, answered within the deadline however the
+        store behaves (reads included): then ``StoreUnavailable``."""
+        seconds = self.settings.dispatch_timeout
+        with self.bounded():
+            try:
+                return await asyncio.wait_for(make(), seconds + COMMIT_GRACE)
+            except asyncio.TimeoutError:
+                raise StoreUnavailable(f"the store did not answer within {seconds:g} s "
+                                       "(DURABLY_DISPATCH_TIMEOUT)") from None
+
+    async def ingest_bounded(self, events: list[dict]) -> IngestResult:
+        """``ingest`` within DURABLY_DISPATCH_TIMEOUT of now."""
+        with self.bounded():
+            return await self.ingest(events)
 
     async def try_store(self) -> Any:
         try:
@@ -308,7 +339,7 @@ async def post_events(c: Call) -> Response:
         for e in events:
             e.setdefault("trace", context)
     api = c.api
-    r = await api.ingest(events)
+    r = await api.ingest_bounded(events)
     return JSON({"ids": r.ids, "runs": r.runs, "duplicates": r.duplicates, "skipped": r.skipped})
 
 
@@ -343,14 +374,21 @@ async def post_cron(c: Call) -> Response:
     if problem is not None:
         raise InvalidInput(f"event_name: {problem}")
     event = {"name": name, "data": {}}
+    if api.inline_fallback:
+        # A window whose work ran inline (here, or in another process when Redis is
+        # configured) is not dispatched again, even once the store answers.
+        done = await _ran_inline(api, name, window)
+        if done is not None:
+            return done
     try:
-        runtime = await api.open()
-        registering = runtime.registry.register()
-        if registering is not None:
-            await aw(registering)
-        d = await aw(runtime.store.dispatch(name, window, event))
+        with api.bounded():
+            runtime = await api.open()
+            registering = runtime.registry.register()
+            if registering is not None:
+                await aw_within(registering)
+            d = await aw_within(runtime.store.dispatch(name, window, event))
     except StoreUnavailable as exc:
-        if api.settings.inline_fallback and api.code_loaded:
+        if api.inline_fallback:
             return await _inline(api, name, window, exc)
         api.metrics.cron_pings.labels("unavailable").inc()
         raise StoreUnavailable(f"cannot dispatch {name!r}: {exc}") from None
@@ -361,26 +399,124 @@ async def post_cron(c: Call) -> Response:
     return JSON(body, status_code=200 if d["duplicate"] else 202)
 
 
+def _window(name: str, window: int) -> tuple[str, int]:
+    """The dispatch key and start of the window now, on this host's clock (no store to ask)."""
+    window_start = int(time.time() // window) * window
+    return f"{name}:{window_start}", window_start
+
+
+def _inline_body(api: Api, key: str, window: int, window_start: int) -> dict[str, Any]:
+    return {"dispatchKey": key, "eventId": f"cron:{key}", "mode": "inline", "window": window,
+            "windowStart": iso(window_start), "pings": 0, "runs": []}
+
+
+def _inline_redis_key(api: Api, key: str) -> str:
+    return f"durably:{api.settings.env}:inline:{key}"
+
+
+# Redis is asked within this budget (of the dispatch's): a Redis in trouble too must not
+# take the cron endpoint past its deadline.
+REDIS_BUDGET = 0.5
+
+
+async def _redis_call(api: Api, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``call(redis)`` within REDIS_BUDGET; raises on any failure."""
+    budget = min(REDIS_BUDGET, api.settings.dispatch_timeout / 4)
+    return await asyncio.wait_for(call(await api.redis()), budget)
+
+
+async def _ran_inline(api: Api, name: str, window: int) -> Response | None:
+    """The answer to a ping of a window whose work ran inline already, or None."""
+    key, window_start = _window(name, window)
+    mine = key in api.inline_windows
+    if not mine and api.settings.redis_url:
+        try:
+            mine = bool(await _redis_call(api, lambda r: r.exists(_inline_redis_key(api, key))))
+        except Exception as exc:  # noqa: BLE001 - Redis unknown: the store's window decides
+            log.warning("cannot ask Redis whether window %s ran inline: %s", key, exc)
+    if not mine:
+        return None
+    if key in api.inline_unrecorded:
+        await _record_inline(api, name, window, window_start)
+    api.metrics.cron_pings.labels("duplicate").inc()
+    return JSON({**_inline_body(api, key, window, window_start), "duplicate": True, "inline": []})
+
+
+async def _record_inline(api: Api, name: str, window: int, window_start: int) -> bool:
+    """Record in the store that ``window`` of ``name`` was dispatched (its work ran inline),
+    so that no process dispatches it when the store answers again. False: not reachable."""
+    key = f"{name}:{window_start}"
+    try:
+        with api.bounded():
+            runtime = await api.open()
+            await aw_within(runtime.store.record_dispatch(name, window_start, f"cron:{key}"))
+    except StoreUnavailable:
+        return False
+    api.inline_unrecorded.discard(key)
+    return True
+
+
+def _record_when_back(api: Api, name: str, window_start: int, window: int) -> None:
+    """In a thread, until the window ends: record the window ``_inline`` ran in the store as
+    soon as the store answers (``record_dispatch``), so that no process, with Redis or
+    without, dispatches it then. Only on a runtime already open; stops when it closes."""
+    key = f"{name}:{window_start}"
+    pause = 0.5
+    while time.time() < window_start + window and key in api.inline_unrecorded:
+        runtime = api.runtime.current
+        if runtime is None:
+            return
+        try:
+            with api.bounded():
+                within(runtime.store.record_dispatch(name, window_start, f"cron:{key}"))
+        except StoreUnavailable:
+            time.sleep(pause)  # the store is still away: try again later
+            pause = min(pause * 2, 10.0)
+            continue
+        except Exception:  # noqa: BLE001 - the next ping of the window records it
+            log.exception("could not record inline window %s in the store", key)
+            return
+        api.inline_unrecorded.discard(key)
+        return
+
+
+async def _claim_inline(api: Api, key: str, window: int) -> bool:
+    """Take the inline run of window ``key``: once per process, and once across processes
+    with Redis (``SET NX``). Redis unreachable: this process's claim alone (logged)."""
+    if key in api.inline_windows:
+        return False
+    api.inline_windows[key] = 1
+    while len(api.inline_windows) > 1024:
+        api.inline_windows.popitem(last=False)
+    if not api.settings.redis_url:
+        return True
+    try:
+        won = await _redis_call(api, lambda r: r.set(_inline_redis_key(api, key), api.settings.env, nx=True,
+                                                     ex=window + 3600))
+    except Exception as exc:  # noqa: BLE001 - the work runs: better than a gap in it
+        log.error("cannot claim window %s in Redis (running it inline in this process only): %s", key, exc)
+        return True
+    return bool(won)
+
+
 async def _inline(api: Api, name: str, window: int, cause: BaseException) -> Response:
     from ..runtime import run_inline
 
-    window_start = int(time.time() // window) * window
-    key = f"{name}:{window_start}"
-    body: dict[str, Any] = {"dispatchKey": key, "eventId": f"cron:{key}", "mode": "inline", "window": window,
-                            "windowStart": iso(window_start), "pings": 0, "runs": []}
-    if key in api.inline_windows:  # no store to dedupe in: this process remembers its own windows
+    key, window_start = _window(name, window)
+    body = _inline_body(api, key, window, window_start)
+    if not await _claim_inline(api, key, window):  # no store to dedupe in: this process, or Redis
         api.metrics.cron_pings.labels("duplicate").inc()
         return JSON({**body, "duplicate": True, "inline": []})
-    api.inline_windows[key] = window_start
-    while len(api.inline_windows) > 1024:
-        api.inline_windows.popitem(last=False)
+    api.inline_unrecorded.add(key)
+    threading.Thread(target=_record_when_back, args=(api, name, window_start, window),
+                     name="durably-inline-record", daemon=True).start()
     api.metrics.cron_pings.labels("inline").inc()
     event = Event(name, {"dispatch_key": key, "window_start": iso(window_start), "window": window}, id=f"cron:{key}")
     log.error(json.dumps({"event": "durably.core.cron.inline_fallback", "env": api.settings.env, "dispatchKey": key,
                           "eventName": name, "error": str(cause),
                           "message": "the store is unreachable: running the triggered functions inline"}))
     assert api.functions is not None  # inline only where the code is loaded
-    results = await run_inline(api.functions, api.ingest, event.to_dict())
+    results = await run_inline(api.functions, api.ingest_bounded, event.to_dict())
     return JSON({**body, "duplicate": False, "inline": results})
 
 
@@ -422,7 +558,7 @@ async def bulk_replay(c: Call) -> Response:
     res = await admin.bulk_replay(
         await c.api.store(), function_id=b.function, status=b.status,
         since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
-        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run)
+        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run, tenant=b.tenant)
     return JSON(res, status_code=200 if b.dry_run else 201)
 
 
@@ -478,7 +614,10 @@ async def list_functions(c: Call) -> Response:
 
 async def invoke_function(c: Call) -> Response:
     body: schemas.InvokeIn = c.body
-    return JSON(await admin.run_now(await c.api.store(), c.path("id"), body.data), status_code=201)
+    async def run_now() -> dict:
+        return await admin.run_now(await c.api.store(), c.path("id"), body.data)
+
+    return JSON(await c.api.within_deadline(run_now), status_code=201)
 
 
 def _status_target(c: Call) -> tuple[str, str]:
@@ -502,7 +641,15 @@ async def get_status(c: Call) -> Response:
     if "\x00" in tenant or "\x00" in fid:
         raise InvalidInput("tenant and function must not contain NUL")
     if api.settings.redis_url:
-        key = redis_key(api.settings.status_key, api.settings.env, tenant, fid)
+        # The template the function registered (its workers write with it), else this process's.
+        template = status_template(api.settings)
+        try:
+            config = await aw((await api.store()).get_function(fid))
+        except StoreUnavailable:
+            config = None
+        if config and isinstance(config.get("status_key"), str):
+            template = config["status_key"]
+        key = redis_key(template, api.settings.env, tenant, fid)
         try:
             raw = await (await api.redis()).get(key)
         except Exception as exc:  # noqa: BLE001 - Redis down is a 503, not a crash

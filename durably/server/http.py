@@ -21,6 +21,7 @@ from . import auth
 log = logging.getLogger("durably.server")
 
 MAX_BODY_BYTES = 5 * MiB
+RETRY_AFTER = "5"  # seconds, on every 503: the store (or Redis) is unreachable
 
 
 class JSON(Response):
@@ -57,6 +58,8 @@ def error_response(exc: BaseException) -> JSON:
         if status == 500:
             log.error("%s: %s", type(exc).__name__, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": RETRY_AFTER}
         return error(status, exc.code, exc.message, headers)
     log.exception("unexpected error in the HTTP API")
     return error(500, "internal_error", "internal error (logged by the server)")

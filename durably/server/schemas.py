@@ -157,6 +157,8 @@ class BulkReplayIn(_Body):
     concurrency: Concurrency | None = Field(None,
                                     description="At most this many of these replays run at once, across all workers.")
     dry_run: bool = Field(False, description="List what would be replayed; create nothing.")
+    tenant: str | None = Field(None, max_length=TENANT_FILTER_MAX, pattern=TEXT_PATTERN,
+                               description="Only the runs of this tenant (any tenant a run can have).")
 
 
 class BulkCancelIn(_Body):

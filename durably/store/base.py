@@ -15,12 +15,20 @@ errors (``StoreUnavailable``; ``LeaseLost`` for a write under a lease taken over
 
 Verbs and reads return ``concurrent.futures.Future``: async code awaits ``aw(f)``, sync code
 calls ``f.result()``. One implementation serves both.
+
+A caller that must answer in bounded time (a dispatch: ``DURABLY_DISPATCH_TIMEOUT``) submits
+its verbs inside ``give_up_after(seconds)``: each verb carries the deadline, and a store never
+starts the commit of a verb past its deadline (it fails with ``StoreUnavailable`` instead), so
+a write the caller gave up on is never applied later, when the store answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
+import contextvars
+import time
 import weakref
 from collections import deque
 from typing import Any, Callable, Protocol, TypeVar
@@ -29,13 +37,85 @@ from ..core.ledger import (EventDetail, EventRecord, FinishedBucket, FunctionCon
                            FunctionRecord, HealthSnapshot, JsonObject, MetricsSnapshot, RunRecord, SkipRecord,
                            SlotRecord, StatusBlob)
 from ..core.records import ClaimedRun, IngestResult, NewRun, Skip, StepWrite, WaitWrite
+from ..errors import StoreUnavailable
 
 Future = cf.Future
 
 T = TypeVar("T")
 
 __all__ = ["Store", "Ledger", "Wakeups", "StoreBackend", "StatusSink", "Future", "aw", "ClaimedRun", "IngestResult",
-           "NewRun", "Skip", "StepWrite", "WaitWrite"]
+           "NewRun", "Skip", "StepWrite", "WaitWrite", "give_up_after", "current_deadline", "remaining", "within", "aw_within"]
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("durably_store_deadline",
+                                                                                      default=None)
+
+# How long past the deadline a caller waits for a COMMIT the store started before it: the
+# store starts no commit past the deadline, so an answer that comes back within the grace
+# is the true outcome (a failure reported after it would be a lie about a committed write).
+COMMIT_GRACE = 0.2
+
+
+@contextlib.contextmanager
+def give_up_after(seconds: float | None) -> Any:
+    """Verbs submitted in this block carry a deadline ``seconds`` from now (time.monotonic);
+    an earlier deadline already in force is kept. ``None``: no deadline added."""
+    outer = _deadline.get()
+    if seconds is None:
+        yield outer[0] if outer else None
+        return
+    deadline = time.monotonic() + seconds
+    if outer is not None and outer[0] < deadline:
+        deadline, seconds = outer
+    token = _deadline.set((deadline, seconds))
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The deadline (time.monotonic) of verbs submitted now, or None."""
+    d = _deadline.get()
+    return None if d is None else d[0]
+
+
+def remaining() -> float | None:
+    """Seconds left before the current deadline (never negative), or None without one."""
+    d = _deadline.get()
+    return None if d is None else max(0.0, d[0] - time.monotonic())
+
+
+def _gave_up() -> StoreUnavailable:
+    d = _deadline.get()
+    budget = f" within {d[1]:g} s (DURABLY_DISPATCH_TIMEOUT)" if d else ""
+    return StoreUnavailable(f"the store did not answer{budget}")
+
+
+def within(fut: cf.Future[T]) -> T:
+    """``fut.result()``, waiting no longer than the current deadline (plus the commit grace);
+    then ``StoreUnavailable`` (and ``fut`` is cancelled: a verb not started yet never runs)."""
+    left = remaining()
+    if left is None:
+        return fut.result()
+    try:
+        return fut.result(timeout=left + COMMIT_GRACE)
+    except cf.TimeoutError:
+        fut.cancel()
+        raise _gave_up() from None
+
+
+async def aw_within(fut: cf.Future[T]) -> T:
+    """``await aw(fut)``, waiting no longer than the current deadline (see ``within``)."""
+    left = remaining()
+    if left is None:
+        return await aw(fut)
+    try:
+        return await asyncio.wait_for(aw(fut), left + COMMIT_GRACE)
+    except asyncio.TimeoutError:
+        raise _gave_up() from None
 
 
 async def aw(fut: cf.Future[T]) -> T:
@@ -166,6 +246,12 @@ class Store(Protocol):
         (``{"duplicate": False, "runs": [...], ...}``), later ones count themselves."""
         ...
 
+    def record_dispatch(self, key: str, window_start: int, event_id: str) -> cf.Future[bool]:
+        """Record the window of ``key`` starting at ``window_start`` as dispatched (its work ran
+        inline while the store was unreachable) without sending anything: later pings of it
+        are duplicates. False if the window was recorded already."""
+        ...
+
     def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future[str | None]:
         """Fire the latest due tick of a schedule at most once; the run created, if any."""
         ...
@@ -294,8 +380,8 @@ class Ledger(Protocol):
     def list_slots(self) -> cf.Future[list[SlotRecord]]: ...
 
     def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
-                          limit: int) -> cf.Future[list[RunRecord]]:
-        """Finished runs in ``status`` never replayed, oldest first."""
+                          limit: int, tenant: str | None = None) -> cf.Future[list[RunRecord]]:
+        """Finished runs in ``status`` (of ``tenant`` if given) never replayed, oldest first."""
         ...
 
     def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]: ...

@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import logging
+import math
 import re
 import threading
 import time
@@ -37,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigError, DurablyError, StoreUnavailable, UnstorableInput
+from .base import current_deadline
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -117,7 +119,11 @@ def split_url(url: str, schema: str | None = None) -> tuple[str, str]:
     return clean, schema
 
 
-def _conninfo(url: str, schema: str) -> str:
+def _conninfo(url: str, schema: str, connect_timeout: float = 2.0) -> str:
+    """The libpq conninfo of every connection of the store: the schema as its search_path, a
+    connect timeout (``connect_timeout``, whole seconds, at least libpq's minimum of 2; the
+    URL's own wins) and TCP keepalives, so a store that stops answering (a host gone, a
+    black-holed network) is noticed in seconds, not after the kernel's two hours."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -126,14 +132,19 @@ def _conninfo(url: str, schema: str) -> str:
     options = (options + f" -c search_path={schema}").strip()
     extra: dict[str, Any] = {"options": options}
     if "connect_timeout" not in params:
-        extra["connect_timeout"] = 5
+        extra["connect_timeout"] = max(2, math.ceil(connect_timeout))
     if "application_name" not in params:
         extra["application_name"] = f"durably {schema}"  # which schema a server connection serves
-    # Notice a dead peer (a host gone without closing TCP) within about a minute.
-    for k, v in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10), ("keepalives_count", 3)):
+    # Keepalives after 5 s idle, every 2 s, 3 unanswered: a dead peer is noticed within about
+    # 11 s; data left unacknowledged for 10 s (tcp_user_timeout) also ends the connection.
+    for k, v in KEEPALIVES.items():
         params.setdefault(k, v)
         extra[k] = params[k]
     return make_conninfo(url, **extra)
+
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+              "tcp_user_timeout": 10_000}
 
 
 def _safe_url(url: str) -> str:
@@ -382,14 +393,14 @@ class PostgresStore(SqlStore):
     dialect = "postgres"
 
     def __init__(self, url: str, *, env: str = "dev", schema: str | None = None, status_in_store: bool = True,
-                 readers: int = 4):
+                 readers: int = 4, connect_timeout: float = 2.0):
         clean, self.schema = split_url(url, schema)
         self.url = _safe_url(clean)
         self.env = env
         self.status_in_store = status_in_store
         self.status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
         self._init_wakeups()
-        self.conninfo = _conninfo(clean, self.schema)
+        self.conninfo = _conninfo(clean, self.schema, connect_timeout)
         self.q = load("postgres", "pyformat")
         digest = hashlib.sha1(f"{self.schema}\0{env}".encode()).hexdigest()[:20]
         self.channel = f"durably_{digest}"
@@ -467,7 +478,7 @@ class PostgresStore(SqlStore):
             c.cur.execute("ROLLBACK")
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self._writer.submit(fn, *args)
+        return self._writer.submit(fn, *args, deadline=current_deadline())
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         def once() -> Any:

@@ -161,9 +161,9 @@ def functions_overview(tx: ReadTx, since: float) -> list[FunctionOverview]:
 
 
 def replay_candidates(tx: ReadTx, *, function_id: str, status: str, since: float | None, until: float | None,
-                      limit: int) -> list[RunRecord]:
+                      limit: int, tenant: str | None = None) -> list[RunRecord]:
     rows = tx.all("replay_candidates", env=tx.env, function_id=function_id, status=status, since=since,
-                  until=until, limit=limit)
+                  until=until, tenant=tenant, limit=limit)
     return [_run_record(r) for r in rows]
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidInput, StoreUnavailable, UnstorableInput
 from . import ops
+from .base import current_deadline
 from .queries import load, migrations
 from .sqlstore import SqlStore, StatusStaging
 from .writer import BatchWriter
@@ -210,6 +211,8 @@ class SqliteStore(SqlStore):
         # busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, far longer than a group
         # commit holds the lock, so two worker processes would spend most of their time
         # asleep; here the pause starts at 50 us and grows to 2 ms, up to the busy timeout.
+        # The wait ends at the busy timeout, or sooner at the earliest deadline of the
+        # operations waiting (a dispatch gives up after DURABLY_DISPATCH_TIMEOUT).
         pause, deadline = 0.00005, None
         while True:
             try:
@@ -221,7 +224,10 @@ class SqliteStore(SqlStore):
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + BUSY_TIMEOUT_MS / 1000
-                elif now > deadline:
+                    wanted = self._writer.deadline
+                    if wanted is not None and wanted < deadline:
+                        deadline = wanted
+                if now >= deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
@@ -235,7 +241,7 @@ class SqliteStore(SqlStore):
         return conn
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self._writer.submit(fn, *args)
+        return self._writer.submit(fn, *args, deadline=current_deadline())
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         def run() -> Any:

@@ -270,6 +270,9 @@ class SqlStore:
     def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
         return self._write(ops.dispatch, key, window, event)
 
+    def record_dispatch(self, key: str, window_start: int, event_id: str) -> cf.Future:
+        return self._write(ops.record_dispatch, key, window_start, event_id)
+
     # --- reads (the Ledger protocol: bodies in ``reads``, on a reader connection) ---------------
 
     def get_run(self, run_id: str, with_steps: bool = True) -> cf.Future[RunRecord | None]:
@@ -313,9 +316,9 @@ class SqlStore:
         return self._read(reads.list_slots)
 
     def replay_candidates(self, *, function_id: str, status: str, since: float | None, until: float | None,
-                          limit: int) -> cf.Future[list[RunRecord]]:
+                          limit: int, tenant: str | None = None) -> cf.Future[list[RunRecord]]:
         return self._read(lambda tx: reads.replay_candidates(tx, function_id=function_id, status=status, since=since,
-                                                             until=until, limit=limit))
+                                                             until=until, limit=limit, tenant=tenant))
 
     def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]:
         return self._read(reads.metrics, now, worker_window)

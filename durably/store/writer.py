@@ -11,6 +11,13 @@ rows, not 16 UPDATEs. ``many`` returns one result per operation, or ``Rejected(e
 an operation that changed nothing and fails alone (a lease lost). When ``many`` itself
 raises, the batch runs again with that kind's operations one by one, so the failure is
 isolated as for any other operation.
+
+An operation may carry a deadline (``time.monotonic``; see ``base.give_up_after``): once it
+has passed, the operation fails with ``StoreUnavailable`` and is left out of the batch, so
+its transaction is never committed after its caller stopped waiting. The deadline is
+checked before each attempt and again just before COMMIT; ``deadline`` is the earliest
+deadline of the operations of the attempt under way, for a dialect that waits for a lock
+(SQLite's busy wait ends there).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import queue
 import threading
 import time
 from typing import Any, Callable
+
+from ..errors import StoreUnavailable
 
 log = logging.getLogger("durably.store")
 
@@ -61,18 +70,21 @@ class BatchWriter:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.deadline: float | None = None  # the earliest deadline of the operations being run
         self._thread = threading.Thread(target=self._run, name=f"durably-{name}-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
             raise self._error
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> cf.Future:
+        """Queue ``fn(tx, *args)``; with ``deadline`` (time.monotonic), it fails rather than
+        commit after that time."""
         fut: cf.Future = cf.Future()
         if not self._thread.is_alive():
             fut.set_exception(self._translate(RuntimeError("the store is closed")))
             return fut
-        self._q.put((fut, fn, args))
+        self._q.put((fut, fn, args, deadline))
         return fut
 
     def close(self) -> None:
@@ -120,8 +132,13 @@ class BatchWriter:
         singly: set = set()  # functions whose ``many`` failed in this batch: their ops run one by one
         delay = 0.005
         attempt = 0
+        last_error: BaseException | None = None  # the last retryable failure: why deadlines passed
+        timed = any(b[3] is not None for b in batch)
         while True:
+            expired = self._expire(batch, failed, last_error) if timed else False
             live = [i for i in range(len(batch)) if i not in failed]
+            deadlines = [batch[i][3] for i in live if batch[i][3] is not None] if timed else None
+            self.deadline = min(deadlines) if deadlines else None
             results: dict[int, Any] = {}
             tx = None
             try:
@@ -140,7 +157,7 @@ class BatchWriter:
                             results.update(zip(group, outs))
                             continue
                         i = group[0]
-                        _fut, fn, args = batch[i]
+                        _fut, fn, args, _deadline = batch[i]
                         try:
                             results[i] = fn(tx, *args)
                         except Exception as exc:  # noqa: BLE001 - handed to the caller
@@ -150,6 +167,8 @@ class BatchWriter:
                             raise _OpFailed() from None
                     if self._before_commit is not None:
                         self._before_commit(tx)
+                    if timed and self._expire(batch, failed, last_error, live):
+                        raise _OpFailed()  # not committed for a caller who stopped waiting: again without it
                     self._commit(conn)
             except _OpFailed:
                 self._safe_rollback(conn)
@@ -157,12 +176,14 @@ class BatchWriter:
             except Exception as exc:  # noqa: BLE001
                 self._safe_rollback(conn)
                 if self._is_retryable(exc) and attempt < 59:
-                    attempt += 1
+                    last_error = exc
+                    if not expired:  # an attempt cut short by a deadline is not counted
+                        attempt += 1
                     time.sleep(delay)
                     delay = min(delay * 2, 0.25)
                     continue
                 err = self._translate(exc)
-                for i, (fut, _fn, _args) in enumerate(batch):
+                for i, (fut, _fn, _args, _dl) in enumerate(batch):
                     value = failed.get(i)
                     if value is None:
                         fut.set_exception(err)
@@ -170,7 +191,8 @@ class BatchWriter:
                         fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
                 log.error("store transaction failed: %s", err)
                 return conn
-            for i, (fut, _fn, _args) in enumerate(batch):
+            self.deadline = None
+            for i, (fut, _fn, _args, _dl) in enumerate(batch):
                 value = failed.get(i)
                 if value is None:
                     res = results[i]
@@ -186,6 +208,19 @@ class BatchWriter:
                 except Exception:  # noqa: BLE001
                     log.exception("on_commit hook failed")
             return conn
+
+    def _expire(self, batch: list, failed: dict[int, BaseException], last_error: BaseException | None,
+                among: list[int] | None = None) -> bool:
+        """Fail the operations whose deadline has passed; True if any did just now."""
+        now = time.monotonic()
+        hit = False
+        for i in (range(len(batch)) if among is None else among):
+            deadline = batch[i][3]
+            if deadline is not None and i not in failed and now >= deadline:
+                why = f": {self._translate(last_error)}" if last_error is not None else ""
+                failed[i] = StoreUnavailable(f"the store did not answer in time; gave up{why}")
+                hit = True
+        return hit
 
     def _safe_rollback(self, conn: Any) -> None:
         try:

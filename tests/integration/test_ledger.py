@@ -41,7 +41,7 @@ def test_status_blob_on_start_and_end(app_factory):
         done = _blob(app, "c1", "job")
         assert done["status"] == "completed" and done["runId"] == rid
         assert ISO.match(done["finishedAt"]) and done["durationMs"] >= 0 and done["startedAt"] == running["startedAt"]
-        assert done["lastError"] is None and done["attempt"] == 0
+        assert done["lastError"] is None and done["attempt"] == 1  # 1-based (DESIGN §5)
         assert _blob(app, "global", "job") is None  # tenants do not share blobs
 
         fid = app.send(durably.Event("go", {"clientId": "c2", "fail": True})).runs[0]

@@ -76,7 +76,7 @@ def test_runs_complete_while_redis_is_down_and_blobs_catch_up(app_factory, redis
         await ctx.step.run("hold", lambda: gate.wait(20))
         return "done"
 
-    key = "job:v1:c1:recompute"
+    key = "test:job:v1:c1:recompute"  # a template without {env}, outside production: prefixed with the env
     with running_worker(app):
         rid = app.send(durably.Event("go", {"clientId": "c1"})).runs[0]
         running = wait_for(lambda: _get(redis_server, key), 10, what="the running blob in Redis")
@@ -115,7 +115,7 @@ def test_failed_and_retrying_blobs_go_to_redis(app_factory, redis_server):
         wait_run(app, rid)
         final = wait_for(lambda: (lambda b: b if b and b["status"] == "failed" else None)(_get(redis_server, key)), 10,
                          what="the failed blob")
-    assert final["runId"] == rid and "boom 2" in final["lastError"] and final["attempt"] == 1
+    assert final["runId"] == rid and "boom 2" in final["lastError"] and final["attempt"] == 2  # 1-based: the second attempt
 
 
 def test_status_cli_reads_redis(app_factory, redis_server, store_url):

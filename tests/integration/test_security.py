@@ -144,7 +144,8 @@ async def _check_status_reads(app, runs: dict[str, str], store_url: str, **env: 
 async def test_colliding_tenants_keep_their_own_blob_in_redis(store_url, rds):
     rc, prefix = rds
     template = f"{prefix}:{{tenant}}:{{function}}"
-    app = make_app(store_url, redis_url=REDIS_URL, status_key=template, **KEYS)
+    # env "test" is production here: the template (no {env}) is written as given, unprefixed.
+    app = make_app(store_url, redis_url=REDIS_URL, status_key=template, production_env="test", **KEYS)
     try:
         runs = _run_blobs(app)
         want = {f"{prefix}:a%3Ax:blob", f"{prefix}:a%253Ax:blob", f"{prefix}:a:blob", f"{prefix}:a/b:blob",
@@ -155,7 +156,8 @@ async def test_colliding_tenants_keep_their_own_blob_in_redis(store_url, rds):
         for t in COLLIDING:
             assert json.loads(rc.get(f"{prefix}:{t.replace('%', '%25').replace(':', '%3A')}:blob"))["runId"] == runs[t]
         assert len(keys) == len(COLLIDING)
-        await _check_status_reads(app, runs, store_url, DURABLY_REDIS_URL=REDIS_URL, DURABLY_STATUS_KEY=template)
+        await _check_status_reads(app, runs, store_url, DURABLY_REDIS_URL=REDIS_URL, DURABLY_STATUS_KEY=template,
+                                  DURABLY_PRODUCTION_ENV="test")
     finally:
         app.close()
 

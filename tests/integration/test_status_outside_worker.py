@@ -35,7 +35,8 @@ def rds():
 def test_cancel_and_creation_failures_reach_redis(store_url, rds):
     client, prefix = rds
     template = f"{prefix}:{{tenant}}:{{function}}"
-    app = make_app(store_url, redis_url=REDIS_URL, status_key=template)
+    # env "test" is production here: the template (no {env}) is written as given, unprefixed.
+    app = make_app(store_url, redis_url=REDIS_URL, status_key=template, production_env="test")
 
     @app.function(id="nap", trigger=durably.on_event("nap"), tenant="event.data.who")
     async def nap(ctx):
@@ -52,7 +53,8 @@ def test_cancel_and_creation_failures_reach_redis(store_url, rds):
             wait_for(lambda: (blob("ada") or {}).get("status") == "running", 10, what="the running blob")
         # Cancelled from another process's store handle (what `durably runs cancel` does).
         settings = Settings.load({"DURABLY_DATABASE_URL": store_url, "DURABLY_ENV": "test",
-                                  "DURABLY_REDIS_URL": REDIS_URL, "DURABLY_STATUS_KEY": template})
+                                  "DURABLY_REDIS_URL": REDIS_URL, "DURABLY_STATUS_KEY": template,
+                                  "DURABLY_PRODUCTION_ENV": "test"})
         other = open_store(settings)
         try:
             assert other.cancel_run(rid, "cancelled by user").result()

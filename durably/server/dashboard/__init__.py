@@ -218,8 +218,8 @@ class Dashboard:
 
         fid = request.path_params["id"]
         data_text = str(request.state.form.get("data") or "").strip()
-        store = await self.store()
-        config = await admin.function_config(store, fid)
+        store = await self.api.within_deadline(self.store)
+        config = await self.api.within_deadline(lambda: admin.function_config(store, fid))
         if not data_text and data_keys(config):
             return await self.run_now_form(request, session)
         try:
@@ -233,7 +233,7 @@ class Dashboard:
         if plan_error:
             return await self.run_now_form(request, session, data_text=data_text,
                                            error="This data cannot start a run: " + _plan_error_text(plan_error))
-        res = await admin.run_now(store, fid, data)
+        res = await self.api.within_deadline(lambda: admin.run_now(store, fid, data))
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
 
@@ -443,7 +443,7 @@ class Dashboard:
             data = _json_object(data_text, "data")
             event = Event(name, data)
             event.encode()
-            res = await self.api.ingest([event.to_dict()])
+            res = await self.api.ingest_bounded([event.to_dict()])
         except InvalidInput as exc:  # shown on the form; an outage is the 503 page
             return await self.events(request, session, form_error=str(exc), form=values)
         return RedirectResponse(f"{self._base(request)}/events/{res.ids[0]}", status_code=303)

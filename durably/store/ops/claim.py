@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core import flow
+from ...core.blobs import blob_attempt
 from ...core.jsonutil import dumps, loads
 from ...core.records import ClaimedRun
 from .runs import cancel
@@ -114,10 +115,20 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
         )
         if run.resumed:
             run.steps = [dict(s) for s in tx.all("load_steps", run_id=run.id)]
-        _status(tx, run.tenant, run.function_id, "running", run.id, run.started_at, None, run.attempt, None)
+        _status(tx, run.tenant, run.function_id, "running", run.id, run.started_at, None, _running_attempt(run), None)
         claimed.append(run)
     next_at = None
     if len(claimed) < limit:
         r = tx.one("next_available", env=tx.env, functions=functions)
         next_at = r[0] if r else None
     return claimed, next_at, tx.now
+
+
+def _running_attempt(run: ClaimedRun) -> int:
+    """The blob's ``attempt`` of a run claimed now: the attempt about to run (1-based), a
+    retried step's next try included."""
+    steps = 0
+    for st in run.steps or ():
+        n = st.get("attempts") or 0
+        steps = max(steps, n + 1 if st.get("status") == "retrying" else n)
+    return blob_attempt(run.attempt + 1, steps)

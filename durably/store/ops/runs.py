@@ -266,8 +266,19 @@ def _ended(tx: Tx, run_id: str, row: Any, status: str, output: str | None, error
         if n:
             tx.exec("wake_run", run_id=row["parent_run_id"], now=tx.now)
             tx.woke = True
-    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now, row["attempt"],
-            loads(error) if error else None)
+    _status(tx, row["tenant"], row["function_id"], status, run_id, row["started_at"], tx.now,
+            _ended_attempt(tx, run_id, row), loads(error) if error else None)
+
+
+def _ended_attempt(tx: Tx, run_id: str, row: Any) -> int:
+    """The blob's ``attempt`` at a run's end, as the ledger counts: the largest of the run's
+    own attempts and its steps' (``step_attempts`` comes with the finishing row)."""
+    body = (row["attempt"] or 0) + (1 if row["started_at"] is not None else 0)
+    if "step_attempts" in row.keys():
+        steps = row["step_attempts"]
+    else:
+        steps = tx.one("max_step_attempts", run_id=run_id)["n"]
+    return status_mod.blob_attempt(body, steps)
 
 
 def expire(tx: Tx) -> dict:
@@ -388,9 +399,20 @@ def dispatch(tx: Tx, key: str, window: int, event: dict) -> dict:
     data.update(dispatch_key=f"{key}:{window_start}", window_start=status_mod.iso(window_start), window=window)
     ev = {**event, "id": event_id, "ts": int(tx.now * 1000), "data": data}
     res = ingest(tx, [ev])
+    if event_id in res.duplicates:
+        # The window's event was already recorded some other way (sent with this id, or a
+        # window row pruned before its event): the window is dispatched already.
+        return {**out, "duplicate": True, "first_seen": tx.now, "pings": 1, "runs": []}
     return {**out, "duplicate": False, "first_seen": tx.now, "pings": 1, "runs": res.runs}
 
 
 def watch_end(tx: Tx, run_id: str) -> bool:
     """Mark ``run_id`` as waited on: the transaction that ends it announces it (``tx.ended``)."""
     return tx.exec("watch_end", run_id=run_id, env=tx.env) > 0
+
+
+def record_dispatch(tx: Tx, key: str, window_start: int, event_id: str) -> bool:
+    """A window whose work ran inline (the store was unreachable when it was pinged): its
+    row, and no event, so that no later ping of the window dispatches it again."""
+    return bool(tx.exec("insert_dispatch", env=tx.env, key=key, window_start=window_start, event_id=event_id,
+                        now=tx.now))

@@ -118,8 +118,16 @@ def suspend(tx: Tx, run: ClaimedRun, steps: list[StepWrite], waits: list[WaitWri
                 now=tx.now)
         tx.exec("wake_run", run_id=run.id, now=tx.now)
     tx.woke = True
-    if status == "queued" and attempt_inc:
-        _status(tx, run.tenant, run.function_id, "retrying", run.id, run.started_at, None, run.attempt + attempt_inc,
+    retried = [s for s in steps if s.status == "retrying"]
+    if status == "queued" and (attempt_inc or retried):
+        # A failed attempt (of the body or of a step) waits out its backoff: the attempt that
+        # ended and its error, as the ledger has them.
+        attempt = run.attempt + 1
+        for st in run.steps or ():
+            attempt = max(attempt, st.get("attempts") or 0)
+        for s in steps:
+            attempt = max(attempt, s.attempts)
+        _status(tx, run.tenant, run.function_id, "retrying", run.id, run.started_at, None, attempt,
                 loads(error) if error else None)
 
 

@@ -153,7 +153,12 @@ FROM json_to_recordset(CAST(:items AS json))
 WHERE r.id = ANY (ARRAY(SELECT j.id FROM json_to_recordset(CAST(:items AS json)) AS j(id text)))
   AND r.id = j.id AND r.lease_gen = j.gen AND r.status || '' = 'running'
 RETURNING r.id, r.tenant, r.function_id, r.parent_run_id, r.parent_step_id, r.started_at, r.attempt, r.singleton_key,
-    r.trigger, r.notify_end;
+    r.trigger, r.notify_end,
+    (SELECT max(s.attempts) FROM durably_steps s WHERE s.run_id = r.id) AS step_attempts;
+
+-- name: max_step_attempts
+-- The largest attempts among a run's steps (0 without steps): the status blob's attempt.
+SELECT COALESCE(max(attempts), 0) AS n FROM durably_steps WHERE run_id = :run_id;
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT json_array_elements_text(CAST(:ids AS json)));
@@ -461,6 +466,7 @@ SELECT * FROM durably_runs
 WHERE env = :env AND function_id = :function_id AND status = :status
   AND (CAST(:since AS double precision) IS NULL OR created_at >= :since)
   AND (CAST(:until AS double precision) IS NULL OR created_at < :until)
+  AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)
   AND id NOT IN (SELECT replay_of FROM durably_runs
                  WHERE env = :env AND function_id = :function_id AND replay_of IS NOT NULL)
 ORDER BY created_at, id

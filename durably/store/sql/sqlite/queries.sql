@@ -150,7 +150,8 @@ WHERE id = :run_id AND lease_gen = :lease_gen;
 SELECT json_group_array(json_object('id', r.id, 'tenant', r.tenant, 'function_id', r.function_id,
     'parent_run_id', r.parent_run_id, 'parent_step_id', r.parent_step_id,
     'started_at', CASE WHEN r.started_at IS NULL THEN NULL ELSE json(printf('%!.17g', r.started_at)) END, 'attempt', r.attempt,
-    'singleton_key', r.singleton_key, 'trigger', r.trigger, 'notify_end', r.notify_end)) AS packed
+    'singleton_key', r.singleton_key, 'trigger', r.trigger, 'notify_end', r.notify_end,
+    'step_attempts', (SELECT max(s.attempts) FROM durably_steps s WHERE s.run_id = r.id))) AS packed
 FROM json_each(:items) AS j JOIN durably_runs r ON r.id = json_extract(j.value, '$.id')
 WHERE r.lease_gen = json_extract(j.value, '$.gen') AND r.status = 'running';
 UPDATE durably_runs
@@ -160,6 +161,10 @@ SET status = json_extract(j.value, '$.status'), output = json_extract(j.value, '
 FROM json_each(:items) AS j
 WHERE durably_runs.id = json_extract(j.value, '$.id') AND durably_runs.lease_gen = json_extract(j.value, '$.gen')
   AND durably_runs.status = 'running';
+
+-- name: max_step_attempts
+-- The largest attempts among a run's steps (0 without steps): the status blob's attempt.
+SELECT COALESCE(max(attempts), 0) AS n FROM durably_steps WHERE run_id = :run_id;
 
 -- name: release_slots_of_runs
 DELETE FROM durably_slots WHERE run_id IN (SELECT value FROM json_each(:ids));
@@ -491,6 +496,7 @@ SELECT * FROM durably_runs
 WHERE env = :env AND function_id = :function_id AND status = :status
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  AND (:tenant IS NULL OR tenant = :tenant)
   AND id NOT IN (SELECT replay_of FROM durably_runs
                  WHERE env = :env AND function_id = :function_id AND replay_of IS NOT NULL)
 ORDER BY created_at, id
