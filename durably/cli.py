@@ -86,6 +86,29 @@ def open_store(**overrides: Any):
     return _open(settings(**overrides), create=False)
 
 
+def _bounded(fn: Any, seconds: float) -> Any:
+    """``fn()``, or StoreUnavailable once ``seconds`` have passed (``fn`` goes on in its thread,
+    which does not keep the process alive)."""
+    import concurrent.futures as cf
+    import threading
+
+    from .errors import StoreUnavailable
+
+    fut: cf.Future = cf.Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="durably-open", daemon=True).start()
+    try:
+        return fut.result(timeout=seconds)
+    except cf.TimeoutError:
+        raise StoreUnavailable(f"the store did not answer within DURABLY_DISPATCH_TIMEOUT={seconds:g} s") from None
+
+
 def _logging(default: int = logging.INFO, *, traces: bool = False) -> None:
     """Log lines as DURABLY_LOG_FORMAT says; ``traces``: set up OpenTelemetry from OTEL_*."""
     from .telemetry import configure_logging, configure_tracing
@@ -222,7 +245,7 @@ def send(name: str, data: str, id: Optional[str]) -> None:
     from .runtime import Runtime
 
     s = settings()
-    store = open_store()
+    store = _bounded(open_store, s.dispatch_timeout)  # a send gives up after the deadline, opening included
     app = App("cli", settings=s)
     app.bind(Runtime.on(s, store, app_id=app.id, functions=app.functions))
     try:

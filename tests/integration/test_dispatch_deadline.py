@@ -299,6 +299,7 @@ async def test_inline_runs_once_across_processes_with_redis(pg_url):
 def test_durably_send_exits_1_with_one_line_within_the_deadline(outage):
     url, down, back = outage
     env = cli_env(url, DURABLY_DISPATCH_TIMEOUT=str(TIMEOUT))
+    assert run_cli(["migrate"], env).returncode == 0  # `durably send` sends to a store, never creates one
     started = time.monotonic()
     ok = run_cli(["send", "deadline.cli", "--data", "{}"], env)
     healthy = time.monotonic() - started  # start-up, imports, opening the store: the baseline

@@ -218,7 +218,7 @@ class Dashboard:
 
         fid = request.path_params["id"]
         data_text = str(request.state.form.get("data") or "").strip()
-        store = await self.api.within_deadline(self.store)
+        store = await self.api.within_deadline(self.api.registered_store)
         config = await self.api.within_deadline(lambda: admin.function_config(store, fid))
         if not data_text and data_keys(config):
             return await self.run_now_form(request, session)
@@ -492,7 +492,7 @@ def _same_site(nxt: str, default: str) -> str:
 def _status_of(exc: DurablyError) -> int:
     """The API's status for the error: bad input 400, not found 404, conflict 409, the store
     unreachable 503 (never shown as the user's mistake)."""
-    from ..api import status_of
+    from ..http import status_of
 
     return status_of(exc)
 
