@@ -345,6 +345,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
         out.print("output: " + json.dumps(data["output"], default=str))
     if data["error"]:
         out.print(f"[red]error: {data['error'].get('name')}: {data['error'].get('message')}[/]")
+        if data["error"].get("stack"):
+            from rich.markup import escape
+
+            out.print("[dim]" + escape(data["error"]["stack"].rstrip()) + "[/]")
 
 
 @runs.command("cancel")
