@@ -172,13 +172,13 @@ _HIDDEN = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.join(_ST
 def _stack(exc: BaseException) -> str:
     te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     seen: set[int] = set()
-    todo = [te]
+    todo: list[traceback.TracebackException] = [te]
     while todo:
         t = todo.pop()
-        if t is None or id(t) in seen:
+        if id(t) in seen:
             continue
         seen.add(id(t))
         t.stack = traceback.StackSummary.from_list(
             [f for f in t.stack if not os.path.abspath(f.filename).startswith(_HIDDEN)])
-        todo.extend((t.__cause__, t.__context__))  # type: ignore[list-item]
+        todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
     return "".join(te.format())
