@@ -235,12 +235,10 @@ def send(name: str, data: str, id: Optional[str]) -> None:
     if not isinstance(payload, dict):
         raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
     from .runtime import Runtime
-    from .engine.registry import Registry
 
     s = settings()
-    store = open_store()
     app = App("cli", settings=s)
-    app.bind(Runtime(s, store, time.time, Registry(store, app.functions, app_id=app.id)))
+    app.bind(Runtime.open(s, create=False))  # sending never creates a store
     try:
         res = app.send(Event(name, payload, id=id))
     finally:
