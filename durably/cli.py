@@ -449,7 +449,7 @@ def health(as_json: bool) -> None:
     from .health import collect
 
     s = settings()
-    report = collect(s)
+    report = collect(s, missing_store_raises=True)
     if as_json:
         _print_json(report)
     else:
