@@ -377,3 +377,32 @@ def test_server_prints_its_dashboard_url(tmp_path, procs):
              what="durably server to start")
     assert f"durably server: dashboard at http://127.0.0.1:{port}/" in procs.log(server), procs.log(server)
     assert procs.stop(server) == 0, procs.log(server)
+
+
+def test_runs_show_prints_the_users_stack_without_durablys_frames(tmp_path):
+    import durably
+    from tests.helpers import running_worker, wait_run
+
+    url = f"sqlite:///{tmp_path}/.durably/durably.db"
+    app = durably.App("stacks", database_url=url)
+
+    def parse(raw):
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise RuntimeError("bad quantity") from exc
+
+    @app.function(id="qty", trigger=durably.on_event("qty"), retries=0)
+    async def qty(ctx):
+        return await ctx.step.run("parse", parse, "x")
+
+    with running_worker(app):
+        rid = app.send(durably.Event("qty")).runs[0]
+        assert wait_run(app, rid)["status"] == "failed"
+    app.close()
+    shown = cli(tmp_path, "runs", "show", rid)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "ValueError: invalid literal" in text and "RuntimeError: bad quantity" in text
+    assert "The above exception was the direct cause" in text and "in parse" in text
+    assert "durably/engine" not in text and "durably/steps" not in text
