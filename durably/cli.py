@@ -60,6 +60,23 @@ def cli(database_url: Optional[str], env: Optional[str], verbose: bool) -> None:
     _state.update(database_url=database_url, env=env, verbose=verbose)
 
 
+def _store_options(f: Any) -> Any:
+    """--database-url and --env after the subcommand too (``durably runs --database-url ...``);
+    given there, they override the ones before it."""
+
+    def remember(name: str) -> Any:
+        def callback(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
+            if value is not None:
+                _state[name] = value
+
+        return callback
+
+    f = click.option("--env", expose_value=False, callback=remember("env"),
+                     help="Environment name (as before the command).")(f)
+    return click.option("--database-url", expose_value=False, callback=remember("database_url"),
+                        help="sqlite:///path or postgresql://... (as before the command).")(f)
+
+
 def _text(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     """A filter or id the store is asked to find: text it can hold (an argument holding bytes
     that are not UTF-8 arrives with lone surrogates, which no store can hold)."""
@@ -127,6 +144,7 @@ def _print_json(value: Any) -> None:
 
 
 @cli.command()
+@_store_options
 @click.argument("app", required=False)
 @click.option("--port", type=int, envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP host.")
@@ -145,6 +163,7 @@ def dev(app: Optional[str], port: Optional[int], host: str, concurrency: int) ->
 
 
 @cli.command()
+@_store_options
 @click.argument("app")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=8, show_default=True,
               help="Runs executed at once per process.")
@@ -228,6 +247,7 @@ def _supervise(app: str, concurrency: int, processes: int, no_scheduler: bool) -
 
 
 @cli.command()
+@_store_options
 @click.argument("name")
 @click.option("--data", "-d", default="{}", show_default=True, help="Event data as a JSON object.")
 @click.option("--id", "id", help="Event id (a second send with the same id does nothing).")
@@ -245,9 +265,9 @@ def send(name: str, data: str, id: Optional[str]) -> None:
     from .runtime import Runtime
 
     s = settings()
-    store = _bounded(open_store, s.dispatch_timeout)  # a send gives up after the deadline, opening included
     app = App("cli", settings=s)
-    app.bind(Runtime.on(s, store, app_id=app.id, functions=app.functions))
+    # Sending never creates a store, and gives up after the dispatch deadline, opening included.
+    app.bind(_bounded(lambda: Runtime.open(s, create=False), s.dispatch_timeout))
     try:
         res = app.send(Event(name, payload, id=id))
     finally:
@@ -279,6 +299,7 @@ def _skip_reason(reason: str) -> str:
 
 
 @cli.group(invoke_without_command=True)
+@_store_options
 @click.option("--status", "-s", callback=_text, help=f"One of: {', '.join(RUN_STATUSES)}.")
 @click.option("--function", "-f", callback=_text, help="Function id.")
 @click.option("--tenant", "-t", callback=_text, help="Tenant.")
@@ -317,6 +338,7 @@ def _status_style(s: str) -> str:
 
 
 @runs.command("show")
+@_store_options
 @click.argument("run_id", callback=_text)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_show(run_id: str, as_json: bool) -> None:
@@ -334,7 +356,8 @@ def runs_show(run_id: str, as_json: bool) -> None:
         return
     out.print(f"[bold]{data['id']}[/]  {data['function_id']}  {_status_style(data['status'])}"
               f"  tenant={data['tenant']}  attempts={data['attempts']}")
-    out.print(f"created {data['created_at']}  started {data['started_at']}  finished {data['finished_at']}")
+    out.print(f"created {data['created_at'] or '-'}  started {data['started_at'] or '-'}"
+              f"  finished {data['finished_at'] or '-'}")
     if data["terminal_reason"]:
         out.print(f"reason: {data['terminal_reason']}")
     table = Table(box=None, header_style="bold")
@@ -349,9 +372,14 @@ def runs_show(run_id: str, as_json: bool) -> None:
         out.print("output: " + json.dumps(data["output"], default=str))
     if data["error"]:
         out.print(f"[red]error: {data['error'].get('name')}: {data['error'].get('message')}[/]")
+        if data["error"].get("stack"):
+            from rich.markup import escape
+
+            out.print("[dim]" + escape(data["error"]["stack"].rstrip()) + "[/]")
 
 
 @runs.command("cancel")
+@_store_options
 @click.argument("run_id", required=False, callback=_text)
 @click.option("--function", "-f", "function", callback=_text, help="Cancel the unfinished runs of this function...")
 @click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting"]),
@@ -399,6 +427,7 @@ def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional
 
 
 @cli.command()
+@_store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def functions(as_json: bool) -> None:
     """The registry: every function workers have registered, with triggers and last run."""
@@ -438,6 +467,7 @@ def functions(as_json: bool) -> None:
 
 
 @cli.command()
+@_store_options
 @click.argument("tenant", callback=_text)
 @click.argument("function", callback=_text)
 def status(tenant: str, function: str) -> None:
@@ -471,6 +501,7 @@ def status(tenant: str, function: str) -> None:
 
 
 @cli.command()
+@_store_options
 def migrate() -> None:
     """Apply the store's schema migrations."""
     from .runtime import open_store as _open
@@ -484,13 +515,14 @@ def migrate() -> None:
 
 
 @cli.command()
+@_store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def health(as_json: bool) -> None:
     """Queue health: store reachable, live workers, backlog, oldest queued age, stale leases."""
     from .health import collect
 
     s = settings()
-    report = collect(s)
+    report = collect(s, missing_store_raises=True)
     if as_json:
         _print_json(report)
     else:
@@ -502,6 +534,7 @@ def health(as_json: bool) -> None:
 
 
 @cli.command()
+@_store_options
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="DURABLY_HOST", show_envvar=True,
               help="HTTP host.")
 @click.option("--port", type=int, envvar="DURABLY_PORT", show_envvar=True, help="HTTP port (default 8288).")
@@ -519,6 +552,7 @@ def server(host: str, port: Optional[int]) -> None:
 
 
 @cli.command()
+@_store_options
 @click.option("--function", "-f", required=True, callback=_text, help="Function id.")
 @click.option("--status", "-s", default="failed", show_default=True,
               help="Runs to replay: failed, completed or cancelled.")
@@ -605,6 +639,7 @@ def _follow_replays(store: Any, res: dict, bar: Any) -> None:
 
 
 @cli.command()
+@_store_options
 @click.option("--older-than", required=True, help="Retention: delete what finished longer ago than this "
                                                   "(e.g. 30d, 12h). Events are always kept 24 h.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,

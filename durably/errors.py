@@ -6,6 +6,8 @@ Every durably error has a stable ``code``; the HTTP API reuses it in
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import Any
 
 
@@ -137,13 +139,21 @@ class StepError(Exception):
 
 
 def error_dict(exc: BaseException) -> dict:
-    """The JSON form of an exception kept in the ledger."""
-    import traceback
+    """The JSON form of an exception kept in the ledger.
 
+    Its ``stack`` is the traceback as Python prints it, chained exceptions included, without
+    durably's own frames (the user's code is what a reader needs). A step that failed for good
+    and failed the run: the step's own error comes first, as a cause does.
+    """
+    stack = _stack(exc)
+    if isinstance(exc, StepError) and exc.error.get("stack") and exc.__context__ is None and exc.__cause__ is None:
+        # Raised from the memo on a later attempt: the step's error is not chained any more.
+        stack = (f"{exc.error['stack'].rstrip()}\n\nThe above exception failed step {exc.step_id!r} for good, "
+                 f"which raised:\n\n{stack}")
     out: dict[str, Any] = {
         "name": type(exc).__name__,
         "message": str(exc),
-        "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:],
+        "stack": stack[-8000:],
     }
     if isinstance(exc, NonRetriableError):
         out["non_retriable"] = True
@@ -151,3 +161,24 @@ def error_dict(exc: BaseException) -> dict:
         out["step_id"] = exc.step_id
         out["non_retriable"] = exc.non_retriable
     return out
+
+
+_STDLIB = os.path.dirname(os.path.abspath(os.__file__))
+# durably's own frames, and the machinery that runs steps (the event loop, the thread pool).
+_HIDDEN = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.join(_STDLIB, "asyncio") + os.sep,
+           os.path.join(_STDLIB, "concurrent") + os.sep, os.path.join(_STDLIB, "threading.py"))
+
+
+def _stack(exc: BaseException) -> str:
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    seen: set[int] = set()
+    todo: list[traceback.TracebackException] = [te]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if not os.path.abspath(f.filename).startswith(_HIDDEN)])
+        todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
+    return "".join(te.format())

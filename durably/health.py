@@ -11,7 +11,7 @@ from .errors import StoreMissing
 WORKER_WINDOW = 3.0  # a worker is live if it heartbeated within this many lease thirds
 
 
-def collect(settings: Settings, store: Any = None, *, missing_raises: bool = True) -> dict:
+def collect(settings: Settings, store: Any = None, *, missing_store_raises: bool = False) -> dict:
     report: dict[str, Any] = {"ok": True, "env": settings.env, "store": {"ok": False}, "redis": None}
     own = store is None
     try:
@@ -36,11 +36,11 @@ def collect(settings: Settings, store: Any = None, *, missing_raises: bool = Tru
         report["runs_by_status"] = h["counts"]
         report["alerts"] = {"backlog": report["oldest_queued_age_s"] > settings.backlog_alert_seconds,
                             "stale_leases": h["stale_leases"] > 0, "no_workers": not h["workers"]}
-    except StoreMissing:
-        if own and missing_raises:  # `durably health` where there is no store: one line, like every reading command
+    except StoreMissing as exc:
+        if missing_store_raises:  # `durably health` where there is no store: one line, like every reading command
             raise
         report["ok"] = False
-        report["store"] = {"ok": False, "error": "no store"}
+        report["store"] = {"ok": False, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
         report["ok"] = False
         report["store"] = {"ok": False, "error": str(exc)}

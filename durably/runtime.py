@@ -106,22 +106,17 @@ class Runtime:
         self.registry = registry
 
     @classmethod
-    def on(cls, settings: Settings, store: Any, *, app_id: str | None = None,
-           functions: Mapping[str, "FunctionDef"] | None = None) -> "Runtime":
-        """A runtime on a store opened already (``durably send`` opens one without creating it)."""
-        return cls(settings, store, time.time, Registry(store, functions if functions is not None else {}, app_id=app_id))
-
-    @classmethod
     def open(cls, settings: Settings, *, clock: Clock | None = None, app_id: str | None = None,
-             functions: Mapping[str, "FunctionDef"] | None = None, migrate: bool = True,
+             functions: Mapping[str, "FunctionDef"] | None = None, migrate: bool = True, create: bool = True,
              on_status_sink_error: SinkErrorHook | None = None) -> "Runtime":
         """Open the store that ``settings`` name (migrated) and the registry of ``functions``
         (an App's, registered under ``app_id``; none for ``durably server``).
 
         ``clock`` replaces the real clock (tests); ``on_status_sink_error`` hears of every
-        failed write of the Redis status sink (the HTTP API's metrics count them).
+        failed write of the Redis status sink (the HTTP API's metrics count them);
+        ``create=False`` refuses a store that does not exist yet (``StoreMissing``).
         """
-        store = open_store(settings, migrate=migrate, clock=clock)
+        store = open_store(settings, migrate=migrate, clock=clock, create=create)
         sink = store.status_sink
         if sink is not None and on_status_sink_error is not None:
             hook = on_status_sink_error

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import OrderedDict
@@ -520,7 +519,7 @@ async def health(c: Call) -> Response:
     from ..health import collect
 
     store = await c.api.try_store()
-    report = await run_in_threadpool(functools.partial(collect, c.api.settings, store, missing_raises=False))
+    report = await run_in_threadpool(collect, c.api.settings, store)
     return JSON(report, status_code=200 if report["ok"] else 503)
 
 

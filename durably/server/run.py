@@ -74,8 +74,8 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
                                                                  " (is the port in use?)"))
     s = runtime.settings
     print(f"durably server: env {s.env!r}, store {masked(s.database_url)}", file=sys.stderr)
-    print(f"durably server: API at http://{host}:{port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr,
-          flush=True)
+    print(f"durably server: API at http://{host}:{port}/api/v1 (OpenAPI at /openapi.json)", file=sys.stderr)
+    print(f"durably server: dashboard at http://{host}:{port}/", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:

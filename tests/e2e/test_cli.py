@@ -341,3 +341,68 @@ def test_send_says_why_no_run_started(tmp_path):
     again = cli(tmp_path, "send", "go", "--id", "e1")
     assert json.loads(again.stdout)["duplicates"] == ["e1"]
     assert again.stderr.strip() == "no run started: event 'e1' was sent before (same id within 24 h)"
+
+
+def test_store_options_after_the_subcommand_and_runs_show_without_none(tmp_path):
+    import durably
+
+    url = f"sqlite:///{tmp_path}/elsewhere.db"
+    app = durably.App("late", database_url=url)
+
+    @app.function(id="f", trigger=durably.on_event("e"))
+    def f(ctx):
+        return None
+
+    rid = app.send(durably.Event("e")).runs[0]  # queued: never started
+    app.close()
+    listed = cli(tmp_path, "runs", "--database-url", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == [rid]
+    shown = cli(tmp_path, "runs", "show", rid, "--database-url", url)
+    assert shown.returncode == 0, shown.stderr
+    assert "None" not in shown.stdout and "started -  finished -" in shown.stdout, shown.stdout
+    sent = cli(tmp_path, "send", "e", "--database-url", url)
+    assert sent.returncode == 0 and len(json.loads(sent.stdout)["runs"]) == 1, sent.stderr
+    # Given both before and after the subcommand, the one after wins.
+    other = cli(tmp_path, "--database-url", f"sqlite:///{tmp_path}/nothere.db", "functions", "--database-url", url)
+    assert other.returncode == 0 and "f" in other.stdout, other.stderr
+
+
+def test_server_prints_its_dashboard_url(tmp_path, procs):
+    url = f"sqlite:///{tmp_path}/s.db"
+    assert cli(tmp_path, "--database-url", url, "migrate").returncode == 0
+    port = _free_port()
+    server = procs.start(["--database-url", url, "server", "--port", str(port)], _env(), cwd=str(tmp_path))
+    wait_for(lambda: "dashboard at" in procs.log(server) or server.poll() is not None, timeout=30,
+             what="durably server to start")
+    assert f"durably server: dashboard at http://127.0.0.1:{port}/" in procs.log(server), procs.log(server)
+    assert procs.stop(server) == 0, procs.log(server)
+
+
+def test_runs_show_prints_the_users_stack_without_durablys_frames(tmp_path):
+    import durably
+    from tests.helpers import running_worker, wait_run
+
+    url = f"sqlite:///{tmp_path}/.durably/durably.db"
+    app = durably.App("stacks", database_url=url)
+
+    def parse(raw):
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise RuntimeError("bad quantity") from exc
+
+    @app.function(id="qty", trigger=durably.on_event("qty"), retries=0)
+    async def qty(ctx):
+        return await ctx.step.run("parse", parse, "x")
+
+    with running_worker(app):
+        rid = app.send(durably.Event("qty")).runs[0]
+        assert wait_run(app, rid)["status"] == "failed"
+    app.close()
+    shown = cli(tmp_path, "runs", "show", rid)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "ValueError: invalid literal" in text and "RuntimeError: bad quantity" in text
+    assert "The above exception was the direct cause" in text and "in parse" in text
+    assert "durably/engine" not in text and "durably/steps" not in text

@@ -244,3 +244,23 @@ def test_login_returns_to_the_deep_link_with_its_query(browser, tmp_path):
         assert page.locator("input[name=next]").input_value() == "/"
     finally:
         _stop(proc)
+
+
+def test_a_cancelled_runs_wait_is_drawn_cancelled_not_waiting(browser, dev):
+    """DESIGN §3: a cancelled run's unfinished steps end as cancelled; the run page shows so."""
+    url = dev
+    rid = _send(url, "trace.start", {"ticket": "T-9"})
+    wait_for(lambda: any(s["id"] == "approval" and s["status"] == "waiting" for s in _run(url, rid)["steps"]),
+             30, interval=0.1, what="the run to wait for its approval")
+    _api(url, f"/api/v1/runs/{rid}/cancel", {})
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/runs/{rid}")
+    assert page.inner_text("h1 .badge").strip() == "cancelled"
+    assert page.inner_text("tr[data-step=approval] .badge").strip() == "cancelled"
+    lane = page.locator("[data-lane=approval]")
+    assert lane.locator(".meta").inner_text().startswith("cancelled")
+    assert lane.locator(".seg.pending").count() == 0
+    assert "cancelled with its run" in lane.locator(".seg.idle").get_attribute("title")
+    assert "waiting" not in page.inner_text("[data-testid=trace]") + page.inner_text("table")
+    page.screenshot(path=f"{SHOTS}/cancelled-wait.png", full_page=True)
+    page.close()

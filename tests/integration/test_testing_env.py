@@ -133,3 +133,49 @@ def test_advance_goes_through_each_timer_in_order():
         # An event after the timeout matches nothing.
         env.send(durably.Event("order.paid", {"id": "o2"}))
         assert env.result(rid, auto_advance=False).output == "expired"
+
+
+def test_a_failed_runs_stack_shows_the_users_frames_and_the_chained_cause():
+    app = durably.App("stacks")
+
+    def lookup(data):
+        try:
+            return data["price"]
+        except KeyError as exc:
+            raise ValueError("no price on the order") from exc
+
+    @app.function(id="price", trigger=durably.on_event("p"), retries=0)
+    async def price(ctx):
+        return await ctx.step.run("lookup", lookup, {})
+
+    with TestEnv(app) as env:
+        run = env.run("price")
+    assert run.status == "failed"
+    stack = run.error["stack"]
+    assert "KeyError: 'price'" in stack and "ValueError: no price on the order" in stack
+    assert "The above exception was the direct cause" in stack
+    assert stack.count("KeyError: 'price'") == 1, stack
+    assert stack.rstrip().endswith("StepError: step 'lookup' failed: ValueError: no price on the order")
+    assert "concurrent/futures" not in stack and "asyncio" not in stack
+    assert "in lookup" in stack and "in price" in stack  # the user's frames
+    import os
+
+    import durably as pkg
+
+    ours = os.path.dirname(pkg.__file__)
+    assert ours not in stack, stack  # none of durably's own frames
+
+
+def test_a_step_error_raised_from_the_memo_still_shows_the_steps_own_error():
+    from durably.errors import StepError, error_dict
+
+    def failing():
+        raise KeyError("sku")
+
+    try:
+        failing()
+    except KeyError as exc:
+        step_err = error_dict(exc)
+    err = error_dict(StepError("lookup", step_err))  # not chained: as on a replay from the memo
+    assert "in failing" in err["stack"] and "KeyError: 'sku'" in err["stack"]
+    assert "failed step 'lookup' for good" in err["stack"]

@@ -80,7 +80,7 @@ def test_the_worker_and_the_cli_start_without_importing_pydantic(tmp_path):
             "finally:\n"
             "    print('pydantic' in sys.modules, file=sys.stderr)\n")
     made = subprocess.run([sys.executable, "-m", "durably", "migrate"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)  # `durably runs` reads a store, never creates one
+                          cwd=tmp_path)  # `durably runs` reads a store, it does not create one
     assert made.returncode == 0, made
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
