@@ -31,6 +31,7 @@ from ..steps import Interrupt, Steps, SyncSteps
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
 from ..core import flow
+from .outage import Outage
 from .replay import Memo, StepIds, retry_delay
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Execution:
     """
 
     def __init__(self, store: Any, registry: "Registry", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor,
-                 lease: float, on_final: Callable[[], None] | None = None):
+                 lease: float, on_final: Callable[[], None] | None = None, outage: "Outage | None" = None):
         self.store, self.registry, self.fdef, self.run = store, registry, fdef, run
         self.pool, self.lease = pool, lease
         self._on_final = on_final
@@ -72,6 +73,10 @@ class Execution:
         self.retry_at: float | None = None
         self.retry_error: dict | None = None
         self.lease_lost: LeaseLost | None = None
+        self.outage = outage if outage is not None else Outage(f"run {run.id}")
+        # The finish of a completed run, not awaited by ``execute``: the worker learns from it
+        # whether the run's end was recorded.
+        self.final_write: Future | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -335,6 +340,7 @@ class Execution:
         # here depends on its commit. Its outcome is logged from the store's thread.
         self._final()
         fut = self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed")
+        self.final_write = fut
         fut.add_done_callback(self._finish_logged)
         return "completed"
 
@@ -344,9 +350,7 @@ class Execution:
             return
         if isinstance(exc, LeaseLost):
             log.info("%s", exc)
-        else:
-            log.error("run %s: could not record its outcome (%s); it will be resumed after its lease",
-                      self.run.id, exc)
+        # Otherwise the worker logs it and lets the run go (``Worker._release_lease``).
 
     async def _body_failed(self, exc: BaseException) -> str:
         err = error_dict(exc)
