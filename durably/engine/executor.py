@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..context import Context
 from ..core.durations import parse_duration
 from ..errors import (InvalidInput, LeaseLost, NonRetriableError, StepError, StepMismatch,
-                      error_dict)
+                      StoreUnavailable, error_dict)
 from ..core.events import FUNCTION_INVOKED, Event, failure_event
 from ..core.expressions import compile_expr
 from ..functions import FunctionDef
@@ -107,15 +107,26 @@ class Execution:
         return self._seq - 1
 
     async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
-        """Commit a step; returns the stored row if someone else resolved it first."""
-        try:
-            res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
-        except LeaseLost as exc:
-            # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
-            # ``except Exception`` in the function cannot swallow it and go on running steps.
-            self.lease_lost = exc
-            raise Interrupt() from exc
-        return res
+        """Commit a step; returns the stored row if someone else resolved it first.
+
+        The store being unreachable is no failure of the function: the write is tried again
+        with backoff until the store answers (the function body never sees the outage, and no
+        attempt is counted). Writing the same step again is safe: a step already completed is
+        never overwritten (a COMMIT whose outcome was unknown may have written it), and a
+        lease that expired meanwhile ends the attempt as a lease lost."""
+        while True:
+            try:
+                res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
+            except LeaseLost as exc:
+                # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
+                # ``except Exception`` in the function cannot swallow it and go on running steps.
+                self.lease_lost = exc
+                raise Interrupt() from exc
+            except StoreUnavailable as exc:
+                await asyncio.sleep(self.outage.failed(exc))  # backoff while the store is down
+                continue
+            self.outage.answered()
+            return res
 
     # --- steps -----------------------------------------------------------------------------
 
