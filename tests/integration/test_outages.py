@@ -145,3 +145,33 @@ def test_sqlite_locked_by_another_process_costs_no_attempt(sqlite_url, tmp_path)
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.parametrize("mode", ["lost", "unknown"])
+def test_a_checkpoint_that_failed_is_written_again_and_costs_no_attempt(store_url, tmp_path, mode):
+    """A checkpoint whose write failed (nothing written, or committed with its answer lost) is
+    tried again: the step is not run again, the run completes on its first attempt."""
+    effects = tmp_path / "effects"
+    gate = threading.Event()
+    gate.set()
+    app = _app(store_url, effects, gate)
+    fired = threading.Event()
+
+    def hook() -> str | None:
+        if fired.is_set():
+            return None
+        fired.set()
+        return mode
+
+    app.store.faults = {"checkpoint_step": hook}
+    try:
+        with running_worker(app, concurrency=2):
+            rid = app.send(durably.Event("go", {})).runs[0]
+            wait_for(lambda: (lambda r: r if r and r["status"] == "completed" else None)(app.store.get_run(rid).result()),
+                     20, what="the run to complete")
+        run = app.store.get_run(rid).result()
+        assert fired.is_set() and run["attempt"] == 0
+        assert sorted(effects.read_text().split()) == sorted(f"{rid}:{s}" for s in ("one", "two", "three"))
+        assert all(s["attempts"] == 1 for s in run["steps"])
+    finally:
+        app.close()
