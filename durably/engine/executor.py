@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..context import Context
 from ..core.durations import parse_duration
 from ..errors import (InvalidInput, LeaseLost, NonRetriableError, StepError, StepMismatch,
-                      error_dict)
+                      StoreUnavailable, error_dict)
 from ..core.events import FUNCTION_INVOKED, Event, failure_event
 from ..core.expressions import compile_expr
 from ..functions import FunctionDef
@@ -31,6 +31,7 @@ from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
 from ..core import flow
 from . import tracing
+from .outage import Outage
 from .replay import Memo, StepIds, retry_delay
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Execution:
     """
 
     def __init__(self, store: Any, registry: "Registry", fdef: FunctionDef, run: ClaimedRun, *, pool: Executor,
-                 lease: float, on_final: Callable[[], None] | None = None):
+                 lease: float, on_final: Callable[[], None] | None = None, outage: "Outage | None" = None):
         self.store, self.registry, self.fdef, self.run = store, registry, fdef, run
         self.pool, self.lease = pool, lease
         self._on_final = on_final
@@ -76,6 +77,10 @@ class Execution:
         self._span_failed = False
         self._patches: dict[str, bool] = {}  # ctx.patched answers of this attempt
         self._marks: list[Future] = []  # patch markers submitted, awaited before the next write
+        self.outage = outage if outage is not None else Outage(f"run {run.id}")
+        # The finish of a completed run, not awaited by ``execute``: the worker learns from it
+        # whether the run's end was recorded.
+        self.final_write: Future | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -148,17 +153,28 @@ class Execution:
         return self._seq - 1
 
     async def _checkpoint(self, step: StepWrite, emit: list[dict] | None = None) -> dict | None:
-        """Commit a step; returns the stored row if someone else resolved it first."""
+        """Commit a step; returns the stored row if someone else resolved it first.
+
+        The store being unreachable is no failure of the function: the write is tried again
+        with backoff until the store answers (the function body never sees the outage, and no
+        attempt is counted). Writing the same step again is safe: a step already completed is
+        never overwritten (a COMMIT whose outcome was unknown may have written it), and a
+        lease that expired meanwhile ends the attempt as a lease lost."""
         if self._marks:
             await self._marked()
-        try:
-            res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
-        except LeaseLost as exc:
-            # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
-            # ``except Exception`` in the function cannot swallow it and go on running steps.
-            self.lease_lost = exc
-            raise Interrupt() from exc
-        return res
+        while True:
+            try:
+                res = await aw(self.store.checkpoint_step(self.run, self.lease, step, emit))
+            except LeaseLost as exc:
+                # Cancelled, or taken over by another worker: unwind with a BaseException so a broad
+                # ``except Exception`` in the function cannot swallow it and go on running steps.
+                self.lease_lost = exc
+                raise Interrupt() from exc
+            except StoreUnavailable as exc:
+                await asyncio.sleep(self.outage.failed(exc))  # backoff while the store is down
+                continue
+            self.outage.answered()
+            return res
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -417,6 +433,7 @@ class Execution:
         # here depends on its commit. Its outcome is logged from the store's thread.
         self._final()
         fut = self.store.finish_run(self.run, status="completed", output=output, error=None, reason="completed")
+        self.final_write = fut
         fut.add_done_callback(self._finish_logged)
         return "completed"
 
@@ -426,9 +443,7 @@ class Execution:
             return
         if isinstance(exc, LeaseLost):
             log.info("%s", exc)
-        else:
-            log.error("run %s: could not record its outcome (%s); it will be resumed after its lease",
-                      self.run.id, exc)
+        # Otherwise the worker logs it and lets the run go (``Worker._release_lease``).
 
     async def _body_failed(self, exc: BaseException) -> str:
         tracing.failed(self.span, exc)

@@ -29,13 +29,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import DurablyError
+from ..errors import DurablyError, LeaseLost
 from ..core.ids import new_id
 from ..core.jsonutil import dumps
 from ..core.records import ClaimedRun
 from ..store.base import aw
 from . import heartbeat
 from .executor import Execution
+from .outage import Outage
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -78,9 +79,13 @@ class Worker:
         self._ahead: deque[tuple[ClaimedRun, float]] = deque()  # claimed ahead: (run, monotonic at claim)
         self._avg_run = 1.0  # moving average of body durations (seconds); pessimistic until measured
         self._idle = False  # nothing running or claimed ahead: the store may claim for us on commit
-        self._outage_since: float | None = None  # the store has been unreachable since (monotonic)
-        self._outage_logged = 0.0
-        self._outage_backoff = 0.0
+        self.outage = Outage(self.id)
+        # Runs this worker executes now, by id: their lease token. Only these (and the runs
+        # claimed ahead) are renewed by the heartbeat.
+        self._held: dict[str, int] = {}
+        # Runs whose end (finish, suspend, hand-back) could not be recorded: no longer renewed,
+        # handed back (fenced by the token) as soon as the store answers.
+        self._let_go: dict[str, int] = {}
         self.started: asyncio.Event | None = None  # set once claiming has begun
 
     def info(self) -> dict:
@@ -140,7 +145,7 @@ class Worker:
             t.add_done_callback(lambda _t: wake.set())
         log.info("worker %s started: %d function(s), concurrency %d", self.id, len(self.registry.ids()), self.concurrency)
         try:
-            await aw(store.heartbeat(self.info(), self.lease))
+            await aw(store.heartbeat(self.info(), self.lease, []))
             started.set()
             while not stop.is_set():
                 for t in side:
@@ -164,13 +169,15 @@ class Worker:
                     try:
                         runs, next_at, now = await aw(store.claim_runs(self.id, functions, wanted, self.lease))
                     except DurablyError as exc:  # the store is unreachable: keep trying, never exit
-                        outage = self._store_down(exc)
+                        outage = self.outage.failed(exc)
                         timer = loop.call_later(outage, wake.set)
                         await wake.wait()
                         timer.cancel()
                         wake.clear()
                         continue
-                    self._store_up()
+                    self.outage.answered()
+                    if self._let_go:
+                        await self._hand_back_let_go()
                     for run in runs:
                         self._ahead.append((run, at))
                     self._fill()
@@ -202,27 +209,6 @@ class Worker:
                 pass
             pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
-
-    def _store_down(self, exc: BaseException) -> float:
-        """Log an outage once (then every minute), and say how long to wait before trying again."""
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._outage_logged = now
-            log.error("worker %s: the store is unreachable (%s); retrying", self.id, exc)
-        elif now - self._outage_logged > 60:
-            self._outage_logged = now
-            log.error("worker %s: the store is still unreachable after %.0fs (%s)", self.id,
-                      now - self._outage_since, exc)
-        self._outage_backoff = min(max(self._outage_backoff * 2, 0.1), 5.0)
-        return self._outage_backoff
-
-    def _store_up(self) -> None:
-        if self._outage_since is not None:
-            log.warning("worker %s: the store is reachable again after %.1fs", self.id,
-                        time.monotonic() - self._outage_since)
-            self._outage_since = None
-        self._outage_backoff = 0.0
 
     def _fill(self) -> None:
         """Start runs claimed ahead while slots are free."""
@@ -257,9 +243,43 @@ class Worker:
                 pass
         try:
             await aw(self.store.release_runs(self.id, [run.id for run, _at in claimed]))
-        except Exception as exc:  # noqa: BLE001 - their leases will expire
-            log.warning("could not hand back %d run(s) claimed ahead (their leases will expire): %s",
-                        len(claimed), exc)
+        except Exception as exc:  # noqa: BLE001 - handed back when the store answers again
+            for run, _at in claimed:
+                self._let_go[run.id] = run.lease_gen
+            log.warning("could not hand back %d run(s) claimed ahead (%s); no longer renewed, they are handed "
+                        "back when the store answers, or requeued when their lease expires", len(claimed), exc)
+
+    def _leases(self) -> list[tuple[str, int]]:
+        """The runs whose leases the heartbeat renews: executing now, or claimed ahead."""
+        out = list(self._held.items())
+        out.extend((run.id, run.lease_gen) for run, _at in self._ahead)
+        return out
+
+    def _release_lease(self, run: ClaimedRun, exc: BaseException | None) -> None:
+        """The attempt of ``run`` is over: its end recorded (``exc`` None, or a lease lost), or
+        not (``exc``: the store did not answer, or a COMMIT's outcome is unknown)."""
+        if self._held.get(run.id) == run.lease_gen:
+            del self._held[run.id]
+        if exc is not None and not isinstance(exc, LeaseLost):
+            self._let_go[run.id] = run.lease_gen
+            log.error("run %s: could not record the end of its attempt (%s); its lease is no longer renewed, "
+                      "and it is handed back to the queue when the store answers", run.id, exc)
+
+    async def _hand_back_let_go(self) -> None:
+        """Requeue the runs let go (fenced by their lease token: one finished after all, or
+        taken over since, is left alone)."""
+        runs = list(self._let_go.items())
+        try:
+            requeued = await aw(self.store.hand_back(runs))
+        except Exception as exc:  # noqa: BLE001 - tried again at the next heartbeat or claim
+            self.outage.failed(exc)
+            return
+        for rid, gen in runs:
+            if self._let_go.get(rid) == gen:
+                del self._let_go[rid]
+        if requeued:
+            log.info("worker %s handed %d run(s) back to the queue whose end it could not record: %s",
+                     self.id, len(requeued), ", ".join(requeued))
 
     def _start(self, run: ClaimedRun) -> None:
         fdef = self.registry.get(run.function_id)
@@ -278,15 +298,30 @@ class Worker:
             self._fill()
             self._wake.set()
 
-        ex = Execution(self.store, self.registry, fdef, run, pool=self._pool, lease=self.lease, on_final=release)
+        self._held[run.id] = run.lease_gen
+        ex = Execution(self.store, self.registry, fdef, run, pool=self._pool, lease=self.lease, on_final=release,
+                       outage=self.outage)
+        loop = asyncio.get_running_loop()
 
         async def go() -> None:
             try:
                 await ex.execute()
             except asyncio.CancelledError:
+                self._release_lease(run, None)  # handed back by _drain
                 raise
-            except Exception:  # noqa: BLE001 - the store was unreachable: the lease will expire
-                log.exception("run %s: could not record its outcome; it will be resumed after its lease", run.id)
+            except Exception as exc:  # noqa: BLE001 - the store did not record the attempt's end
+                self._release_lease(run, exc)
+                return
+            final = ex.final_write
+            if final is None:
+                self._release_lease(run, None)
+                return
+
+            def recorded(fut: Any) -> None:  # the store's thread
+                exc = fut.exception()
+                loop.call_soon_threadsafe(self._release_lease, run, exc)
+
+            final.add_done_callback(recorded)
 
         task = asyncio.create_task(go(), name=f"durably-run-{run.id}")
         self._inflight[run.id] = task
@@ -298,7 +333,12 @@ class Worker:
         task.add_done_callback(done)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        await heartbeat.heartbeat(self.store, self.info, self.lease, stop)
+        async def after() -> None:
+            if self._let_go:
+                await self._hand_back_let_go()
+
+        await heartbeat.heartbeat(self.store, self.info, self.lease, stop, runs=self._leases,
+                                  outage=self.outage, after=after)
 
     async def _drain(self, pool: ThreadPoolExecutor) -> None:
         if not self._inflight:

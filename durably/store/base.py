@@ -290,9 +290,16 @@ class Store(Protocol):
         ...
 
     # --- workers, leases, maintenance ----------------------------------------------------------
-    def heartbeat(self, worker: dict[str, Any], lease: float) -> cf.Future[int]:
+    def heartbeat(self, worker: dict[str, Any], lease: float,
+                  runs: list[tuple[str, int]] | None = None) -> cf.Future[int]:
         """Record a worker (``{"id", "host", "pid", "functions", "concurrency"}``) and extend
-        the leases it holds; how many."""
+        leases: of ``runs`` (``(id, lease_gen)``: those it executes now) when given, else of
+        every run it holds; how many."""
+        ...
+
+    def hand_back(self, runs: list[tuple[str, int]]) -> cf.Future[list[str]]:
+        """Requeue runs (``(id, lease_gen)``) still running under that lease token: runs whose
+        end their worker could not record. The ids requeued."""
         ...
 
     def release_runs(self, owner: str, run_ids: list[str]) -> cf.Future[int]:

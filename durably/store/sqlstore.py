@@ -71,6 +71,26 @@ class StatusStaging:
 class SqlStore:
     status_sink: Any = None  # where blobs go when the store does not keep them (Redis)
     _readers: cf.ThreadPoolExecutor  # the dialect's pool for reads, made in its __init__
+    # For tests: ``{verb: hook}``; ``hook()`` before each call of ``verb`` (``finish_run``,
+    # ``suspend_run``, ``checkpoint_step``) returns None (go on), "lost" (nothing written, the
+    # store unreachable) or "unknown" (written and committed, but the answer lost: a COMMIT
+    # whose outcome the caller cannot know). Both fail with ``StoreUnavailable``.
+    faults: dict[str, Callable[[], str | None]] | None = None
+
+    def _faulty(self, verb: str, write: Callable[[], cf.Future]) -> cf.Future:
+        hook = self.faults.get(verb) if self.faults else None
+        mode = hook() if hook is not None else None
+        if mode is None:
+            return write()
+        out: cf.Future = cf.Future()
+        err = StoreUnavailable(f"{verb}: fault injected ({mode})")
+        if mode == "lost":
+            out.set_exception(err)
+            return out
+        if mode != "unknown":
+            raise ValueError(f"unknown fault mode {mode!r}")
+        write().add_done_callback(lambda _f: out.set_exception(err))
+        return out
 
     def _init_wakeups(self) -> None:
         self._listeners: list[Callable[[], None]] = []
@@ -224,15 +244,16 @@ class SqlStore:
 
     def checkpoint_step(self, run: ClaimedRun, lease: float, step: StepWrite,
                         emit: list[dict] | None = None) -> cf.Future:
-        return self._write(ops.checkpoint, run, lease, step, emit)
+        return self._faulty("checkpoint_step", lambda: self._write(ops.checkpoint, run, lease, step, emit))
 
     def suspend_run(self, run: ClaimedRun, *, steps, waits, children, status: str, available_at: float,
                     attempt_inc: int = 0, error: str | None = None, lease: float) -> cf.Future:
-        return self._write(ops.suspend, run, steps, waits, children, status, available_at, attempt_inc, error, lease)
+        return self._faulty("suspend_run", lambda: self._write(ops.suspend, run, steps, waits, children, status,
+                                                               available_at, attempt_inc, error, lease))
 
     def finish_run(self, run: ClaimedRun, *, status: str, output: str | None, error: str | None, reason: str,
                    emit: list[dict] | None = None) -> cf.Future:
-        return self._write(ops.finish, run, status, output, error, reason, emit)
+        return self._faulty("finish_run", lambda: self._write(ops.finish, run, status, output, error, reason, emit))
 
     def cancel_run(self, run_id: str, reason: str) -> cf.Future:
         return self._write(ops.cancel, run_id, reason)
@@ -240,8 +261,11 @@ class SqlStore:
     def watch_end(self, run_id: str) -> cf.Future:
         return self._write(ops.watch_end, run_id)
 
-    def heartbeat(self, worker: dict, lease: float) -> cf.Future:
-        return self._write(ops.heartbeat, worker, lease)
+    def heartbeat(self, worker: dict, lease: float, runs: list[tuple[str, int]] | None = None) -> cf.Future:
+        return self._write(ops.heartbeat, worker, lease, runs)
+
+    def hand_back(self, runs: list[tuple[str, int]]) -> cf.Future:
+        return self._write(ops.hand_back, runs)
 
     def remove_worker(self, worker_id: str) -> cf.Future:
         return self._write(ops.remove_worker, worker_id)

@@ -189,7 +189,7 @@ class BatchWriter:
                         fut.set_exception(err)
                     else:
                         fut.set_exception(value if not _is_driver_error(value) else self._translate(value))
-                log.error("store transaction failed: %s", err)
+                log.debug("store transaction failed: %s", err)  # each caller reports it
                 return conn
             self.deadline = None
             for i, (fut, _fn, _args, _dl) in enumerate(batch):

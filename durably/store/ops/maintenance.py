@@ -8,8 +8,16 @@ from .tx import KEY_TTL, Tx
 # --- workers, leases, leadership --------------------------------------------------------------
 
 
-def heartbeat(tx: Tx, worker: dict, lease: float) -> int:
-    n = tx.exec("heartbeat_runs", owner=worker["id"], now=tx.now, lease=lease)
+def heartbeat(tx: Tx, worker: dict, lease: float, runs: list[tuple[str, int]] | None = None) -> int:
+    """Record the worker and extend leases: of ``runs`` (``(id, lease_gen)``, the runs it
+    executes now) when given, else of every running run it owns."""
+    if runs is None:
+        n = tx.exec("heartbeat_runs", owner=worker["id"], now=tx.now, lease=lease)
+    elif runs:
+        n = len(tx.all("fence_runs", now=tx.now,
+                       items=dumps([{"id": rid, "gen": gen, "lease": lease} for rid, gen in runs])))
+    else:
+        n = 0
     tx.exec("upsert_worker", env=tx.env, id=worker["id"], host=worker["host"], pid=worker["pid"],
             functions=dumps(worker["functions"]), concurrency=worker["concurrency"], now=tx.now)
     return n
@@ -27,6 +35,17 @@ def release(tx: Tx, owner: str, run_ids: list[str]) -> int:
             n += 1
     tx.woke = tx.woke or n > 0
     return n
+
+
+def hand_back(tx: Tx, runs: list[tuple[str, int]]) -> list[str]:
+    """Requeue runs (``(id, lease_gen)``) still running under that token; their ids."""
+    out = []
+    for rid, gen in runs:
+        if tx.exec("requeue_run_fenced", run_id=rid, gen=gen, now=tx.now):
+            tx.exec("release_slots", run_id=rid)
+            out.append(rid)
+    tx.woke = tx.woke or bool(out)
+    return out
 
 
 def recover(tx: Tx) -> list[str]:

@@ -237,6 +237,15 @@ SET status = 'queued', available_at = :now, sort_at = LEAST(sort_at, CAST(:now A
 WHERE id = :run_id AND status = 'running'
   AND (CAST(:owner AS text) IS NULL OR lease_owner = :owner);
 
+-- name: requeue_run_fenced
+-- Give back a run whose end its worker could not record: only under the lease token that
+-- worker held, so a run finished (the outcome committed after all) or taken over is left alone.
+UPDATE durably_runs
+SET status = 'queued', available_at = :now, sort_at = LEAST(sort_at, CAST(:now AS double precision) - priority),
+    lease_owner = NULL,
+    lease_expires_at = NULL, lease_gen = lease_gen + 1
+WHERE id = :run_id AND lease_gen = :gen AND status = 'running';
+
 -- name: upsert_function
 INSERT INTO durably_functions (env, id, app_id, config, updated_at)
 VALUES (:env, :id, :app_id, :config, :now)
