@@ -155,6 +155,7 @@ class Settings:
     prune_after: str | None = _setting(None, _prune_after)
     schema_: str = _setting("durably", _str, env="DURABLY_SCHEMA")
     event_loop: str = _setting("auto", _event_loop)
+    inngest_signing_key: Secret | None = _setting(None, _secret)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from .. import __version__, admin
 from ..config import Settings
+from ..inngest import api as inngest_api
 from ..core.cron import describe, next_tick
 from ..errors import DurablyError, InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
 from ..core.events import EVENT_ID_MAX, Event, name_problem
@@ -595,6 +596,7 @@ def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,
     routes = [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes.extend(dashboard.routes(api))  # the dashboard: same store, same admin auth
+    routes.extend(inngest_api.routes(api))  # the Inngest SDKs' endpoints, at the host root (DESIGN §11)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -1,0 +1,105 @@
+"""The endpoints the Inngest SDKs call, at the host root (the SDKs drop any path prefix).
+
+- ``POST /fn/register``: the app's sync. Its functions become registry entries; answered as
+  Inngest answers (``{"ok": true, "modified": bool}``; a refused sync is a 400 whose
+  ``error`` is a string, which is what the TypeScript SDK reads).
+- ``POST /e/{event_key}``: one event or a list, recorded by the same ingest as
+  ``POST /api/v1/events``; answered ``{"ids": [...], "status": 200}``. The key is checked
+  like ``DURABLY_EVENT_KEY`` (with no key configured, in dev, any key is accepted, as the
+  SDKs' dev mode sends ``NO_EVENT_KEY_SET``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..core.events import Event
+from ..core.jsonutil import dumps
+from ..errors import DurablyError, InvalidInput
+from ..store.base import aw
+from .sync import SyncError, translate
+
+if TYPE_CHECKING:
+    from ..server.api import Api
+
+log = logging.getLogger("durably.inngest")
+
+MAX_EVENTS = 5000  # Inngest's limit per request
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def routes(api: "Api") -> list[Route]:
+    async def register(request: Request) -> Response:
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _json({"ok": False, "status": 400, "error": f"malformed JSON: {exc}"}, 400)
+        try:
+            sync = translate(payload)
+            runtime = await api.open()
+            store = runtime.store
+            before = await aw(store.registry())
+            modified = any(before.get(c["id"]) != orjson.loads(dumps(c)) for c in sync.configs)
+            if modified:
+                await aw(store.register(sync.app_id, sync.configs))
+            for hook in list(getattr(runtime, "inngest_hooks", ())):
+                hook()
+        except (SyncError, InvalidInput) as exc:
+            log.warning("sync of %r refused: %s", payload.get("url") if isinstance(payload, dict) else None, exc)
+            return _json({"ok": False, "status": 400, "error": str(exc)}, 400)
+        except DurablyError as exc:
+            return _json({"ok": False, "status": 503, "error": str(exc)}, 503)
+        log.info("app %r synced from %s: %d function(s)%s", sync.app_id, sync.url, len(sync.configs),
+                 "" if modified else " (unchanged)")
+        return _json({"ok": True, "status": 200, "modified": modified, "app_id": sync.app_id})
+
+    async def send(request: Request) -> Response:
+        expected = api.keys.event
+        key = request.path_params["event_key"].encode()
+        if expected is not None and not hmac.compare_digest(key, expected):
+            return _json({"ids": [], "status": 401, "error": "Event key not found"}, 401)
+        try:
+            body = orjson.loads(await request.body())
+            events = _events(body)
+            result = await api.ingest(events)
+        except orjson.JSONDecodeError as exc:
+            return _json({"ids": [], "status": 400, "error": f"malformed JSON: {exc}"}, 400)
+        except InvalidInput as exc:
+            return _json({"ids": [], "status": 400, "error": str(exc)}, 400)
+        except DurablyError as exc:
+            return _json({"ids": [], "status": 503, "error": str(exc)}, 503)
+        return _json({"ids": result.ids, "status": 200})
+
+    return [Route("/fn/register", register, methods=["POST"]),
+            Route("/e/{event_key}", send, methods=["POST"])]
+
+
+def _events(body: Any) -> list[dict]:
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise InvalidInput("no events")
+    if len(items) > MAX_EVENTS:
+        raise InvalidInput(f"{len(items)} events in one request; at most {MAX_EVENTS}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"events[{i}]: must be an object")
+        item = {k: v for k, v in item.items() if v is not None and not (k == "id" and v == "")}
+        item.pop("v", None)
+        try:
+            e = Event.from_dict(item)
+            e.encode()
+        except InvalidInput as exc:
+            raise InvalidInput(f"events[{i}]: {exc}") from None
+        out.append(e.to_dict())
+    return out
