@@ -1,0 +1,85 @@
+"""An app written with the official Inngest Python SDK (FastAPI), driven by durably.
+
+Every execution of a step body appends a line to the file named by ``EFFECTS``, so a test can
+count how many times each step really ran. ``POST /send`` sends events with the SDK's own
+client (through durably's ``/e/{key}``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import fastapi
+import inngest
+import inngest.fast_api
+
+client = inngest.Inngest(app_id="pyapp", is_production=False)
+EFFECTS = os.environ["EFFECTS"]
+
+
+def effect(name: str, **fields: object) -> None:
+    with open(EFFECTS, "a") as fh:
+        fh.write(json.dumps({"step": name, **fields}) + "\n")
+
+
+@client.create_function(fn_id="flow", trigger=inngest.TriggerEvent(event="test/flow"), retries=2)
+async def flow(ctx: inngest.Context) -> dict:
+    run_id = ctx.run_id
+
+    async def first() -> int:
+        effect("first", run_id=run_id)
+        return ctx.event.data["n"] * 2
+
+    async def flaky() -> str:
+        effect("flaky", run_id=run_id, attempt=ctx.attempt)
+        if ctx.attempt == 0:
+            raise RuntimeError("flaky fails on its first attempt")
+        return f"ok on attempt {ctx.attempt}"
+
+    doubled = await ctx.step.run("first", first)
+    flaky_result = await ctx.step.run("flaky", flaky)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=1))
+    approval = await ctx.step.wait_for_event("approval", event="test/approved",
+                                             if_exp="async.data.id == event.data.id",
+                                             timeout=datetime.timedelta(minutes=5))
+    never = await ctx.step.wait_for_event("never", event="test/never", timeout=datetime.timedelta(seconds=2))
+
+    async def last() -> str:
+        effect("last", run_id=run_id)
+        return "done"
+
+    done = await ctx.step.run("last", last)
+    return {"doubled": doubled, "flaky": flaky_result, "approved_by": approval.data.get("by") if approval else None,
+            "never": never, "done": done, "run_id": run_id}
+
+
+@client.create_function(fn_id="child", trigger=inngest.TriggerEvent(event="test/child"))
+async def child(ctx: inngest.Context) -> dict:
+    return {"child": ctx.event.data["x"] + 1}
+
+
+@client.create_function(fn_id="parent", trigger=inngest.TriggerEvent(event="test/parent"))
+async def parent(ctx: inngest.Context) -> dict:
+    result = await ctx.step.invoke("call-child", function=child, data={"x": ctx.event.data["x"]})
+    return {"parent_got": result}
+
+
+@client.create_function(fn_id="doomed", trigger=inngest.TriggerEvent(event="test/doomed"))
+async def doomed(ctx: inngest.Context) -> None:
+    effect("doomed", run_id=ctx.run_id)
+    raise inngest.NonRetriableError("doomed gives up")
+
+
+app = fastapi.FastAPI()
+
+
+@app.post("/send")
+async def send(request: fastapi.Request) -> dict:
+    body = await request.json()
+    ids = await client.send(inngest.Event(name=body["name"], data=body.get("data") or {}))
+    return {"ids": ids}
+
+
+inngest.fast_api.serve(app, client, [flow, child, parent, doomed])
