@@ -158,25 +158,29 @@ class Driver:
                               self._driver)
 
     async def run(self, worker: Any, stop: asyncio.Event) -> None:
+        """Watch the registry; once it holds an SDK function, run ``worker`` (a process with no
+        SDK app synced runs no worker for them, and counts none in its health)."""
         self._loop = asyncio.get_running_loop()
-        await self.refresh()
-        task = asyncio.create_task(worker.run(stop), name="durably-inngest-worker")
+        task: asyncio.Task | None = None
         try:
-            while not stop.is_set() and not task.done():
+            while not stop.is_set() and not (task is not None and task.done()):
+                version = self.functions.version
+                try:
+                    await self.refresh()
+                except Exception as exc:  # noqa: BLE001 - the store is down: retried on the next round
+                    log.debug("could not refresh SDK functions: %s", exc)
+                if task is None and self.functions:
+                    task = asyncio.create_task(worker.run(stop), name="durably-inngest-worker")
+                elif task is not None and self.functions.version != version:
+                    worker.wake()
                 self._changed.clear()
                 waiters = [asyncio.create_task(self._changed.wait()), asyncio.create_task(stop.wait())]
-                await asyncio.wait([task, *waiters], timeout=REFRESH_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([*waiters, *([task] if task else [])], timeout=REFRESH_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
-                if not stop.is_set():
-                    version = self.functions.version
-                    try:
-                        await self.refresh()
-                    except Exception as exc:  # noqa: BLE001 - the store is down: the worker says so
-                        log.debug("could not refresh SDK functions: %s", exc)
-                    if self.functions.version != version:
-                        worker.wake()
-            await task
+            if task is not None:
+                await task
         finally:
             if self._client is not None:
                 await self._client.aclose()
