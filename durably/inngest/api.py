@@ -24,6 +24,7 @@ from ..core.events import Event
 from ..core.jsonutil import dumps
 from ..errors import DurablyError, InvalidInput
 from ..store.base import aw
+from .signing import bearer_ok
 from .sync import SyncError, translate
 
 if TYPE_CHECKING:
@@ -39,7 +40,19 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def routes(api: "Api") -> list[Route]:
+    signing = api.settings.inngest_signing_key
+    signing_key = signing.get_secret_value() if signing is not None else None
+
     async def register(request: Request) -> Response:
+        if signing_key is not None:
+            if not bearer_ok(request.headers.get("authorization"), signing_key):
+                return _json({"ok": False, "status": 401,
+                              "error": "the app's INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY "
+                                       "(or the sync is unsigned): sync refused"}, 401)
+        elif api.settings.env != "dev":
+            return _json({"ok": False, "status": 401,
+                          "error": f"env {api.settings.env!r}: set DURABLY_INNGEST_SIGNING_KEY (the app's "
+                                   "INNGEST_SIGNING_KEY) to sync SDK apps outside dev"}, 401)
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
@@ -71,6 +84,8 @@ def routes(api: "Api") -> list[Route]:
         try:
             body = orjson.loads(await request.body())
             events = _events(body)
+            if any(e["name"].startswith("durably/") for e in events):
+                raise InvalidInput("event names starting with 'durably/' are reserved for durably's own events")
             result = await api.ingest(events)
         except orjson.JSONDecodeError as exc:
             return _json({"ids": [], "status": 400, "error": f"malformed JSON: {exc}"}, 400)

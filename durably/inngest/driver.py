@@ -32,7 +32,7 @@ from ..engine.registry import Registry
 from ..errors import NonRetriableError, RetryAfterError, StepError
 from ..functions import FunctionConfig, FunctionDef
 from ..store.base import aw
-from .signing import sign
+from .signing import canonical, sign, verify
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -270,7 +270,9 @@ class Driver:
         raise SdkUnsupported(f"step {sid!r}: opcode {code!r} is not supported yet")
 
     async def _call(self, url: str, fn_id: str, body: dict, run_id: str) -> tuple[int, httpx.Headers, Any]:
-        raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        # Signed, the body is sent in canonical form (RFC 8785): the SDKs check the signature
+        # against the canonical form of what they parsed.
+        raw = canonical(body) if self.signing_key else orjson.dumps(body)
         headers = {"content-type": "application/json", "x-inngest-req-version": "2", "x-run-id": run_id,
                    "x-inngest-server-kind": "cloud" if self.signing_key else "dev"}
         if self.signing_key:
@@ -279,6 +281,10 @@ class Driver:
             resp = await self.client.post(url, params={"fnId": fn_id, "stepId": "step"}, content=raw, headers=headers)
         except httpx.HTTPError as exc:
             raise SdkCallFailed(f"the app at {url} could not be reached: {type(exc).__name__}: {exc}") from None
+        if self.signing_key and resp.status_code != 401 and not verify(
+                resp.content, resp.headers.get("x-inngest-signature"), self.signing_key):
+            raise SdkCallFailed(f"the app at {url} answered {resp.status_code} without a valid signature: "
+                                "its INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY (answer refused)")
         try:
             answer = resp.json() if resp.content else None
         except ValueError:
@@ -290,7 +296,10 @@ class Driver:
         name = str(err.get("name") or err.get("code") or f"HTTP {status}")
         message = f"{name}: {err.get('message') or err.get('error') or ''}".rstrip(": ")
         if status == 401:
-            raise SdkCallFailed(f"the app at {url} refused the call (401): check the signing key")
+            raise SdkCallFailed(f"the app at {url} refused the call (401): its INNGEST_SIGNING_KEY is not "
+                                "DURABLY_INNGEST_SIGNING_KEY" if self.signing_key else
+                                f"the app at {url} refused the unsigned call (401): set DURABLY_INNGEST_SIGNING_KEY "
+                                "to the app's INNGEST_SIGNING_KEY, or run the app with INNGEST_DEV=1")
         if (headers.get("x-inngest-no-retry") or "").lower() == "true":
             raise NonRetriableError(message)
         after = headers.get("retry-after")

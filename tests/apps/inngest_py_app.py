@@ -15,7 +15,8 @@ import fastapi
 import inngest
 import inngest.fast_api
 
-client = inngest.Inngest(app_id="pyapp", is_production=False)
+# Dev mode (INNGEST_DEV=1) unsigned; otherwise cloud mode, signed with INNGEST_SIGNING_KEY.
+client = inngest.Inngest(app_id="pyapp", is_production=not os.environ.get("INNGEST_DEV"))
 EFFECTS = os.environ["EFFECTS"]
 
 

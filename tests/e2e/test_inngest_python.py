@@ -23,15 +23,14 @@ pytest.importorskip("fastapi")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def stack(tmp_path, procs):
-    """durably dev on a fresh SQLite file, the SDK app pointed at it, synced with -u."""
-    dev_port, app_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{dev_port}"
+def _start_app(tmp_path, procs, env_extra: dict) -> tuple[subprocess.Popen, str, Path]:
+    app_port = free_port()
     effects = tmp_path / "effects.jsonl"
     effects.touch()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", EFFECTS=str(effects),
-               INNGEST_DEV="1", INNGEST_BASE_URL=base)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", EFFECTS=str(effects), **env_extra)
+    for k in ("INNGEST_DEV", "INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY"):
+        if k not in env_extra:
+            env.pop(k, None)
     log = open(tmp_path / "app.log", "wb")
     app = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.apps.inngest_py_app:app", "--host", "127.0.0.1",
                             "--port", str(app_port), "--log-level", "warning"], env=env, cwd=str(ROOT),
@@ -39,30 +38,39 @@ def stack(tmp_path, procs):
     log.close()
     procs.started.append(app)
     procs.logs[app.pid] = tmp_path / "app.log"
-    serve_url = f"http://127.0.0.1:{app_port}/api/inngest"
-    denv = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT),
-                   DURABLY_LEASE_SECONDS="5")
-    dev = procs.start(["dev", "--port", str(dev_port), "-u", serve_url], denv, cwd=str(tmp_path))
+    return app, f"http://127.0.0.1:{app_port}", effects
 
+
+class Stack:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _wait_synced(procs, base: str, dev, app, headers: dict | None = None) -> set[str]:
     def synced():
         for p in (dev, app):
             assert p.poll() is None, procs.log(p)[-3000:]
         try:
-            r = httpx.get(base + "/api/v1/functions", timeout=2)
+            r = httpx.get(base + "/api/v1/functions", headers=headers, timeout=2)
         except httpx.TransportError:
             return None
         ids = {f["id"] for f in r.json()["functions"]} if r.status_code == 200 else set()
         return ids if "pyapp-flow" in ids else None
 
-    ids = wait_for(synced, timeout=60, interval=0.1, what="the SDK app to sync with durably dev")
+    return wait_for(synced, timeout=60, interval=0.1, what="the SDK app to sync with durably")
 
-    class Stack:
-        pass
 
-    s = Stack()
-    s.base, s.app_base, s.effects, s.ids, s.dev, s.app, s.procs = base, f"http://127.0.0.1:{app_port}", effects, \
-        ids, dev, app, procs
-    return s
+@pytest.fixture
+def stack(tmp_path, procs):
+    """durably dev on a fresh SQLite file, the SDK app (dev mode) pointed at it, synced with -u."""
+    dev_port = free_port()
+    base = f"http://127.0.0.1:{dev_port}"
+    app, app_base, effects = _start_app(tmp_path, procs, {"INNGEST_DEV": "1", "INNGEST_BASE_URL": base})
+    denv = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT),
+                   DURABLY_LEASE_SECONDS="5")
+    dev = procs.start(["dev", "--port", str(dev_port), "-u", app_base + "/api/inngest"], denv, cwd=str(tmp_path))
+    ids = _wait_synced(procs, base, dev, app)
+    return Stack(base=base, app_base=app_base, effects=effects, ids=ids, dev=dev, app=app, procs=procs, headers={})
 
 
 def _effects(s) -> list[dict]:
@@ -76,11 +84,11 @@ def _send(s, name: str, data: dict) -> list[str]:
 
 
 def _run_of(s, event_id: str) -> dict | None:
-    r = httpx.get(s.base + f"/api/v1/events/{event_id}", timeout=5)
+    r = httpx.get(s.base + f"/api/v1/events/{event_id}", headers=s.headers, timeout=5)
     if r.status_code != 200 or not r.json().get("runs"):
         return None
     run_id = r.json()["runs"][0]["id"] if isinstance(r.json()["runs"][0], dict) else r.json()["runs"][0]
-    return httpx.get(s.base + f"/api/v1/runs/{run_id}", timeout=5).json()
+    return httpx.get(s.base + f"/api/v1/runs/{run_id}", headers=s.headers, timeout=5).json()
 
 
 def _wait_run(s, event_id: str, pred, what: str, timeout: float = 60) -> dict:
@@ -134,3 +142,62 @@ def test_invoke_and_non_retriable_error(stack):
     assert doomed["status"] == "failed" and doomed["attempts"] == 1, doomed
     assert "doomed gives up" in json.dumps(doomed["error"])
     assert [e["step"] for e in _effects(stack)].count("doomed") == 1
+
+
+# --- signed: the SDK app in cloud mode against `durably server` ------------------------------
+
+KEY = "signkey-prod-" + "0123456789abcdef" * 4
+OTHER_KEY = "signkey-prod-" + "fedcba9876543210" * 4
+
+
+def _signed(tmp_path, procs, server_key: str, app_key: str) -> Stack:
+    from tests.e2e.server import env_for
+
+    keys = {"event": "evkey-1", "admin": "admin-1", "cron": "cron-1"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = env_for(f"sqlite:///{tmp_path / 'durably.db'}", "production", keys)
+    env.update(PYTHONPATH=str(ROOT), DURABLY_INNGEST_SIGNING_KEY=server_key)
+    server = procs.start(["server", "--host", "127.0.0.1", "--port", str(port)], env)
+    app, app_base, effects = _start_app(tmp_path, procs, {"INNGEST_SIGNING_KEY": app_key,
+                                                          "INNGEST_EVENT_KEY": keys["event"],
+                                                          "INNGEST_BASE_URL": base})
+
+    def up():
+        assert server.poll() is None, procs.log(server)[-3000:]
+        try:
+            return httpx.get(base + "/api/v1/health", timeout=1).status_code == 200 and \
+                httpx.get(app_base + "/docs", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, timeout=30, interval=0.05, what="durably server and the app")
+    return Stack(base=base, app_base=app_base, effects=effects, dev=server, app=app, procs=procs, keys=keys,
+                 headers={"Authorization": f"Bearer {keys['admin']}"})
+
+
+def _put(s) -> httpx.Response:
+    return httpx.put(s.app_base + "/api/inngest", headers={"x-inngest-server-kind": "cloud"}, timeout=30)
+
+
+def test_signed_mode_on_durably_server(tmp_path, procs):
+    s = _signed(tmp_path, procs, KEY, KEY)
+    r = _put(s)
+    assert r.status_code == 200 and r.json().get("ok") is True, r.text
+    _wait_synced(procs, s.base, s.dev, s.app, s.headers)
+    [pid] = _send(s, "test/parent", {"x": 1})
+    parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
+    assert parent["status"] == "completed" and parent["output"] == {"parent_got": {"child": 2}}, parent
+
+
+def test_a_wrong_key_is_refused_on_both_sides(tmp_path, procs):
+    s = _signed(tmp_path, procs, KEY, OTHER_KEY)
+    r = _put(s)  # the app's sync carries the hash of its own key: durably refuses it, and says why
+    assert "INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY" in r.text, r.text
+    functions = httpx.get(s.base + "/api/v1/functions", headers=s.headers, timeout=5).json()["functions"]
+    assert not [f for f in functions if f["id"].startswith("pyapp-")]
+    # an event under a wrong event key is a 401 that writes nothing
+    bad = httpx.post(s.base + "/e/not-the-key", json={"name": "test/flow", "data": {"n": 1}}, timeout=5)
+    assert bad.status_code == 401 and bad.json()["error"] == "Event key not found"
+    events = httpx.get(s.base + "/api/v1/events", headers=s.headers, timeout=5).json()["events"]
+    assert events == []
