@@ -123,7 +123,8 @@ def _wake_at(op: dict) -> float:
 
 
 def _sdk_event(e: dict) -> dict:
-    out = {"name": SDK_EVENT_NAMES.get(e.get("name"), e.get("name")), "data": e.get("data") or {},
+    name = str(e.get("name") or "")
+    out = {"name": SDK_EVENT_NAMES.get(name, name), "data": e.get("data") or {},
            "id": e.get("id") or "", "ts": e.get("ts") or 0, "user": e.get("user") or {}}
     return out
 
@@ -259,7 +260,7 @@ class Driver:
             await ex.step_sleep_until(sid, _wake_at(op))
             return None
         if code == "WaitForEvent":
-            ev = await ex.step_wait(sid, op.get("name"), None, opts.get("if"), opts.get("timeout"))
+            ev = await ex.step_wait(sid, str(op.get("name") or ""), None, opts.get("if"), opts.get("timeout"))
             return ev.to_dict() if ev is not None else None
         if code == "InvokeFunction":
             payload = opts.get("payload") or {}

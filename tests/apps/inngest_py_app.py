@@ -73,6 +73,33 @@ async def doomed(ctx: inngest.Context) -> None:
     raise inngest.NonRetriableError("doomed gives up")
 
 
+@client.create_function(fn_id="sender", trigger=inngest.TriggerEvent(event="test/send"))
+async def sender(ctx: inngest.Context) -> dict:
+    ids = await ctx.step.send_event("emit", inngest.Event(name="test/child", data={"x": ctx.event.data["x"]}))
+    return {"sent": ids}
+
+
+@client.create_function(fn_id="cancellable", trigger=inngest.TriggerEvent(event="test/cancellable"),
+                        cancel=[inngest.Cancel(event="test/cancel", if_exp="async.data.id == event.data.id")])
+async def cancellable(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("long-nap", datetime.timedelta(minutes=10))
+    effect("cancellable-woke", run_id=ctx.run_id)
+    return "woke"
+
+
+async def report_failure(ctx: inngest.Context) -> None:
+    effect("on_failure", run_id=ctx.run_id, failed_run=ctx.event.data.get("run_id"),
+           function_id=ctx.event.data.get("function_id"), event_name=ctx.event.name,
+           message=(ctx.event.data.get("error") or {}).get("message"))
+
+
+@client.create_function(fn_id="always-fails", trigger=inngest.TriggerEvent(event="test/always-fails"), retries=0,
+                        on_failure=report_failure)
+async def always_fails(ctx: inngest.Context) -> None:
+    effect("always-fails", run_id=ctx.run_id)
+    raise RuntimeError("always fails")
+
+
 app = fastapi.FastAPI()
 
 
@@ -83,4 +110,4 @@ async def send(request: fastapi.Request) -> dict:
     return {"ids": ids}
 
 
-inngest.fast_api.serve(app, client, [flow, child, parent, doomed])
+inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails])

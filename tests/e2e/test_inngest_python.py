@@ -144,6 +144,34 @@ def test_invoke_and_non_retriable_error(stack):
     assert [e["step"] for e in _effects(stack)].count("doomed") == 1
 
 
+def test_send_event_cancel_on_and_on_failure(stack):
+    [sid] = _send(stack, "test/send", {"x": 7})
+    [cid] = _send(stack, "test/cancellable", {"id": "c-1"})
+    [fid] = _send(stack, "test/always-fails", {})
+    sender = _wait_run(stack, sid, lambda r: r["status"] in ("completed", "failed"), "the sender to finish")
+    assert sender["status"] == "completed", sender
+    [emitted] = sender["output"]["sent"]
+    child = _wait_run(stack, emitted, lambda r: r["status"] == "completed", "the child the sender triggered")
+    assert child["output"] == {"child": 8} and child["function_id"] == "pyapp-child"
+    assert [st["id"] for st in sender["steps"]] == ["emit"]
+
+    _wait_run(stack, cid, lambda r: r["status"] == "sleeping", "the cancellable run to sleep")
+    _send(stack, "test/cancel", {"id": "c-other"})
+    _send(stack, "test/cancel", {"id": "c-1"})
+    cancelled = _wait_run(stack, cid, lambda r: r["status"] == "cancelled", "the run to be cancelled")
+    assert cancelled["status"] == "cancelled"
+
+    failed = _wait_run(stack, fid, lambda r: r["status"] == "failed", "always-fails to fail")
+    assert failed["attempts"] == 1
+    handled = wait_for(lambda: [e for e in _effects(stack) if e["step"] == "on_failure"], timeout=30,
+                       what="the failure handler to run")
+    assert handled == [{"step": "on_failure", "run_id": handled[0]["run_id"], "failed_run": failed["id"],
+                        "function_id": "pyapp-always-fails", "event_name": "inngest/function.failed",
+                        "message": handled[0]["message"]}]
+    assert "always fails" in handled[0]["message"]
+    assert not [e for e in _effects(stack) if e["step"] == "cancellable-woke"]
+
+
 # --- signed: the SDK app in cloud mode against `durably server` ------------------------------
 
 KEY = "signkey-prod-" + "0123456789abcdef" * 4
