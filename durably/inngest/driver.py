@@ -31,6 +31,7 @@ from ..engine.executor import Execution
 from ..engine.registry import Registry
 from ..errors import NonRetriableError, RetryAfterError, StepError
 from ..functions import FunctionConfig, FunctionDef
+from ..steps import Interrupt
 from ..store.base import aw
 from .signing import canonical, sign, verify
 
@@ -200,7 +201,7 @@ class Driver:
         run = ex.run
         memo: dict[str, Any] = {}
         stack: list[str] = []
-        attempt = run.attempt
+        attempt = run.attempt  # a call's attempt: the body's retries, or the retried step's
         for m in sorted(ex.memo.values(), key=lambda m: m["seq"]):
             sid = m["step_id"]
             settled, value = _memo_value(dict(m))
@@ -217,24 +218,56 @@ class Driver:
                 stack.append(hashed(sid))
             elif m["status"] == "retrying":
                 attempt = m["attempts"]
+        retrying = {m["step_id"]: m["attempts"] for m in ex.memo.values() if m["status"] == "retrying"}
         events = [_sdk_event(e) for e in (run.events or [run.event])]
-        while True:
-            body = {"event": events[0], "events": events, "steps": memo, "use_api": False, "version": 2,
-                    "ctx": {"run_id": run.id, "attempt": attempt, "max_attempts": ex.fdef.retry.attempts,
-                            "disable_immediate_execution": False, "use_api": False,
+        url, fn_id = inn["url"], config["id"]
+        planned_mode = False  # after a plan of parallel steps the SDK plans every new step first
+
+        def body(att: int, targeted: bool) -> dict:
+            return {"event": events[0], "events": events, "steps": memo, "use_api": False, "version": 2,
+                    "ctx": {"run_id": run.id, "attempt": att, "max_attempts": ex.fdef.retry.attempts,
+                            "disable_immediate_execution": targeted, "use_api": False,
                             "stack": {"stack": stack, "current": len(stack)}}}
-            status, headers, answer = await self._call(inn["url"], config["id"], body, run.id)
-            if status == 200:
-                return answer
-            if status != 206:
-                self._raise_call_error(status, headers, answer, inn["url"])
-            ops = answer if isinstance(answer, list) else [answer]
+
+        async def record_all(ops: list[dict]) -> None:
             ops.sort(key=lambda op: op.get("op") != "WaitForEvent")  # waits first, as Inngest does
             for op in ops:
                 sid = step_id(op)
                 value = await self._record(ex, sid, op)
                 memo[hashed(sid)] = value
                 stack.append(hashed(sid))
+
+        async def run_planned(op: dict) -> None:
+            sid = step_id(op)
+            status, headers, answer = await self._call(url, fn_id, body(retrying.get(sid, 0), True), run.id,
+                                                       step=str(op.get("id")))
+            if status != 206:
+                self._raise_call_error(status, headers, answer, url)
+            await record_all(answer if isinstance(answer, list) else [answer])
+
+        while True:
+            status, headers, answer = await self._call(url, fn_id, body(attempt, planned_mode), run.id)
+            if status == 200:
+                return answer
+            if status != 206:
+                self._raise_call_error(status, headers, answer, url)
+            ops = answer if isinstance(answer, list) else [answer]
+            planned = [op for op in ops if op.get("op") == "StepPlanned"]
+            if planned:
+                if len(planned) != len(ops):
+                    raise SdkUnsupported("a plan of parallel steps mixed with other opcodes is not supported yet")
+                if any((op.get("opts") or {}).get("parallelMode") == "race" for op in planned):
+                    raise SdkUnsupported("parallel steps in race mode are not supported yet")
+                planned_mode = True
+                # each planned step is run by a call targeting it, concurrently, as Inngest does;
+                # a retry or a wait in one branch suspends the run once every branch has settled
+                results = await asyncio.gather(*(run_planned(op) for op in planned), return_exceptions=True)
+                failures = [r for r in results if isinstance(r, BaseException)]
+                failures.sort(key=lambda r: not isinstance(r, Interrupt))
+                if failures:
+                    raise failures[0]
+            else:
+                await record_all(ops)
             attempt = 0
 
     async def _record(self, ex: SdkExecution, sid: str, op: dict) -> Any:
@@ -266,11 +299,10 @@ class Driver:
             payload = opts.get("payload") or {}
             return {"data": await ex.step_invoke(sid, opts.get("function_id"), payload.get("data"),
                                                  opts.get("timeout"))}
-        if code == "StepPlanned":
-            raise SdkUnsupported(f"step {sid!r}: parallel steps (StepPlanned) are not supported yet")
         raise SdkUnsupported(f"step {sid!r}: opcode {code!r} is not supported yet")
 
-    async def _call(self, url: str, fn_id: str, body: dict, run_id: str) -> tuple[int, httpx.Headers, Any]:
+    async def _call(self, url: str, fn_id: str, body: dict, run_id: str,
+                    step: str = "step") -> tuple[int, httpx.Headers, Any]:
         # Signed, the body is sent in canonical form (RFC 8785): the SDKs check the signature
         # against the canonical form of what they parsed.
         raw = canonical(body) if self.signing_key else orjson.dumps(body)
@@ -279,7 +311,7 @@ class Driver:
         if self.signing_key:
             headers["x-inngest-signature"] = sign(raw, self.signing_key)
         try:
-            resp = await self.client.post(url, params={"fnId": fn_id, "stepId": "step"}, content=raw, headers=headers)
+            resp = await self.client.post(url, params={"fnId": fn_id, "stepId": step}, content=raw, headers=headers)
         except httpx.HTTPError as exc:
             raise SdkCallFailed(f"the app at {url} could not be reached: {type(exc).__name__}: {exc}") from None
         if self.signing_key and resp.status_code != 401 and not verify(

@@ -100,6 +100,19 @@ async def always_fails(ctx: inngest.Context) -> None:
     raise RuntimeError("always fails")
 
 
+@client.create_function(fn_id="fanout", trigger=inngest.TriggerEvent(event="test/fanout"))
+async def fanout(ctx: inngest.Context) -> dict:
+    def branch(name: str, value: int):
+        async def body() -> int:
+            effect(name, run_id=ctx.run_id)
+            return value
+        return lambda: ctx.step.run(name, body)
+
+    both = await ctx.group.parallel((branch("p1", 1), branch("p2", 2)))
+    after = await branch("after", 3)()
+    return {"both": list(both), "after": after}
+
+
 app = fastapi.FastAPI()
 
 
@@ -110,4 +123,5 @@ async def send(request: fastapi.Request) -> dict:
     return {"ids": ids}
 
 
-inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails])
+inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails,
+                                            fanout])

@@ -172,6 +172,15 @@ def test_send_event_cancel_on_and_on_failure(stack):
     assert not [e for e in _effects(stack) if e["step"] == "cancellable-woke"]
 
 
+def test_parallel_steps(stack):
+    [eid] = _send(stack, "test/fanout", {})
+    run = _wait_run(stack, eid, lambda r: r["status"] in ("completed", "failed"), "the fan-out to finish")
+    assert run["status"] == "completed" and run["output"] == {"both": [1, 2], "after": 3}, (run, stack.procs.log(stack.dev)[-3000:])
+    assert sorted(st["id"] for st in run["steps"]) == ["after", "p1", "p2"]
+    ran = sorted(e["step"] for e in _effects(stack) if e["run_id"] == run["id"])
+    assert ran == ["after", "p1", "p2"]  # each branch ran once
+
+
 # --- signed: the SDK app in cloud mode against `durably server` ------------------------------
 
 KEY = "signkey-prod-" + "0123456789abcdef" * 4
