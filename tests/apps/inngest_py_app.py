@@ -7,6 +7,7 @@ client (through durably's ``/e/{key}``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
@@ -113,6 +114,26 @@ async def fanout(ctx: inngest.Context) -> dict:
     return {"both": list(both), "after": after}
 
 
+@client.create_function(fn_id="gated", trigger=inngest.TriggerEvent(event="test/gated"))
+async def gated(ctx: inngest.Context) -> str:
+    """Step "two" holds until the file ``GATE`` exists (a crash test kills durably meanwhile)."""
+    async def one() -> str:
+        effect("one", run_id=ctx.run_id)
+        return "1"
+
+    async def two() -> str:
+        effect("two", run_id=ctx.run_id)
+        while not os.path.exists(os.environ["GATE"]):
+            await asyncio.sleep(0.02)
+        return "2"
+
+    async def three() -> str:
+        effect("three", run_id=ctx.run_id)
+        return "3"
+
+    return await ctx.step.run("one", one) + await ctx.step.run("two", two) + await ctx.step.run("three", three)
+
+
 app = fastapi.FastAPI()
 
 
@@ -124,4 +145,4 @@ async def send(request: fastapi.Request) -> dict:
 
 
 inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails,
-                                            fanout])
+                                            fanout, gated])

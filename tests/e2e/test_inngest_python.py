@@ -27,7 +27,8 @@ def _start_app(tmp_path, procs, env_extra: dict) -> tuple[subprocess.Popen, str,
     app_port = free_port()
     effects = tmp_path / "effects.jsonl"
     effects.touch()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", EFFECTS=str(effects), **env_extra)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", EFFECTS=str(effects),
+               GATE=str(tmp_path / "gate"), **env_extra)
     for k in ("INNGEST_DEV", "INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY"):
         if k not in env_extra:
             env.pop(k, None)
@@ -70,7 +71,9 @@ def stack(tmp_path, procs):
                    DURABLY_LEASE_SECONDS="5")
     dev = procs.start(["dev", "--port", str(dev_port), "-u", app_base + "/api/inngest"], denv, cwd=str(tmp_path))
     ids = _wait_synced(procs, base, dev, app)
-    return Stack(base=base, app_base=app_base, effects=effects, ids=ids, dev=dev, app=app, procs=procs, headers={})
+    return Stack(base=base, app_base=app_base, effects=effects, ids=ids, dev=dev, app=app, procs=procs, headers={},
+                 dev_args=["dev", "--port", str(dev_port), "-u", app_base + "/api/inngest"], dev_env=denv,
+                 tmp=tmp_path)
 
 
 def _effects(s) -> list[dict]:
@@ -84,11 +87,14 @@ def _send(s, name: str, data: dict) -> list[str]:
 
 
 def _run_of(s, event_id: str) -> dict | None:
-    r = httpx.get(s.base + f"/api/v1/events/{event_id}", headers=s.headers, timeout=5)
-    if r.status_code != 200 or not r.json().get("runs"):
+    try:
+        r = httpx.get(s.base + f"/api/v1/events/{event_id}", headers=s.headers, timeout=5)
+        if r.status_code != 200 or not r.json().get("runs"):
+            return None
+        run_id = r.json()["runs"][0]["id"] if isinstance(r.json()["runs"][0], dict) else r.json()["runs"][0]
+        return httpx.get(s.base + f"/api/v1/runs/{run_id}", headers=s.headers, timeout=5).json()
+    except httpx.TransportError:  # (re)starting
         return None
-    run_id = r.json()["runs"][0]["id"] if isinstance(r.json()["runs"][0], dict) else r.json()["runs"][0]
-    return httpx.get(s.base + f"/api/v1/runs/{run_id}", headers=s.headers, timeout=5).json()
 
 
 def _wait_run(s, event_id: str, pred, what: str, timeout: float = 60) -> dict:
@@ -179,6 +185,22 @@ def test_parallel_steps(stack):
     assert sorted(st["id"] for st in run["steps"]) == ["after", "p1", "p2"]
     ran = sorted(e["step"] for e in _effects(stack) if e["run_id"] == run["id"])
     assert ran == ["after", "p1", "p2"]  # each branch ran once
+
+
+def test_kill9_of_the_driving_process_reruns_no_committed_step(stack):
+    [eid] = _send(stack, "test/gated", {})
+    wait_for(lambda: [e for e in _effects(stack) if e["step"] == "two"], timeout=30,
+             what="step two to start in the app")
+    stack.procs.kill9(stack.dev)  # mid-call: step one committed, step two running in the app
+    stack.dev = stack.procs.start(stack.dev_args, stack.dev_env, cwd=str(stack.tmp))
+    (stack.tmp / "gate").touch()
+    run = _wait_run(stack, eid, lambda r: r["status"] in ("completed", "failed"), "the run to finish after the crash")
+    assert run["status"] == "completed" and run["output"] == "123", run
+    ran = [e["step"] for e in _effects(stack) if e["run_id"] == run["id"]]
+    # one and three once; two was in flight when its driver died, so it ran again (never committed twice)
+    assert ran.count("one") == 1 and ran.count("three") == 1 and ran.count("two") == 2, ran
+    assert [(st["id"], st["status"], st["attempts"]) for st in run["steps"]] == [
+        ("one", "completed", 1), ("two", "completed", 1), ("three", "completed", 1)]
 
 
 # --- signed: the SDK app in cloud mode against `durably server` ------------------------------
