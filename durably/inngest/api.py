@@ -7,6 +7,11 @@
   ``POST /api/v1/events``; answered ``{"ids": [...], "status": 200}``. The key is checked
   like ``DURABLY_EVENT_KEY`` (with no key configured, in dev, any key is accepted, as the
   SDKs' dev mode sends ``NO_EVENT_KEY_SET``).
+- ``GET /v0/runs/{id}/batch`` and ``/actions``: a run's events and its memoized steps, for the
+  SDK's ``use_api`` requests.
+
+With ``DURABLY_INNGEST_SIGNING_KEY`` the app's requests must carry its key's bearer hash;
+without it, outside dev, syncs are refused.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..errors import DurablyError, InvalidInput
 from ..store.base import aw
 from .signing import bearer_ok
 from .sync import SyncError, translate
+from .wire import hashed, memo_value, sdk_event
 
 if TYPE_CHECKING:
     from ..server.api import Api
@@ -95,8 +101,30 @@ def routes(api: "Api") -> list[Route]:
             return _json({"ids": [], "status": 503, "error": str(exc)}, 503)
         return _json({"ids": result.ids, "status": 200})
 
+    async def run_data(request: Request) -> Response:
+        """``use_api`` requests: a run's events (``batch``) or its memoized steps (``actions``)."""
+        if signing_key is not None and not bearer_ok(request.headers.get("authorization"), signing_key):
+            return _json({"error": "unauthorized"}, 401)
+        if signing_key is None and api.settings.env != "dev":
+            return _json({"error": "set DURABLY_INNGEST_SIGNING_KEY to serve SDK apps outside dev"}, 401)
+        try:
+            run = await aw((await api.store()).get_run(request.path_params["run_id"], with_steps=True))
+        except DurablyError as exc:
+            return _json({"error": str(exc)}, 503)
+        if run is None or request.path_params["what"] not in ("batch", "actions"):
+            return _json({"error": "not found"}, 404)
+        if request.path_params["what"] == "batch":
+            return _json([sdk_event(e) for e in (run["events"] or [run["event"]])])
+        memo = {}
+        for st in run.get("steps") or []:
+            settled, value = memo_value(st["kind"], st["status"], st["output"], st["error"])
+            if settled:
+                memo[hashed(st["step_id"])] = value
+        return _json(memo)
+
     return [Route("/fn/register", register, methods=["POST"]),
-            Route("/e/{event_key}", send, methods=["POST"])]
+            Route("/e/{event_key}", send, methods=["POST"]),
+            Route("/v0/runs/{run_id}/{what:str}", run_data, methods=["GET"])]
 
 
 def _events(body: Any) -> list[dict]:

@@ -17,7 +17,6 @@ function's output; an error answer with ``x-inngest-no-retry: true`` fails the r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import httpx
 import orjson
 
-from ..core.events import CRON_EVENT, FUNCTION_FAILED, FUNCTION_INVOKED
 from ..core.jsonutil import loads
 from ..engine.executor import Execution
 from ..engine.registry import Registry
@@ -34,6 +32,7 @@ from ..functions import FunctionConfig, FunctionDef
 from ..steps import Interrupt
 from ..store.base import aw
 from .signing import canonical, sign, verify
+from .wire import hashed, memo_value, sdk_event, step_id
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -43,9 +42,6 @@ log = logging.getLogger("durably.inngest")
 REQUEST_TIMEOUT = 300.0
 REFRESH_SECONDS = 2.0  # how often a driver looks for functions synced through another server
 
-# durably's internal event names as the SDKs know them
-SDK_EVENT_NAMES = {FUNCTION_FAILED: "inngest/function.failed", CRON_EVENT: "inngest/scheduled.timer",
-                   FUNCTION_INVOKED: "inngest/function.invoked"}
 
 
 class SdkCallFailed(Exception):
@@ -61,38 +57,6 @@ class SdkExecution(Execution):
 
     def _next_id(self, id: str) -> str:
         return id
-
-
-def hashed(sid: str) -> str:
-    """The SDK's id of a step: sha1 of its (numbered) id, as every Inngest SDK computes it."""
-    return sid[1:] if sid.startswith("#") else hashlib.sha1(sid.encode()).hexdigest()
-
-
-def step_id(op: dict) -> str:
-    """The durably step id of an op: the id the user wrote, numbered as the SDK numbered it."""
-    user = op.get("userland") or {}
-    uid, index = user.get("id") or op.get("displayName") or op.get("name"), user.get("index")
-    sid = uid if not index else f"{uid}:{index}"
-    if not isinstance(sid, str) or hashed(sid) != op.get("id"):
-        return "#" + str(op.get("id"))  # the SDK's hash is all we can key it by
-    return sid
-
-
-def _memo_value(m: dict) -> tuple[bool, Any]:
-    """What the SDK expects as the memo of a recorded step, if it is settled."""
-    kind, status = m["kind"], m["status"]
-    if status == "completed":
-        if kind in ("run", "invoke"):
-            return True, {"data": loads(m["output"])}
-        if kind == "sleep":
-            return True, None
-        if kind == "wait":
-            return True, loads(m["output"]) if m.get("output") else None
-        return True, loads(m["output"]) if m.get("output") else None
-    if status == "failed":
-        err = loads(m["error"]) or {}
-        return True, {"error": {k: err.get(k, "") for k in ("name", "message", "stack")}}
-    return False, None
 
 
 _ERROR_TYPES: dict[tuple[str, bool], type] = {}
@@ -121,13 +85,6 @@ def _wake_at(op: dict) -> float:
         from ..core.durations import parse_duration
         return datetime.now(timezone.utc).timestamp() + parse_duration(text, name="sleep")
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def _sdk_event(e: dict) -> dict:
-    name = str(e.get("name") or "")
-    out = {"name": SDK_EVENT_NAMES.get(name, name), "data": e.get("data") or {},
-           "id": e.get("id") or "", "ts": e.get("ts") or 0, "user": e.get("user") or {}}
-    return out
 
 
 class Driver:
@@ -204,7 +161,8 @@ class Driver:
         attempt = run.attempt  # a call's attempt: the body's retries, or the retried step's
         for m in sorted(ex.memo.values(), key=lambda m: m["seq"]):
             sid = m["step_id"]
-            settled, value = _memo_value(dict(m))
+            settled, value = memo_value(m["kind"], m["status"], loads(m["output"]) if m.get("output") else None,
+                                        loads(m["error"]) if m.get("error") else None)
             if not settled and m["wake_at"] is not None and m["wake_at"] <= ex.now():
                 # came due while parked: settle it through the execution (sleep done, wait timed out)
                 if m["kind"] == "sleep":
@@ -219,7 +177,7 @@ class Driver:
             elif m["status"] == "retrying":
                 attempt = m["attempts"]
         retrying = {m["step_id"]: m["attempts"] for m in ex.memo.values() if m["status"] == "retrying"}
-        events = [_sdk_event(e) for e in (run.events or [run.event])]
+        events = [sdk_event(e) for e in (run.events or [run.event])]
         url, fn_id = inn["url"], config["id"]
         planned_mode = False  # after a plan of parallel steps the SDK plans every new step first
 

@@ -5,6 +5,7 @@ Judged from the app's effects (a line per execution of a step body) and durably'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -136,6 +137,13 @@ def test_steps_retry_sleep_and_wait_for_event(stack):
     # each step body ran once, the flaky one twice (its failure, then its success): never after a commit
     ran = [(e["step"], e.get("attempt")) for e in _effects(stack) if e["run_id"] == run["id"]]
     assert ran == [("first", None), ("flaky", 0), ("flaky", 1), ("last", None)]
+    # what the SDK reads with use_api: the run's events and its memo, by the SDK's hashed step ids
+    batch = httpx.get(stack.base + f"/v0/runs/{run['id']}/batch", timeout=5).json()
+    assert [(e["name"], e["data"]) for e in batch] == [("test/flow", {"n": 21, "id": "order-1"})]
+    actions = httpx.get(stack.base + f"/v0/runs/{run['id']}/actions", timeout=5).json()
+    assert actions[hashlib.sha1(b"first").hexdigest()] == {"data": 42}
+    assert actions[hashlib.sha1(b"approval").hexdigest()]["data"] == {"id": "order-1", "by": "ada"}
+    assert actions[hashlib.sha1(b"never").hexdigest()] is None and len(actions) == 6
 
 
 def test_invoke_and_non_retriable_error(stack):

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from durably.core.options import FunctionConfig
-from durably.inngest.driver import hashed, step_id
+from durably.inngest.wire import hashed, step_id
 from durably.inngest.signing import bearer_ok, sign, verify
 from durably.inngest.sync import SyncError, translate
 
