@@ -134,6 +134,17 @@ async def gated(ctx: inngest.Context) -> str:
     return await ctx.step.run("one", one) + await ctx.step.run("two", two) + await ctx.step.run("three", three)
 
 
+@client.create_function(fn_id="one-per-key", trigger=inngest.TriggerEvent(event="test/keyed"),
+                        concurrency=[inngest.Concurrency(limit=1, key="event.data.k")])
+async def one_per_key(ctx: inngest.Context) -> None:
+    async def hold() -> None:
+        effect("hold-start", run_id=ctx.run_id, k=ctx.event.data["k"])
+        await asyncio.sleep(0.3)
+        effect("hold-end", run_id=ctx.run_id, k=ctx.event.data["k"])
+
+    await ctx.step.run("hold", hold)
+
+
 app = fastapi.FastAPI()
 
 
@@ -145,4 +156,4 @@ async def send(request: fastapi.Request) -> dict:
 
 
 inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails,
-                                            fanout, gated])
+                                            fanout, gated, one_per_key])

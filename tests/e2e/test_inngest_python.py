@@ -195,6 +195,22 @@ def test_parallel_steps(stack):
     assert ran == ["after", "p1", "p2"]  # each branch ran once
 
 
+def test_concurrency_with_a_key(stack):
+    ids = [_send(stack, "test/keyed", {"k": k})[0] for k in ("a", "a", "a", "b")]
+    for eid in ids:
+        _wait_run(stack, eid, lambda r: r["status"] == "completed", "the keyed runs to finish")
+    marks = [e for e in _effects(stack) if e["step"].startswith("hold-")]
+    open_by_key: dict[str, int] = {}
+    overlapped_keys = set()
+    for e in marks:  # effects are appended in the order they happened
+        n = open_by_key.get(e["k"], 0) + (1 if e["step"] == "hold-start" else -1)
+        open_by_key[e["k"]] = n
+        if n > 1:
+            overlapped_keys.add(e["k"])
+    assert not overlapped_keys, marks
+    assert len(marks) == 8
+
+
 def test_kill9_of_the_driving_process_reruns_no_committed_step(stack):
     [eid] = _send(stack, "test/gated", {})
     wait_for(lambda: [e for e in _effects(stack) if e["step"] == "two"], timeout=30,
