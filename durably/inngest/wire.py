@@ -42,7 +42,12 @@ def memo_value(kind: str, status: str, output: Any, error: Any) -> tuple[bool, A
 
 
 def sdk_event(e: dict) -> dict:
+    """An event as the SDKs expect it: internal names as Inngest names them, a cron tick's
+    data with Inngest's keys beside durably's."""
     name = str(e.get("name") or "")
-    out = {"name": SDK_EVENT_NAMES.get(name, name), "data": e.get("data") or {},
-           "id": e.get("id") or "", "ts": e.get("ts") or 0, "user": e.get("user") or {}}
-    return out
+    data = dict(e.get("data") or {})
+    if name == CRON_EVENT and "tick" in data:
+        data.setdefault("scheduledAt", data["tick"])
+        data.setdefault("fireAt", data["tick"])
+    return {"name": SDK_EVENT_NAMES.get(name, name), "data": data,
+            "id": e.get("id") or "", "ts": e.get("ts") or 0, "user": e.get("user") or {}}

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from durably.core.options import FunctionConfig
-from durably.inngest.wire import hashed, step_id
+from durably.inngest.wire import hashed, sdk_event, step_id
 from durably.inngest.signing import bearer_ok, sign, verify
 from durably.inngest.sync import SyncError, translate
 
@@ -107,3 +107,12 @@ def test_signatures_as_the_sdks_check_them():
     digest = hashlib.sha256(bytes.fromhex("0123456789abcdef" * 4)).hexdigest()
     assert bearer_ok(f"Bearer {digest}", key) and bearer_ok(f"Bearer signkey-prod-{digest}", key)
     assert not bearer_ok("Bearer undefined", key) and not bearer_ok(None, key)
+
+
+def test_internal_events_reach_the_sdk_under_inngest_s_names():
+    cron = sdk_event({"name": "durably/cron", "id": "cron:f:2026", "ts": 1,
+                      "data": {"cron": "* * * * *", "tz": "UTC", "tick": "2026-12-03T08:00:00Z"}})
+    assert cron["name"] == "inngest/scheduled.timer" and cron["data"]["scheduledAt"] == "2026-12-03T08:00:00Z"
+    assert sdk_event({"name": "durably/function.failed", "data": None})["name"] == "inngest/function.failed"
+    assert sdk_event({"name": "app/x", "data": {"a": 1}}) == {"name": "app/x", "data": {"a": 1}, "id": "", "ts": 0,
+                                                              "user": {}}
