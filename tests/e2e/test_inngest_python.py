@@ -48,7 +48,7 @@ class Stack:
         self.__dict__.update(kw)
 
 
-def _wait_synced(procs, base: str, dev, app, headers: dict | None = None) -> set[str]:
+def _wait_synced(procs, base: str, dev, app, headers: dict | None = None, expect: str = "pyapp-flow") -> set[str]:
     def synced():
         for p in (dev, app):
             assert p.poll() is None, procs.log(p)[-3000:]
@@ -57,7 +57,7 @@ def _wait_synced(procs, base: str, dev, app, headers: dict | None = None) -> set
         except httpx.TransportError:
             return None
         ids = {f["id"] for f in r.json()["functions"]} if r.status_code == 200 else set()
-        return ids if "pyapp-flow" in ids else None
+        return ids if expect in ids else None
 
     return wait_for(synced, timeout=60, interval=0.1, what="the SDK app to sync with durably")
 
