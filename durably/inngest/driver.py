@@ -98,6 +98,9 @@ class Driver:
         self.registry = Registry(store, self.functions)
         self._client: httpx.AsyncClient | None = None
         self._changed = asyncio.Event()
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:  # one INFO line per call to the app is noise here
+            httpx_log.setLevel(logging.WARNING)
 
     def poke(self) -> None:
         """A sync happened in this process: look at the registry again now."""
@@ -292,7 +295,9 @@ class Driver:
                                 f"the app at {url} refused the unsigned call (401): set DURABLY_INNGEST_SIGNING_KEY "
                                 "to the app's INNGEST_SIGNING_KEY, or run the app with INNGEST_DEV=1")
         if (headers.get("x-inngest-no-retry") or "").lower() == "true":
-            raise NonRetriableError(message)
+            # the function failed for good: the run's error is named as the app named it
+            raise _remote_error({"name": err.get("name") or "NonRetriableError",
+                                 "message": err.get("message") or err.get("error") or name}, final=True)
         after = headers.get("retry-after")
         if after:
             raise RetryAfterError(message, after=_retry_after(after))
