@@ -1,4 +1,4 @@
-"""The app `bench/inngest_py.py` measures: an Inngest Python SDK (FastAPI) app, one 3-step function."""
+"""The app `bench/inngest_sdk.py --sdk py` measures: an Inngest Python SDK (FastAPI) app, one 3-step function."""
 
 import fastapi
 import inngest

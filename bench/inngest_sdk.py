@@ -1,6 +1,9 @@
-"""A 3-step function of an Inngest Python SDK app driven by `durably dev` over loopback.
+"""A 3-step function of an Inngest SDK app driven by `durably dev` over loopback.
 
-    python bench/inngest_py.py [--latency 50] [--n 500] [--concurrency 8]
+    python bench/inngest_sdk.py [--sdk py|ts] [--latency 50] [--n 500] [--concurrency 8]
+
+`--sdk py`: bench/inngest_py_app.py (FastAPI under uvicorn); `--sdk ts`: bench/inngest_ts_app.mjs
+(express under node, with tests/apps/inngest_ts's node_modules: npm install there first).
 
 `latency`: sequential runs, one at a time; end to end = the run's finished_at - its event's ts
 (the ledger's own times). `throughput`: --n events in one POST /e/, runs/s = n / (last
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -44,13 +48,19 @@ def main() -> None:
     ap.add_argument("--latency", type=int, default=50)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--sdk", choices=("py", "ts"), default="py")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         dport, aport = _port(), _port()
         base, app_base = f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{aport}"
-        env = dict(os.environ, PYTHONPATH=ROOT, INNGEST_DEV="1", INNGEST_BASE_URL=base)
-        app = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.inngest_py_app:app", "--host", "127.0.0.1",
-                                "--port", str(aport), "--log-level", "warning"], env=env, cwd=ROOT)
+        env = dict(os.environ, PYTHONPATH=ROOT, INNGEST_DEV="1", INNGEST_BASE_URL=base, PORT=str(aport))
+        if args.sdk == "py":
+            app = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.inngest_py_app:app", "--host",
+                                    "127.0.0.1", "--port", str(aport), "--log-level", "warning"], env=env, cwd=ROOT)
+        else:  # the app next to the test app's node_modules, so that node resolves its packages
+            shutil.copy(os.path.join(ROOT, "bench", "inngest_ts_app.mjs"), os.path.join(d, "app.mjs"))
+            os.symlink(os.path.join(ROOT, "tests", "apps", "inngest_ts", "node_modules"), os.path.join(d, "node_modules"))
+            app = subprocess.Popen(["node", "app.mjs"], env=env, cwd=d)
         denv = dict(os.environ, PYTHONPATH=ROOT, DURABLY_DATABASE_URL=f"sqlite:///{d}/b.db", DURABLY_ENV="dev")
         dev = subprocess.Popen([sys.executable, "-m", "durably", "dev", "--port", str(dport), "-c",
                                 str(args.concurrency), "-u", app_base + "/api/inngest"], env=denv, cwd=d,
@@ -88,7 +98,7 @@ def main() -> None:
                 run = _wait(lambda: run_of(eid), 30, "a run")
                 lat.append((ts(run["finished_at"]) - sent) * 1000)
             lat.sort()
-            print(f"latency 3-step SDK run, end to end: p50 {statistics.median(lat):.1f} ms, "
+            print(f"[{args.sdk}] latency 3-step SDK run, end to end: p50 {statistics.median(lat):.1f} ms, "
                   f"p90 {lat[int(len(lat) * 0.9) - 1]:.1f} ms (n={len(lat)})")
 
             events = [{"name": "bench/three", "data": {"i": i}} for i in range(args.n)]
@@ -97,7 +107,7 @@ def main() -> None:
             last = _wait(lambda: run_of(ids[-1]), 300, "the last run")
             _wait(lambda: all(run_of(e) for e in ids[:: max(1, len(ids) // 20)]), 300, "the runs")
             t1 = ts(last["finished_at"])
-            print(f"throughput 3-step SDK runs, 1 driver x{args.concurrency}: {args.n / (t1 - t0):.0f} runs/s "
+            print(f"[{args.sdk}] throughput 3-step SDK runs, 1 driver x{args.concurrency}: {args.n / (t1 - t0):.0f} runs/s "
                   f"(n={args.n})")
         finally:
             dev.terminate()
