@@ -81,3 +81,61 @@ def test_ts_invoke_parallel_send_event_and_non_retriable(ts_stack):
     doomed = _wait_run(s, did, lambda r: r["status"] in ("completed", "failed"), "doomed to fail")
     assert doomed["status"] == "failed" and doomed["attempts"] == 1 and "doomed gives up" in str(doomed["error"])
     assert [e["step"] for e in _effects(s)].count("doomed") == 1
+
+
+def test_ts_signed_mode_on_durably_server(tmp_path, procs):
+    """The TypeScript SDK in cloud mode (it checks our signatures over canonical JSON, with its
+    5-minute window) against `durably server` with the same key; a wrong key is refused."""
+    import httpx
+
+    from tests.e2e.server import env_for
+    from tests.e2e.test_inngest_python import KEY, OTHER_KEY
+    from tests.helpers import wait_for
+
+    keys = {"event": "evkey-1", "admin": "admin-1", "cron": "cron-1"}
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    port, app_port, bad_port = free_port(), free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = env_for(f"sqlite:///{tmp_path / 'durably.db'}", "production", keys)
+    env.update(PYTHONPATH=str(ROOT), DURABLY_INNGEST_SIGNING_KEY=KEY)
+    server = procs.start(["server", "--host", "127.0.0.1", "--port", str(port)], env)
+    effects = tmp_path / "effects.jsonl"
+    effects.touch()
+    apps = []
+    for p, key in ((app_port, KEY), (bad_port, OTHER_KEY)):
+        aenv = dict(os.environ, EFFECTS=str(effects), PORT=str(p), INNGEST_SIGNING_KEY=key,
+                    INNGEST_EVENT_KEY=keys["event"], INNGEST_BASE_URL=base)
+        aenv.pop("INNGEST_DEV", None)
+        log = open(tmp_path / f"app-{p}.log", "wb")
+        a = subprocess.Popen(["node", "app.mjs"], env=aenv, cwd=str(APP_DIR), stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        log.close()
+        procs.started.append(a)
+        procs.logs[a.pid] = tmp_path / f"app-{p}.log"
+        apps.append(a)
+
+    def put(p: int):
+        try:
+            return httpx.put(f"http://127.0.0.1:{p}/api/inngest", headers={"x-inngest-server-kind": "cloud"},
+                             timeout=30)
+        except httpx.TransportError:
+            return None
+
+    def up(p: int):
+        assert server.poll() is None, procs.log(server)[-3000:]
+        try:
+            httpx.get(base + "/api/v1/health", timeout=1)
+        except httpx.TransportError:
+            return None
+        return put(p)
+
+    bad = wait_for(lambda: up(bad_port), timeout=30, interval=0.1, what="the app with the wrong key")
+    assert "INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY" in bad.text, bad.text
+    good = wait_for(lambda: up(app_port), timeout=30, interval=0.1, what="the app with the right key")
+    assert good.status_code == 200, good.text
+    s = Stack(base=base, app_base=f"http://127.0.0.1:{app_port}", effects=effects, dev=server, app=apps[0],
+              procs=procs, headers=headers)
+    _wait_synced(procs, base, server, apps[0], headers, expect="tsapp-flow")
+    [pid] = _send(s, "test/parent", {"x": 1})
+    parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
+    assert parent["status"] == "completed" and parent["output"] == {"parent_got": {"child": 2}, "par": [1, 2]}, parent
