@@ -68,6 +68,11 @@ def routes(api: "Api") -> list[Route]:
             runtime = await api.open()
             store = runtime.store
             before = await aw(store.registry())
+            taken = sorted(c["id"] for c in sync.configs
+                           if c["id"] in before and not (before[c["id"]] or {}).get("inngest"))
+            if taken:  # never overwrite a native function's registry entry
+                raise SyncError(f"function id(s) {', '.join(map(repr, taken))} belong to a durably app's "
+                                "own functions: rename the SDK app or its functions")
             modified = any(before.get(c["id"]) != orjson.loads(dumps(c)) for c in sync.configs)
             if modified:
                 await aw(store.register(sync.app_id, sync.configs))
