@@ -145,6 +145,15 @@ async def one_per_key(ctx: inngest.Context) -> None:
     await ctx.step.run("hold", hold)
 
 
+@client.create_function(fn_id="tick", trigger=inngest.TriggerCron(cron="TZ=Europe/Paris * * * * *"))
+async def tick(ctx: inngest.Context) -> dict:
+    async def record() -> dict:
+        effect("tick", run_id=ctx.run_id, event_name=ctx.event.name, scheduled_at=ctx.event.data.get("scheduledAt"))
+        return {"scheduled_at": ctx.event.data.get("scheduledAt")}
+
+    return await ctx.step.run("record", record)
+
+
 app = fastapi.FastAPI()
 
 
@@ -156,4 +165,4 @@ async def send(request: fastapi.Request) -> dict:
 
 
 inngest.fast_api.serve(app, client, [flow, child, parent, doomed, sender, cancellable, always_fails,
-                                            fanout, gated, one_per_key])
+                                            fanout, gated, one_per_key, tick])

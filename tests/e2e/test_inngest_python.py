@@ -211,6 +211,16 @@ def test_concurrency_with_a_key(stack):
     assert len(marks) == 8
 
 
+@pytest.mark.slow
+def test_a_cron_trigger_with_a_time_zone_fires(stack):
+    """The next minute's tick (at most a minute away) runs the SDK function once."""
+    ticks = wait_for(lambda: [e for e in _effects(stack) if e["step"] == "tick"], timeout=90, interval=0.2,
+                     what="the cron tick")
+    assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
+    runs = httpx.get(stack.base + "/api/v1/runs", params={"function": "pyapp-tick"}, timeout=5).json()["runs"]
+    assert runs and runs[0]["id"] == ticks[0]["run_id"]
+
+
 def test_kill9_of_the_driving_process_reruns_no_committed_step(stack):
     [eid] = _send(stack, "test/gated", {})
     wait_for(lambda: [e for e in _effects(stack) if e["step"] == "two"], timeout=30,
