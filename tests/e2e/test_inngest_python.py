@@ -144,6 +144,11 @@ def test_steps_retry_sleep_and_wait_for_event(stack):
     assert actions[hashlib.sha1(b"first").hexdigest()] == {"data": 42}
     assert actions[hashlib.sha1(b"approval").hexdigest()]["data"] == {"id": "order-1", "by": "ada"}
     assert actions[hashlib.sha1(b"never").hexdigest()] is None and len(actions) == 6
+    # the dashboard shows the SDK function and its run, with the step names as written
+    home = httpx.get(stack.base + "/", timeout=10)
+    assert home.status_code == 200 and "pyapp-flow" in home.text
+    page = httpx.get(stack.base + f"/runs/{run['id']}", timeout=10)
+    assert page.status_code == 200 and all(name in page.text for name in ("first", "flaky", "approval", "never"))
 
 
 def test_invoke_and_non_retriable_error(stack):
