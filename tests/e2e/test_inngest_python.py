@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import free_port
-from tests.helpers import cli_env, wait_for
+from tests.helpers import cli_env, get_run, make_app, wait_for
 
 pytest.importorskip("inngest")
 pytest.importorskip("fastapi")
@@ -299,3 +299,44 @@ def test_a_wrong_key_is_refused_on_both_sides(tmp_path, procs):
     assert bad.status_code == 401 and bad.json()["error"] == "Event key not found"
     events = httpx.get(s.base + "/api/v1/events", headers=s.headers, timeout=5).json()["events"]
     assert events == []
+
+
+# --- two servers share SDK runs ---------------------------------------------------------------
+
+
+def test_kill9_of_the_server_driving_a_run_the_other_one_finishes_it(store_url, tmp_path, procs):
+    """Two `durably server`s on one store: the app syncs through the first, both drive. kill -9
+    of the one driving the run mid-step: the other takes it over after the lease."""
+    env = cli_env(store_url, env="dev", PYTHONPATH=str(ROOT), DURABLY_LEASE_SECONDS="2")
+    ports = [free_port(), free_port()]
+    servers = [procs.start(["server", "--host", "127.0.0.1", "--port", str(p)], env) for p in ports]
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    app, app_base, effects = _start_app(tmp_path, procs, {"INNGEST_DEV": "1", "INNGEST_BASE_URL": bases[0]})
+
+    def sync():
+        for p in (*servers, app):
+            assert p.poll() is None, procs.log(p)[-3000:]
+        try:
+            r = httpx.put(app_base + "/api/inngest", headers={"x-inngest-server-kind": "dev"}, timeout=10)
+        except httpx.TransportError:
+            return None
+        return r if r.status_code == 200 and r.json().get("ok") else None
+
+    wait_for(sync, timeout=60, interval=0.1, what="the app to sync through the first server")
+    s = Stack(base=bases[0], app_base=app_base, effects=effects, dev=servers[0], app=app, procs=procs, headers={})
+    [eid] = _send(s, "test/gated", {})
+    two = wait_for(lambda: [e for e in _effects(s) if e["step"] == "two"], timeout=30, what="step two to start")
+    run = _run_of(s, eid)
+    reader = make_app(store_url, "reader", env="dev")  # the ledger read directly: who holds the lease
+    try:
+        owner = get_run(reader, run["id"])["lease_owner"] or ""
+    finally:
+        reader.close()
+    driving = next(i for i, p in enumerate(servers) if f":{p.pid}:" in owner)
+    procs.kill9(servers[driving])
+    s.base, s.dev = bases[1 - driving], servers[1 - driving]
+    (tmp_path / "gate").touch()
+    done = _wait_run(s, eid, lambda r: r["status"] in ("completed", "failed"), "the other server to finish it")
+    assert done["status"] == "completed" and done["output"] == "123", done
+    ran = [e["step"] for e in _effects(s) if e["run_id"] == done["id"]]
+    assert ran.count("one") == 1 and ran.count("three") == 1 and ran.count("two") == 2 and two, ran
