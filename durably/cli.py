@@ -150,15 +150,19 @@ def _print_json(value: Any) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP host.")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=8, show_default=True,
               help="Runs executed at once.")
-def dev(app: Optional[str], port: Optional[int], host: str, concurrency: int) -> None:
+@click.option("--sdk-url", "-u", "sdk_urls", multiple=True, metavar="URL",
+              help="The serve URL of an Inngest SDK app to sync at start (repeatable).")
+def dev(app: Optional[str], port: Optional[int], host: str, concurrency: int, sdk_urls: tuple[str, ...]) -> None:
     """Everything in one process on embedded SQLite: API, dashboard, scheduler and a worker.
 
-    APP is module:attribute (or a .py file) of a durably.App.
+    APP is module:attribute (or a .py file) of a durably.App. Apps written with the Inngest
+    SDKs run here too: point them at this server (INNGEST_DEV=1 and INNGEST_BASE_URL) and
+    add them with -u.
     """
     _logging(traces=True)
     from .dev import run_dev
 
-    run_dev(app, host=host, port=port, concurrency=concurrency, settings=settings())
+    run_dev(app, host=host, port=port, concurrency=concurrency, settings=settings(), sdk_urls=sdk_urls)
     _exit_past_stuck_steps()
 
 

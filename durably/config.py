@@ -165,6 +165,7 @@ class Settings:
     log_format: str = _setting("text", _log_format)
     dispatch_timeout: float = _setting(2.0, _positive)
     production_env: str = _setting("production", _env_name)
+    inngest_signing_key: Secret | None = _setting(None, _secret)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -104,6 +104,7 @@ class Runtime:
         self.store = store
         self.clock = clock
         self.registry = registry
+        self.inngest_hooks: list[Callable[[], None]] = []  # called after an SDK app synced here
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock | None = None, app_id: str | None = None,
@@ -150,6 +151,20 @@ class Runtime:
 
         return Worker(self.store, self.registry, lease=self.lease, clock=self.clock, prune_after=self.prune_after,
                       concurrency=concurrency, scheduler=scheduler, **kwargs)
+
+    def inngest_driver(self, *, concurrency: int = 8) -> tuple[Any, "Worker"]:
+        """The driver of SDK functions (``durably.inngest.driver``) and the worker that claims
+        their runs (no scheduler of its own: the process runs one already). Run it with
+        ``driver.run(worker, stop)``."""
+        from .engine.worker import Worker
+        from .inngest.driver import Driver, SdkExecution
+
+        key = self.settings.inngest_signing_key
+        driver = Driver(self.store, signing_key=key.get_secret_value() if key is not None else None)
+        self.inngest_hooks.append(driver.poke)
+        worker = Worker(self.store, driver.registry, lease=self.lease, clock=self.clock, concurrency=concurrency,
+                        scheduler=False, execution=SdkExecution)
+        return driver, worker
 
     # --- sending -------------------------------------------------------------------------------
 

@@ -31,6 +31,11 @@ class Registry:
         """This process's code for ``function_id``, or None (registered elsewhere, or unknown)."""
         return self.local.get(function_id)
 
+    @property
+    def version(self) -> int:
+        """Changes when the set of local functions changes (an App's never does once running)."""
+        return getattr(self.local, "version", 0)
+
     def ids(self) -> list[str]:
         """The ids of the functions this process can execute, sorted."""
         return sorted(self.local)

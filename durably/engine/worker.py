@@ -58,7 +58,7 @@ class Worker:
     def __init__(self, store: Any, registry: "Registry", *, lease: float, clock: Callable[[], float] = time.time,
                  prune_after: float | None = None, concurrency: int = 8, scheduler: bool = True,
                  poll_interval: float = 1.0, grace: float | None = None, prefetch: int | None = None,
-                 hold: float = 0.5):
+                 hold: float = 0.5, execution: type[Execution] = Execution):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.store = store
@@ -72,6 +72,7 @@ class Worker:
         self.grace = grace if grace is not None else max(1.0, self.lease * 0.8)
         self.prefetch = 32 * concurrency if prefetch is None else max(0, prefetch)
         self.hold = hold
+        self.execution = execution  # what executes one attempt (the Inngest driver's subclass, for SDK runs)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.stopping: asyncio.Event | None = None  # set by run()
         self._inflight: dict[str, asyncio.Task] = {}
@@ -117,6 +118,7 @@ class Worker:
 
         unsubscribe = store.subscribe(poke)
         functions = dumps(self.registry.ids())
+        version = self.registry.version
 
         def want() -> int:  # the store's writer thread, inside a transaction that made runs ready
             if not self._idle:
@@ -130,7 +132,8 @@ class Worker:
             self._fill()
             wake.set()
 
-        no_handoff = store.handoff(self.id, functions, self.lease, want,
+        wants = want  # (the loop below reuses the name ``want`` for a count)
+        no_handoff = store.handoff(self.id, functions, self.lease, wants,
                                    lambda runs: loop.call_soon_threadsafe(accept, runs))
         pool = ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="durably-run")
         self._pool = pool
@@ -148,6 +151,12 @@ class Worker:
             await aw(store.heartbeat(self.info(), self.lease, []))
             started.set()
             while not stop.is_set():
+                if self.registry.version != version:  # functions came or went (an SDK app synced)
+                    version = self.registry.version
+                    functions = dumps(self.registry.ids())
+                    no_handoff()
+                    no_handoff = store.handoff(self.id, functions, self.lease, wants,
+                                               lambda runs: loop.call_soon_threadsafe(accept, runs))
                 for t in side:
                     if t.done() and t.exception() is not None:
                         raise RuntimeError(f"worker side task {t.get_name()} died") from t.exception()
@@ -209,6 +218,12 @@ class Worker:
                 pass
             pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
+
+    def wake(self) -> None:
+        """Look at the registry and the store again now (the loop's own thread)."""
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
 
     def _fill(self) -> None:
         """Start runs claimed ahead while slots are free."""
@@ -283,7 +298,9 @@ class Worker:
 
     def _start(self, run: ClaimedRun) -> None:
         fdef = self.registry.get(run.function_id)
-        assert fdef is not None, run.function_id  # claimed only for the functions of the registry
+        if fdef is None:  # unregistered since it was claimed (an SDK app's function went away)
+            asyncio.ensure_future(self._hand_back([(run, time.monotonic())]))
+            return
         self._busy += 1
         started = time.monotonic()
         released = False
@@ -299,8 +316,8 @@ class Worker:
             self._wake.set()
 
         self._held[run.id] = run.lease_gen
-        ex = Execution(self.store, self.registry, fdef, run, pool=self._pool, lease=self.lease, on_final=release,
-                       outage=self.outage)
+        ex = self.execution(self.store, self.registry, fdef, run, pool=self._pool, lease=self.lease,
+                            on_final=release, outage=self.outage)
         loop = asyncio.get_running_loop()
 
         async def go() -> None:

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from .. import admin
 from .._version import __version__
 from ..config import Settings
+from ..inngest import api as inngest_api
 from ..core.cron import describe, next_tick
 from ..errors import ConfigError, DurablyError, InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
 from ..core.events import EVENT_ID_MAX, Event, check_trace
@@ -633,6 +634,7 @@ def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,
     routes = [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes.extend(dashboard.routes(api))  # the dashboard: same store, same admin auth
+    routes.extend(inngest_api.routes(api))  # the Inngest SDKs' endpoints, at the host root (DESIGN §11)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

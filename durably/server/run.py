@@ -62,13 +62,15 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not a method of the locked uvicorn (0.55): serve() captures signals itself
     scheduler = asyncio.create_task(runtime.scheduler().run(stop), name="durably-scheduler")
+    driver, sdk_worker = runtime.inngest_driver()  # SDK apps' runs (DESIGN §11)
+    driving = asyncio.create_task(driver.run(sdk_worker, stop), name="durably-inngest")
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="durably-http")
     started = asyncio.create_task(_wait_started(server))
     done, _ = await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
     if serving in done:  # it stopped before it listened: the port is taken, or the host is wrong
         started.cancel()
         stop.set()
-        await asyncio.gather(scheduler, return_exceptions=True)
+        await asyncio.gather(scheduler, driving, return_exceptions=True)
         exc = serving.exception()
         raise ConfigError(f"cannot listen on {host}:{port}" + (f": {exc}" if exc and str(exc) else
                                                                  " (is the port in use?)"))
@@ -80,7 +82,7 @@ async def _main(runtime: "Runtime", asgi: Any, sock: socket.socket, host: str, p
         await stop.wait()
     finally:
         stop.set()
-        await asyncio.gather(scheduler, return_exceptions=True)
+        await asyncio.gather(scheduler, driving, return_exceptions=True)
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
 

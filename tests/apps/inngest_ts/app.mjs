@@ -1,0 +1,48 @@
+import express from "express";
+import fs from "node:fs";
+import { Inngest, NonRetriableError } from "inngest";
+import { serve } from "inngest/express";
+
+const inngest = new Inngest({ id: "tsapp" });
+const EFFECTS = process.env.EFFECTS;
+const effect = (step, fields = {}) => fs.appendFileSync(EFFECTS, JSON.stringify({ step, ...fields }) + "\n");
+
+const flow = inngest.createFunction(
+  { id: "flow", retries: 2, triggers: [{ event: "test/flow" }] },
+  async ({ event, step, attempt, runId }) => {
+    const doubled = await step.run("first", async () => { effect("first", { run_id: runId }); return event.data.n * 2; });
+    const flaky = await step.run("flaky", async () => {
+      effect("flaky", { run_id: runId, attempt });
+      if (attempt === 0) throw new Error("flaky fails on its first attempt");
+      return `ok on attempt ${attempt}`;
+    });
+    await step.sleep("nap", "1s");
+    const approval = await step.waitForEvent("approval", { event: "test/approved", match: "data.id", timeout: "5m" });
+    const never = await step.waitForEvent("never", { event: "test/never", timeout: "2s" });
+    const done = await step.run("last", async () => { effect("last", { run_id: runId }); return "done"; });
+    return { doubled, flaky, approved_by: approval ? approval.data.by : null, never, done, run_id: runId };
+  },
+);
+
+const child = inngest.createFunction({ id: "child", triggers: [{ event: "test/child" }] },
+  async ({ event }) => ({ child: event.data.x + 1 }));
+
+const parent = inngest.createFunction({ id: "parent", triggers: [{ event: "test/parent" }] },
+  async ({ event, step }) => {
+    const result = await step.invoke("call-child", { function: child, data: { x: event.data.x } });
+    const [a, b] = await Promise.all([step.run("p1", () => 1), step.run("p2", () => 2)]);
+    await step.sendEvent("emit", { name: "test/child", data: { x: 100 } });
+    return { parent_got: result, par: [a, b] };
+  });
+
+const doomed = inngest.createFunction({ id: "doomed", triggers: [{ event: "test/doomed" }] },
+  async ({ runId }) => { effect("doomed", { run_id: runId }); throw new NonRetriableError("doomed gives up"); });
+
+const app = express();
+app.use(express.json({ limit: "10mb" }));
+app.use("/api/inngest", serve({ client: inngest, functions: [flow, child, parent, doomed] }));
+app.post("/send", async (req, res) => {
+  const out = await inngest.send({ name: req.body.name, data: req.body.data || {} });
+  res.json({ ids: out.ids });
+});
+app.listen(Number(process.env.PORT), "127.0.0.1", () => console.log("listening"));

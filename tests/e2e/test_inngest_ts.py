@@ -1,0 +1,141 @@
+"""A real Inngest TypeScript SDK app (inngest 4.x + express, under node) runs on `durably dev`.
+
+The app is tests/apps/inngest_ts (its node_modules come from `npm install` there, which
+.ci/run does). Judged from the app's effects and durably's ledger, as the Python SDK's test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import free_port
+from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced
+from tests.helpers import cli_env
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = ROOT / "tests" / "apps" / "inngest_ts"
+
+if shutil.which("node") is None:
+    pytest.skip("node is not installed", allow_module_level=True)
+if not (APP_DIR / "node_modules" / "inngest").is_dir():
+    pytest.skip("the TypeScript SDK app is not installed: run npm install in tests/apps/inngest_ts",
+                allow_module_level=True)
+
+
+@pytest.fixture
+def ts_stack(tmp_path, procs):
+    dev_port, app_port = free_port(), free_port()
+    base, app_base = f"http://127.0.0.1:{dev_port}", f"http://127.0.0.1:{app_port}"
+    effects = tmp_path / "effects.jsonl"
+    effects.touch()
+    env = dict(os.environ, EFFECTS=str(effects), PORT=str(app_port), INNGEST_DEV="1", INNGEST_BASE_URL=base)
+    for k in ("INNGEST_SIGNING_KEY", "INNGEST_EVENT_KEY"):
+        env.pop(k, None)
+    log = open(tmp_path / "app.log", "wb")
+    app = subprocess.Popen(["node", "app.mjs"], env=env, cwd=str(APP_DIR), stdout=log, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL)
+    log.close()
+    procs.started.append(app)
+    procs.logs[app.pid] = tmp_path / "app.log"
+    denv = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT), DURABLY_LEASE_SECONDS="5")
+    dev = procs.start(["dev", "--port", str(dev_port), "-u", app_base + "/api/inngest"], denv, cwd=str(tmp_path))
+    ids = _wait_synced(procs, base, dev, app, expect="tsapp-flow")
+    return Stack(base=base, app_base=app_base, effects=effects, ids=ids, dev=dev, app=app, procs=procs, headers={})
+
+
+def test_ts_steps_retry_sleep_and_wait_for_event_with_match(ts_stack):
+    s = ts_stack
+    assert {"tsapp-flow", "tsapp-child", "tsapp-parent", "tsapp-doomed"} <= s.ids
+    [eid] = _send(s, "test/flow", {"n": 21, "id": "order-1"})
+    _wait_run(s, eid, lambda r: any(st["id"] == "approval" and st["status"] == "waiting" for st in r["steps"]),
+              "the run to wait for approval")
+    _send(s, "test/approved", {"id": "order-2", "by": "nobody"})  # another id: no match
+    _send(s, "test/approved", {"id": "order-1", "by": "ada"})
+    run = _wait_run(s, eid, lambda r: r["status"] in ("completed", "failed"), "the run to finish")
+    assert run["status"] == "completed", run
+    assert run["output"] == {"doubled": 42, "flaky": "ok on attempt 1", "approved_by": "ada", "never": None,
+                             "done": "done", "run_id": run["id"]}
+    assert [(st["id"], st["status"]) for st in run["steps"]] == [
+        ("first", "completed"), ("flaky", "completed"), ("nap", "completed"), ("approval", "completed"),
+        ("never", "completed"), ("last", "completed")]
+    ran = [(e["step"], e.get("attempt")) for e in _effects(s) if e["run_id"] == run["id"]]
+    assert ran == [("first", None), ("flaky", 0), ("flaky", 1), ("last", None)]
+
+
+def test_ts_invoke_parallel_send_event_and_non_retriable(ts_stack):
+    s = ts_stack
+    [pid] = _send(s, "test/parent", {"x": 41})
+    [did] = _send(s, "test/doomed", {})
+    parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
+    assert parent["status"] == "completed", parent
+    assert parent["output"] == {"parent_got": {"child": 42}, "par": [1, 2]}
+    assert [st["id"] for st in parent["steps"]] == ["call-child", "p1", "p2", "emit"]
+    [emitted] = parent["steps"][-1]["output"]["ids"]  # sendEvent's event triggers the child
+    child = _wait_run(s, emitted, lambda r: r["status"] == "completed", "the child sendEvent triggered")
+    assert child["output"] == {"child": 101} and child["function_id"] == "tsapp-child"
+    doomed = _wait_run(s, did, lambda r: r["status"] in ("completed", "failed"), "doomed to fail")
+    assert doomed["status"] == "failed" and doomed["attempts"] == 1 and "doomed gives up" in str(doomed["error"])
+    assert [e["step"] for e in _effects(s)].count("doomed") == 1
+
+
+def test_ts_signed_mode_on_durably_server(tmp_path, procs):
+    """The TypeScript SDK in cloud mode (it checks our signatures over canonical JSON, with its
+    5-minute window) against `durably server` with the same key; a wrong key is refused."""
+    import httpx
+
+    from tests.e2e.server import env_for
+    from tests.e2e.test_inngest_python import KEY, OTHER_KEY
+    from tests.helpers import wait_for
+
+    keys = {"event": "evkey-1", "admin": "admin-1", "cron": "cron-1"}
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    port, app_port, bad_port = free_port(), free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = env_for(f"sqlite:///{tmp_path / 'durably.db'}", "production", keys)
+    env.update(PYTHONPATH=str(ROOT), DURABLY_INNGEST_SIGNING_KEY=KEY)
+    server = procs.start(["server", "--host", "127.0.0.1", "--port", str(port)], env)
+    effects = tmp_path / "effects.jsonl"
+    effects.touch()
+    apps = []
+    for p, key in ((app_port, KEY), (bad_port, OTHER_KEY)):
+        aenv = dict(os.environ, EFFECTS=str(effects), PORT=str(p), INNGEST_SIGNING_KEY=key,
+                    INNGEST_EVENT_KEY=keys["event"], INNGEST_BASE_URL=base)
+        aenv.pop("INNGEST_DEV", None)
+        log = open(tmp_path / f"app-{p}.log", "wb")
+        a = subprocess.Popen(["node", "app.mjs"], env=aenv, cwd=str(APP_DIR), stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        log.close()
+        procs.started.append(a)
+        procs.logs[a.pid] = tmp_path / f"app-{p}.log"
+        apps.append(a)
+
+    def put(p: int):
+        try:
+            return httpx.put(f"http://127.0.0.1:{p}/api/inngest", headers={"x-inngest-server-kind": "cloud"},
+                             timeout=30)
+        except httpx.TransportError:
+            return None
+
+    def up(p: int):
+        assert server.poll() is None, procs.log(server)[-3000:]
+        try:
+            httpx.get(base + "/api/v1/health", timeout=1)
+        except httpx.TransportError:
+            return None
+        return put(p)
+
+    bad = wait_for(lambda: up(bad_port), timeout=30, interval=0.1, what="the app with the wrong key")
+    assert "INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY" in bad.text, bad.text
+    good = wait_for(lambda: up(app_port), timeout=30, interval=0.1, what="the app with the right key")
+    assert good.status_code == 200, good.text
+    s = Stack(base=base, app_base=f"http://127.0.0.1:{app_port}", effects=effects, dev=server, app=apps[0],
+              procs=procs, headers=headers)
+    _wait_synced(procs, base, server, apps[0], headers, expect="tsapp-flow")
+    [pid] = _send(s, "test/parent", {"x": 1})
+    parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
+    assert parent["status"] == "completed" and parent["output"] == {"parent_got": {"child": 2}, "par": [1, 2]}, parent
