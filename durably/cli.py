@@ -103,29 +103,6 @@ def open_store(**overrides: Any):
     return _open(settings(**overrides), create=False)
 
 
-def _bounded(fn: Any, seconds: float) -> Any:
-    """``fn()``, or StoreUnavailable once ``seconds`` have passed (``fn`` goes on in its thread,
-    which does not keep the process alive)."""
-    import concurrent.futures as cf
-    import threading
-
-    from .errors import StoreUnavailable
-
-    fut: cf.Future = cf.Future()
-
-    def run() -> None:
-        try:
-            fut.set_result(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            fut.set_exception(exc)
-
-    threading.Thread(target=run, name="durably-open", daemon=True).start()
-    try:
-        return fut.result(timeout=seconds)
-    except cf.TimeoutError:
-        raise StoreUnavailable(f"the store did not answer within DURABLY_DISPATCH_TIMEOUT={seconds:g} s") from None
-
-
 def _logging(default: int = logging.INFO, *, traces: bool = False) -> None:
     """Log lines as DURABLY_LOG_FORMAT says; ``traces``: set up OpenTelemetry from OTEL_*."""
     from .telemetry import configure_logging, configure_tracing
@@ -266,12 +243,13 @@ def send(name: str, data: str, id: Optional[str]) -> None:
         raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
+    from .lifecycle import within_seconds
     from .runtime import Runtime
 
     s = settings()
     app = App("cli", settings=s)
     # Sending never creates a store, and gives up after the dispatch deadline, opening included.
-    app.bind(_bounded(lambda: Runtime.open(s, create=False), s.dispatch_timeout))
+    app.bind(within_seconds(lambda: Runtime.open(s, create=False), s.dispatch_timeout))
     try:
         res = app.send(Event(name, payload, id=id))
     finally:

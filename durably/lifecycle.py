@@ -4,10 +4,12 @@ on SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import signal
+import threading
 from typing import Any, Callable, Coroutine
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailable
 
 
 def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -50,3 +52,21 @@ def stop_on_signals() -> asyncio.Event:
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             pass
     return stop
+
+
+def within_seconds(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()``, or StoreUnavailable once ``seconds`` have passed (``fn`` goes on in its thread,
+    which does not keep the process alive)."""
+    fut: cf.Future = cf.Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="durably-open", daemon=True).start()
+    try:
+        return fut.result(timeout=seconds)
+    except cf.TimeoutError:
+        raise StoreUnavailable(f"the store did not answer within DURABLY_DISPATCH_TIMEOUT={seconds:g} s") from None
