@@ -129,18 +129,7 @@ class SqlStore:
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from another thread) whenever runs may have become ready."""
-        with self._listeners_lock:
-            self._listeners.append(callback)
-            if not self._wakeups_started:
-                self._wakeups_started = True
-                self._start_wakeups()
-
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
+        return self._add_listener(self._listeners, callback)
 
     def wake(self) -> None:
         """Tell this process's workers that runs may be ready (e.g. after a clock change)."""
@@ -149,28 +138,37 @@ class SqlStore:
     def on_ended(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from another thread) whenever runs may have ended, in this
         process or another; returns the unsubscribe call."""
+        return self._add_listener(self._ended_listeners, callback)
+
+    def _add_listener(self, listeners: list[Callable[[], None]], callback: Callable[[], None]) -> Callable[[], None]:
+        """Add ``callback`` to ``listeners`` (starting the wake-ups once); returns its removal."""
         with self._listeners_lock:
-            self._ended_listeners.append(callback)
+            listeners.append(callback)
             if not self._wakeups_started:
                 self._wakeups_started = True
                 self._start_wakeups()
 
         def unsubscribe() -> None:
             with self._listeners_lock:
-                if callback in self._ended_listeners:
-                    self._ended_listeners.remove(callback)
+                if callback in listeners:
+                    listeners.remove(callback)
 
         return unsubscribe
 
     def _notify(self) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners)
-        _call_each(listeners)
+        self._call(self._listeners)
 
     def _notify_ended(self) -> None:
+        self._call(self._ended_listeners)
+
+    def _call(self, listeners: list[Callable[[], None]]) -> None:
         with self._listeners_lock:
-            listeners = list(self._ended_listeners)
-        _call_each(listeners)
+            callbacks = list(listeners)
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - a listener's failure is its own
+                pass
 
     def handoff(self, owner: str, functions: str, lease: float, want: Callable[[], int],
                 deliver: Callable[[list[ClaimedRun]], None]) -> Callable[[], None]:
@@ -349,11 +347,3 @@ class SqlStore:
 
     def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]:
         return self._read(reads.finished_per_minute, since)
-
-
-def _call_each(callbacks: list[Callable[[], None]]) -> None:
-    for cb in callbacks:
-        try:
-            cb()
-        except Exception:  # noqa: BLE001 - a listener's failure is its own
-            pass
