@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+import httpx
+
 import durably
 from durably.config import Settings
 
@@ -89,3 +91,8 @@ def durably_cmd(*args: str) -> list[str]:
 
 def run_cli(args: list[str], env: dict[str, str], cwd: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(durably_cmd(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def asgi_client(asgi: Any, prefix: str = "") -> httpx.AsyncClient:
+    """An httpx client on an ASGI app in this process (``prefix``: where it is mounted)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver" + prefix)

@@ -15,6 +15,7 @@ import durably
 from durably.config import Settings
 from durably.errors import ConfigError
 from durably.server import create_app
+from tests.helpers import asgi_client as client
 from tests.helpers import get_run, make_app, running_worker, runs_of, wait_for, wait_run
 from tests.integration.support import FAST
 
@@ -56,10 +57,6 @@ def api_app(store_url):
 
     yield app
     app.close()
-
-
-def client(asgi, prefix: str = "") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver" + prefix)
 
 
 def _err(r: httpx.Response) -> dict:

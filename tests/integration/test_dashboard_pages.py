@@ -8,10 +8,10 @@ import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 import durably
+from tests.helpers import asgi_client as client
 from tests.helpers import make_app
 
 pytestmark = pytest.mark.anyio
@@ -22,10 +22,6 @@ EVENT_KEY, ADMIN, CRON = "ek-dash-1", "at-dash-1", "cs-dash-1"
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-def client(asgi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
 def csrf_of(html: str) -> str:

@@ -19,12 +19,12 @@ import time
 import uuid
 from typing import Iterator
 
-import httpx
 import pytest
 
 import durably
 from durably.config import Settings
 from durably.errors import StoreUnavailable
+from tests.helpers import asgi_client as client
 from tests.helpers import cli_env, run_cli, runs_of, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +41,6 @@ TICK = "background/process.requested"
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-def client(asgi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
 def settings(url: str, env: str = "test", **extra: str) -> Settings:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 
-import httpx
 import pytest
 
 import durably
 from durably.config import Settings
 from durably.server import create_app
+from tests.helpers import asgi_client as client
 from tests.helpers import make_app
 
 pytestmark = pytest.mark.anyio
@@ -39,10 +39,6 @@ def asgi_for(store_url: str, env: str = "dev", **extra: str):
     if env != "dev":
         values.update(DURABLY_EVENT_KEY="ek", DURABLY_ADMIN_TOKEN="at", CRON_SECRET="cs")
     return create_app(Settings.load(values))
-
-
-def client(asgi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
 async def test_sync_registers_answers_modified_and_events_start_runs(store_url):

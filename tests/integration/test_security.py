@@ -23,6 +23,7 @@ from durably.core.records import NewRun
 from durably.errors import InvalidInput
 from durably.server.schemas import TENANT_FILTER_MAX
 from tests.conftest import CI, REDIS_URL
+from tests.helpers import asgi_client as client
 from tests.helpers import cli_env, make_app, run_cli, running_worker, wait_for, wait_run
 
 pytestmark = pytest.mark.anyio
@@ -34,10 +35,6 @@ KEYS = {"event_key": EVENT_KEY, "admin_token": ADMIN, "cron_secret": CRON}
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-def client(asgi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
 def bearer(token: bytes) -> dict:

@@ -68,29 +68,8 @@ def test_three_deploys_under_running_runs(store_url):
     assert "patched:add-c" not in {s["step_id"] for s in out[r1]["steps"]}
 
 
-def test_an_unguarded_change_fails_the_old_run_as_nondeterminism(store_url):
-    ran: Counter = Counter()
-    v1 = deploy(store_url, 1, ran)
-    r1 = start(v1, "k1")
-    v1.close()
-    app = make_app(store_url, "shop", env="test")
-
-    @app.function(id="deploy", trigger=durably.on_event("deploy.go"))
-    async def changed(ctx):  # a step inserted before the wait, without ctx.patched
-        await ctx.step.run("a", lambda: "a")
-        await ctx.step.run("inserted", lambda: ran.update([(ctx.run_id, "inserted")]))
-        await ctx.step.wait_for_event("go", "deploy.resume", match="data.key", timeout="1h")
-
-    with running_worker(app):
-        app.send(durably.Event("deploy.resume", {"key": "k1"}))
-        run = wait_run(app, r1)
-    app.close()
-    assert run["status"] == "failed" and run["terminal_reason"] == "nondeterminism"
-    assert "'inserted'" in run["error"]["message"] and "'go'" in run["error"]["message"]
-    assert ran[r1, "inserted"] == 0 and ran[r1, "a"] == 1
-
-
-def test_a_step_of_another_kind_is_nondeterminism(store_url):
+def resume_on_changed_code(store_url: str, body) -> tuple[dict, str, Counter]:
+    """A v1 run suspended at its wait, resumed on a deploy whose function is ``body(ctx, ran)``."""
     ran: Counter = Counter()
     v1 = deploy(store_url, 1, ran)
     r1 = start(v1, "k1")
@@ -99,12 +78,32 @@ def test_a_step_of_another_kind_is_nondeterminism(store_url):
 
     @app.function(id="deploy", trigger=durably.on_event("deploy.go"))
     async def changed(ctx):
-        await ctx.step.sleep("a", "1s")  # "a" was a step.run
+        return await body(ctx, ran)
 
     with running_worker(app):
         app.send(durably.Event("deploy.resume", {"key": "k1"}))
         run = wait_run(app, r1)
     app.close()
+    return run, r1, ran
+
+
+def test_an_unguarded_change_fails_the_old_run_as_nondeterminism(store_url):
+    async def inserted_before_the_wait(ctx, ran):  # a step inserted without ctx.patched
+        await ctx.step.run("a", lambda: "a")
+        await ctx.step.run("inserted", lambda: ran.update([(ctx.run_id, "inserted")]))
+        await ctx.step.wait_for_event("go", "deploy.resume", match="data.key", timeout="1h")
+
+    run, r1, ran = resume_on_changed_code(store_url, inserted_before_the_wait)
+    assert run["status"] == "failed" and run["terminal_reason"] == "nondeterminism"
+    assert "'inserted'" in run["error"]["message"] and "'go'" in run["error"]["message"]
+    assert ran[r1, "inserted"] == 0 and ran[r1, "a"] == 1
+
+
+def test_a_step_of_another_kind_is_nondeterminism(store_url):
+    async def sleeps_where_a_step_ran(ctx, ran):
+        await ctx.step.sleep("a", "1s")  # "a" was a step.run
+
+    run, _, _ = resume_on_changed_code(store_url, sleeps_where_a_step_ran)
     assert run["terminal_reason"] == "nondeterminism" and "'a'" in run["error"]["message"]
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import pytest
 
 import durably
+from tests.helpers import asgi_client as client
 from tests.helpers import cli_env, make_app, run_cli, runs_of, wait_for, wait_run
 
 pytestmark = pytest.mark.anyio
@@ -24,10 +24,6 @@ TICK = "background/process.requested"
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-def client(asgi) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
 async def test_a_window_whose_event_exists_already_is_a_duplicate(store_url):
