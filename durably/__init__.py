@@ -4,7 +4,7 @@ from .app import App, Function, RunResult, SendResult
 from .context import Context
 from .errors import (DurablyError, InvalidInput, NonRetriableError, RetryAfterError, StepError, UnknownFunction)
 from .core.events import Event
-from .functions import (Batch, CancelOn, Concurrency, Debounce, Priority, RateLimit, Retry, Singleton, Throttle,
+from .functions import (Batch, CancelOn, Concurrency, Debounce, Fairness, Priority, RateLimit, Retry, Singleton, Throttle,
                         Timeouts, on_cron, on_event)
 
 from ._version import __version__
@@ -13,6 +13,6 @@ __all__ = [
     "App", "Function", "SendResult", "RunResult", "Context", "Event",
     "on_event", "on_cron",
     "Retry", "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn",
-    "Timeouts",
+    "Timeouts", "Fairness",
     "DurablyError", "InvalidInput", "NonRetriableError", "RetryAfterError", "StepError", "UnknownFunction",
 ]

@@ -16,7 +16,7 @@ from .errors import DuplicateFunction, InvalidInput, NotFound
 from .core.types import TERMINAL
 from .core.blobs import check_function_id
 from .core.events import FUNCTION_FAILED, Event, coerce_events
-from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionDef, Priority,
+from .functions import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, Fairness, FunctionDef, Priority,
                         RateLimit, Retry, Singleton, Throttle, Timeouts, coerce_retry, _cel)
 from .core.records import IngestResult
 from .runtime import LazyRuntime, Runtime
@@ -155,6 +155,7 @@ class App:
         cancel_on: Sequence[CancelOn] | CancelOn | None = None,
         timeouts: Timeouts | None = None,
         tenant: str | None = None,
+        fairness: Fairness | None = None,
         on_failure: Callable[..., Any] | None = None,
         name: str | None = None,
     ) -> Callable[[Callable[..., Any]], Function]:
@@ -182,12 +183,14 @@ class App:
             if not all(isinstance(c, Concurrency) for c in conc):
                 raise InvalidInput(f"function {fid!r}: concurrency takes durably.Concurrency(...) values")
             cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on or [])
+            if fairness is not None and not isinstance(fairness, Fairness):
+                raise InvalidInput(f"function {fid!r}: fairness takes durably.Fairness(key=...)")
             fdef = FunctionDef(
                 id=fid, fn=fn, triggers=triggers, retry=coerce_retry(retries), concurrency=conc,
                 throttle=throttle, rate_limit=rate_limit, debounce=debounce, batch=batch, priority=priority,
                 idempotency=_cel(idempotency, f"function {fid!r} idempotency"), singleton=singleton,
                 cancel_on=cancels, timeouts=timeouts, tenant=_cel(tenant, f"function {fid!r} tenant"),
-                on_failure=on_failure, name=name,
+                fairness=fairness, on_failure=on_failure, name=name,
             )
             self._add(fdef)
             if on_failure is not None:

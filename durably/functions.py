@@ -13,11 +13,11 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .core.options import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, FunctionConfig, Priority,
+from .core.options import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, Fairness, FunctionConfig, Priority,
                            RateLimit, Retry, Singleton, Throttle, Timeouts, _cel, coerce_retry, on_cron, on_event)
 
 __all__ = ["FunctionDef", "FunctionConfig", "EventTrigger", "CronTrigger", "on_event", "on_cron", "Retry", "coerce_retry",
-           "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn", "Timeouts"]
+           "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn", "Timeouts", "Fairness"]
 
 
 # --- the function ----------------------------------------------------------------------------
@@ -40,6 +40,7 @@ class FunctionDef:
     cancel_on: list[CancelOn] = field(default_factory=list)
     timeouts: Timeouts | None = None
     tenant: str | None = None
+    fairness: Fairness | None = None
     on_failure: Callable[..., Any] | None = None
     name: str | None = None
     is_async: bool = True
@@ -65,5 +66,5 @@ class FunctionDef:
             concurrency=tuple(self.concurrency), throttle=self.throttle, rate_limit=self.rate_limit,
             debounce=self.debounce, batch=self.batch, priority=self.priority, idempotency=self.idempotency,
             singleton=self.singleton, cancel_on=tuple(self.cancel_on), timeouts=self.timeouts, tenant=self.tenant,
-            has_on_failure=self.on_failure is not None, internal=self.internal,
+            fairness=self.fairness, has_on_failure=self.on_failure is not None, internal=self.internal,
         ).to_json()

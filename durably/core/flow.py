@@ -7,6 +7,7 @@ what it returns with unique keys and slot rows, so every process agrees.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ..errors import ExpressionError
@@ -27,6 +28,13 @@ INVALID_TENANT = "invalid_tenant"
 
 def valid_tenant(tenant: str) -> bool:
     return 0 < len(tenant) <= TENANT_MAX and "\x00" not in tenant
+
+
+def fair_key(value: str) -> str:
+    """A fairness key as stored: values too long for an index row (or holding NUL) by their digest."""
+    if len(value) <= TENANT_MAX and "\x00" not in value:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def variables(event: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +66,9 @@ def apply(config: dict[str, Any], run: NewRun, env_vars: dict[str, Any]) -> None
     if config.get("tenant"):
         value = evaluate(config["tenant"], env_vars)
         run.tenant = DEFAULT_TENANT if value is None else as_key(value)  # "" is refused by plan
+    if config.get("fairness") is not None:
+        fkey = config["fairness"].get("key")
+        run.fair_key = fair_key(evaluate_key(fkey, env_vars) if fkey else run.tenant or DEFAULT_TENANT)
     if config.get("idempotency"):
         key = evaluate_key(config["idempotency"], env_vars)
         run.idempotency_key = key

@@ -222,6 +222,17 @@ class Priority:
 
 
 @dataclass(frozen=True)
+class Fairness:
+    """Round-robin claims across keys: when many runs of the function are ready, the oldest
+    ready run of each key is taken in turn. ``key``: CEL over ``event`` (default the tenant)."""
+
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _cel(self.key, "Fairness key")
+
+
+@dataclass(frozen=True)
 class Singleton:
     """One run at a time (per key): a new one is skipped, or cancels the running one."""
 
@@ -302,6 +313,7 @@ class FunctionConfig:
     cancel_on: tuple[CancelOn, ...] = ()
     timeouts: Timeouts | None = None
     tenant: str | None = None
+    fairness: Fairness | None = None
     has_on_failure: bool = False
     internal: bool = False
 
@@ -320,6 +332,7 @@ class FunctionConfig:
                 singleton=_opt(Singleton, d.get("singleton")),
                 cancel_on=tuple(_cancel_on(c) for c in d.get("cancel_on") or []),
                 timeouts=_opt(Timeouts, d.get("timeouts")), tenant=d.get("tenant"),
+                fairness=_opt(Fairness, d.get("fairness")),
                 has_on_failure=bool(d.get("has_on_failure")), internal=bool(d.get("internal")),
             )
         except (KeyError, TypeError) as exc:
@@ -347,6 +360,7 @@ class FunctionConfig:
             "cancel_on": [asdict(c) for c in self.cancel_on],
             "timeouts": opt(self.timeouts),
             "tenant": self.tenant,
+            "fairness": opt(self.fairness),
             "has_on_failure": self.has_on_failure,
             "internal": self.internal,
         }
@@ -375,6 +389,8 @@ class FunctionConfig:
             lines.append(f"idempotency {self.idempotency}")
         if self.priority is not None:
             lines.append(f"priority {self.priority.run}")
+        if self.fairness is not None:
+            lines.append(f"fair share per {self.fairness.key or 'tenant'}")
         return lines
 
 

@@ -84,6 +84,7 @@ class NewRun:
     event: dict[str, Any]
     trigger: str = "event"
     tenant: str = "global"
+    fair_key: str | None = None  # the function's Fairness key for this run (None: no fair share)
     events: list[dict[str, Any]] | None = None
     delay: float = 0.0  # seconds from now until claimable
     priority: float = 0.0  # seconds ahead in the queue (negative: behind)

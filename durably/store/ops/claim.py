@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from ...core import flow
 from ...core.blobs import blob_attempt
@@ -34,6 +34,21 @@ def _candidates(tx: Tx, functions: str, limit: int):
         page = min(page * 4, 1000)
 
 
+def _fair_candidates(tx: Tx, functions: str, limit: int) -> list[Any]:
+    """Ready runs of fair functions, the oldest of each key in turn (one statement)."""
+    return tx.all("claim_fair_candidates", env=tx.env, now=tx.now, functions=functions, limit=limit)
+
+
+def _interleave(fair: list[Any], plain: Iterator[Any]) -> Iterator[Any]:
+    """Fair functions' candidates and the others', one of each in turn, then the rest."""
+    for c in fair:
+        yield c
+        nxt = next(plain, None)
+        if nxt is not None:
+            yield nxt
+    yield from plain
+
+
 def _take_slots(tx: Tx, run_id: str, ckeys: list, full_keys: set[str]) -> bool:
     """Take one slot of every concurrency key of a run, or none (keys in a fixed order)."""
     for key, cap in sorted(ckeys):
@@ -61,7 +76,9 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
     chosen: list[Any] = []  # candidates cleared to start, leased together below
     order: dict[str, int] = {}  # claim order of the candidates
     full_keys: set[str] = set()
-    for c in _candidates(tx, functions, limit):
+    fair = _fair_candidates(tx, functions, limit)
+    candidates = _candidates(tx, functions, limit)
+    for c in _interleave(fair, candidates) if fair else candidates:
         if len(rows) + len(chosen) >= limit:
             break
         order[c["id"]] = len(order)
@@ -100,6 +117,12 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             elif c["ckeys"]:  # taken by another worker meanwhile: give its slots back
                 tx.exec("release_slots", run_id=c["id"])
         rows.sort(key=lambda cr: order[cr[0]["id"]])
+    served = {}
+    for c, _row in rows:
+        if c.get("fair_key") is not None:  # in claim order: the last served of a key is the latest
+            served[(c["function_id"], c["fair_key"])] = tx.now + len(served) * 1e-6
+    if served:
+        tx.exec("fair_served", env=tx.env, served=dumps([[f, k, at] for (f, k), at in served.items()]))
     claimed: list[ClaimedRun] = []
     mono = getattr(tx, "mono", None)
     for c, row in rows:

@@ -99,6 +99,7 @@ def prune(tx: Tx, older_than: float, limit: int) -> dict[str, int]:
     out["skips"] = tx.exec("prune_skips", env=tx.env, before=before, limit=limit)
     out["keys"] = tx.exec("prune_keys", env=tx.env, now=tx.now, limit=limit)
     out["keys"] += tx.exec("prune_gcra", env=tx.env, before=before, limit=limit)
+    tx.exec("prune_fair_keys", env=tx.env, before=before)
     out["dispatches"] = tx.exec("prune_dispatches", env=tx.env, before=events_before, limit=limit)
     out["workers"] = tx.exec("prune_workers", env=tx.env, before=before)
     return out

@@ -131,7 +131,7 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
         parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
         start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
         finish_timeout=run.finish_timeout, throttle=dumps(run.throttle.to_json()) if run.throttle else None,
-        singleton_key=singleton_key, gathering=gathering,
+        singleton_key=singleton_key, gathering=gathering, fair_key=run.fair_key,
     )
     if run.plan_error:
         err = dumps({"name": "ExpressionError", "message": run.plan_error})

@@ -29,10 +29,10 @@ SELECT config FROM durably_functions WHERE env = :env AND id = :id;
 -- name: insert_run
 INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
     available_at, sort_at, priority, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
-    replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering)
+    replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering, fair_key)
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
     :available_at, :sort_at, :priority, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
-    :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering);
+    :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering, :fair_key);
 
 -- name: take_key
 -- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.
@@ -87,13 +87,54 @@ WHERE id = :run_id AND status IN ('sleeping', 'waiting');
 -- than waited for, and stays locked by us until commit, so no two workers claim one run.
 SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
-  AND available_at <= :now
+  AND available_at <= :now AND fair_key IS NULL
   AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
   AND (CAST(:after_sort AS double precision) IS NULL OR sort_at > :after_sort
        OR (sort_at = :after_sort AND id > CAST(:after_id AS text)))
 ORDER BY sort_at, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
+
+-- name: claim_fair_candidates
+-- Ready runs of fair functions (Fairness): the oldest ready runs of each (function, key) in
+-- turn, round by round: every key's first run, then every key's second, ... (rn, then claim
+-- order within a round, so priorities still order each round). The keys come from a loose
+-- index scan of durably_runs_fair (one probe per key, not a scan of a key's backlog); each key
+-- gives at most its share of :limit, locked with SKIP LOCKED like claim_candidates (so the
+-- rows locked are about :limit, however many keys there are).
+WITH RECURSIVE fk AS (
+    (SELECT function_id, fair_key FROM durably_runs
+     WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+       AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+     ORDER BY function_id, fair_key LIMIT 1)
+    UNION ALL
+    SELECT n.function_id, n.fair_key FROM fk, LATERAL (
+        SELECT function_id, fair_key FROM durably_runs
+        WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+          AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+          AND (function_id, fair_key) > (fk.function_id, fk.fair_key)
+        ORDER BY function_id, fair_key LIMIT 1) n
+)
+SELECT c.id, c.ckeys, c.throttle, c.started_at, c.start_deadline, c.sort_at, c.gathering,
+       fk.function_id, fk.fair_key,
+       ROW_NUMBER() OVER (PARTITION BY fk.function_id, fk.fair_key ORDER BY c.sort_at, c.id) AS rn,
+       COALESCE(s.served_at, 0) AS served_at
+FROM fk LEFT JOIN durably_fair_keys s
+  ON s.env = :env AND s.function_id = fk.function_id AND s.fair_key = fk.fair_key, LATERAL (
+    SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs r
+    WHERE r.env = :env AND r.function_id = fk.function_id AND r.fair_key = fk.fair_key
+      AND r.status IN ('queued', 'sleeping', 'waiting') AND r.available_at <= :now
+    ORDER BY r.sort_at, r.id
+    LIMIT (SELECT CEIL(CAST(:limit AS double precision) / COUNT(*)) FROM fk)
+    FOR UPDATE SKIP LOCKED) c
+ORDER BY rn, served_at, c.sort_at, c.id
+LIMIT :limit;
+
+-- name: fair_served
+-- The keys of a claim's fair runs were served now (:served: [[function_id, fair_key, at], ...]).
+INSERT INTO durably_fair_keys (env, function_id, fair_key, served_at)
+SELECT :env, x->>0, x->>1, CAST(x->>2 AS double precision) FROM jsonb_array_elements(CAST(:served AS jsonb)) AS x
+ON CONFLICT (env, function_id, fair_key) DO UPDATE SET served_at = excluded.served_at;
 
 -- name: claim_runs
 -- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. RETURNING
@@ -558,6 +599,10 @@ DELETE FROM durably_skips WHERE ctid = ANY(ARRAY(
 -- name: prune_keys
 DELETE FROM durably_keys WHERE env = :env AND (scope, key) IN (
     SELECT scope, key FROM durably_keys WHERE env = :env AND expires_at < :now LIMIT :limit);
+
+-- name: prune_fair_keys
+-- A fairness key served long ago is the same as a key never served (both go first in a round).
+DELETE FROM durably_fair_keys WHERE env = :env AND served_at < :before;
 
 -- name: prune_gcra
 DELETE FROM durably_gcra WHERE env = :env AND key IN (

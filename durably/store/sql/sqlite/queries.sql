@@ -22,10 +22,10 @@ SELECT config FROM durably_functions WHERE env = :env AND id = :id;
 -- name: insert_run
 INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
     available_at, sort_at, priority, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
-    replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering)
+    replay_of, start_deadline, finish_timeout, throttle, singleton_key, gathering, fair_key)
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
     :available_at, :sort_at, :priority, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
-    :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering);
+    :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering, :fair_key);
 
 -- name: take_key
 -- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.
@@ -86,11 +86,56 @@ SELECT json_group_array(json_object('id', id, 'ckeys', ckeys, 'throttle', thrott
     'sort_at', json(printf('%!.17g', sort_at)), 'gathering', gathering)) AS packed
 FROM (SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs
       WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
-        AND available_at <= :now
+        AND available_at <= :now AND fair_key IS NULL
         AND function_id IN (SELECT value FROM json_each(:functions))
         AND (:after_sort IS NULL OR sort_at > :after_sort OR (sort_at = :after_sort AND id > :after_id))
       ORDER BY sort_at, id
       LIMIT :limit);
+
+-- name: claim_fair_candidates
+-- Ready runs of fair functions (Fairness): the oldest ready runs of each (function, key) in
+-- turn, round by round: every key's first run, then every key's second, ... (rn, then claim
+-- order within a round, so priorities still order each round). The keys come from a loose
+-- index scan of durably_runs_fair (one probe per key); each key gives at most its share of :limit.
+WITH RECURSIVE fk(function_id, fair_key) AS (
+    SELECT function_id, fair_key FROM (
+        SELECT function_id, fair_key FROM durably_runs INDEXED BY durably_runs_fair
+        WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+          AND function_id IN (SELECT value FROM json_each(:functions))
+        ORDER BY function_id, fair_key LIMIT 1)
+    UNION ALL
+    SELECT r.function_id, r.fair_key FROM fk JOIN durably_runs r ON r.id = (
+        SELECT id FROM durably_runs INDEXED BY durably_runs_fair
+        WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+          AND function_id IN (SELECT value FROM json_each(:functions))
+          AND (function_id, fair_key) > (fk.function_id, fk.fair_key)
+        ORDER BY function_id, fair_key LIMIT 1)
+),
+c AS (
+    SELECT r.id, r.ckeys, r.throttle, r.started_at, r.start_deadline, r.sort_at, r.gathering,
+           r.function_id, r.fair_key,
+           ROW_NUMBER() OVER (PARTITION BY r.function_id, r.fair_key ORDER BY r.sort_at, r.id) AS rn,
+           COALESCE((SELECT served_at FROM durably_fair_keys s WHERE s.env = :env AND s.function_id = fk.function_id
+                     AND s.fair_key = fk.fair_key), 0) AS served_at
+    FROM fk JOIN durably_runs r ON r.id IN (
+        SELECT id FROM durably_runs INDEXED BY durably_runs_fair
+        WHERE env = :env AND function_id = fk.function_id AND fair_key = fk.fair_key
+          AND status IN ('queued', 'sleeping', 'waiting') AND available_at <= :now
+        ORDER BY sort_at, id LIMIT (SELECT (:limit + COUNT(*) - 1) / COUNT(*) FROM fk))
+)
+SELECT json_group_array(json_object('id', id, 'ckeys', ckeys, 'throttle', throttle,
+    'started_at', CASE WHEN started_at IS NULL THEN NULL ELSE json(printf('%!.17g', started_at)) END,
+    'start_deadline', CASE WHEN start_deadline IS NULL THEN NULL ELSE json(printf('%!.17g', start_deadline)) END,
+    'sort_at', json(printf('%!.17g', sort_at)), 'gathering', gathering,
+    'function_id', function_id, 'fair_key', fair_key)) AS packed
+FROM (SELECT * FROM c ORDER BY rn, served_at, sort_at, id LIMIT :limit);
+
+-- name: fair_served
+-- The keys of a claim's fair runs were served now (:served: [[function_id, fair_key, at], ...]).
+INSERT INTO durably_fair_keys (env, function_id, fair_key, served_at)
+SELECT :env, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+FROM json_each(:served) WHERE true
+ON CONFLICT (env, function_id, fair_key) DO UPDATE SET served_at = excluded.served_at;
 
 -- name: claim_runs
 -- Lease runs (:ids, a JSON array) to a worker; bumps each one's fencing token. Returns
@@ -634,6 +679,10 @@ DELETE FROM durably_skips WHERE rowid IN (
 -- Unique keys past their expiry hold nothing (take_key already ignores them).
 DELETE FROM durably_keys WHERE env = :env AND (scope, key) IN (
     SELECT scope, key FROM durably_keys WHERE env = :env AND expires_at < :now LIMIT :limit);
+
+-- name: prune_fair_keys
+-- A fairness key served long ago is the same as a key never served (both go first in a round).
+DELETE FROM durably_fair_keys WHERE env = :env AND served_at < :before;
 
 -- name: prune_gcra
 -- A throttle/rate-limit key whose theoretical arrival time is long past is the same as no key.
