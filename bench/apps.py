@@ -50,3 +50,20 @@ async def ping(ctx: durably.Context) -> None:
     if _sock is None:
         _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     _sock.sendto(f"{i} {t!r}".encode(), ("127.0.0.1", int(os.environ["BENCH_PING_PORT"])))
+
+
+# Fairness (bench/fairness.py): the same no-op with and without a fair share across tenants.
+@app.function(id="noop_fair", trigger=durably.on_event("bench.noop_fair"), fairness=durably.Fairness())
+async def noop_fair(ctx: durably.Context) -> None:
+    return None
+
+
+@app.function(id="tenant_plain", trigger=durably.on_event("bench.tenant_plain"), tenant="event.data.k")
+async def tenant_plain(ctx: durably.Context) -> None:
+    return None
+
+
+@app.function(id="tenant_fair", trigger=durably.on_event("bench.tenant_fair"), tenant="event.data.k",
+              fairness=durably.Fairness())
+async def tenant_fair(ctx: durably.Context) -> None:
+    return None

@@ -74,6 +74,7 @@ class _RunColumns(TypedDict):
     singleton_key: str | None
     gathering: int  # 1 while a debounce/batch run still takes events
     notify_end: bool  # app.result waits on it: its end is announced (watch_end)
+    fair_key: str | None  # its function's Fairness key (claims take each key's oldest in turn)
 
 
 class RunRecord(_RunColumns, total=False):

@@ -109,11 +109,18 @@ WITH RECURSIVE fk AS (
      ORDER BY function_id, fair_key LIMIT 1)
     UNION ALL
     SELECT n.function_id, n.fair_key FROM fk, LATERAL (
-        SELECT function_id, fair_key FROM durably_runs
-        WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
-          AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
-          AND (function_id, fair_key) > (fk.function_id, fk.fair_key)
-        ORDER BY function_id, fair_key LIMIT 1) n
+        SELECT * FROM (
+            (SELECT function_id, fair_key FROM durably_runs  -- the next key of the same function
+             WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+               AND function_id = fk.function_id AND fair_key > fk.fair_key
+             ORDER BY fair_key LIMIT 1)
+            UNION ALL
+            (SELECT function_id, fair_key FROM durably_runs  -- else the first key of the next function
+             WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+               AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+               AND function_id > fk.function_id
+             ORDER BY function_id, fair_key LIMIT 1)) nx
+        LIMIT 1) n
 )
 SELECT c.id, c.ckeys, c.throttle, c.started_at, c.start_deadline, c.sort_at, c.gathering,
        fk.function_id, fk.fair_key,
@@ -153,9 +160,14 @@ RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, s
     (ckeys IS NOT NULL OR EXISTS (SELECT 1 FROM durably_waits w WHERE w.run_id = durably_runs.id)) AS holds;
 
 -- name: next_available
-SELECT MIN(available_at) FROM durably_runs
-WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
-  AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)));
+-- Two halves, one per ready index (durably_runs_ready: runs without a fair key; durably_runs_fair).
+SELECT LEAST(
+  (SELECT MIN(available_at) FROM durably_runs
+   WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NULL
+     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))),
+  (SELECT MIN(available_at) FROM durably_runs
+   WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))));
 
 -- name: slots_used
 SELECT slot FROM durably_slots WHERE env = :env AND key = :key;

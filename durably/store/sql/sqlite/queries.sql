@@ -104,12 +104,15 @@ WITH RECURSIVE fk(function_id, fair_key) AS (
           AND function_id IN (SELECT value FROM json_each(:functions))
         ORDER BY function_id, fair_key LIMIT 1)
     UNION ALL
-    SELECT r.function_id, r.fair_key FROM fk JOIN durably_runs r ON r.id = (
-        SELECT id FROM durably_runs INDEXED BY durably_runs_fair
-        WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
-          AND function_id IN (SELECT value FROM json_each(:functions))
-          AND (function_id, fair_key) > (fk.function_id, fk.fair_key)
-        ORDER BY function_id, fair_key LIMIT 1)
+    SELECT r.function_id, r.fair_key FROM fk JOIN durably_runs r ON r.id = COALESCE(
+        (SELECT id FROM durably_runs INDEXED BY durably_runs_fair  -- the next key of the same function
+         WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+           AND function_id = fk.function_id AND fair_key > fk.fair_key
+         ORDER BY fair_key LIMIT 1),
+        (SELECT id FROM durably_runs INDEXED BY durably_runs_fair  -- else the first key of the next function
+         WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+           AND function_id IN (SELECT value FROM json_each(:functions)) AND function_id > fk.function_id
+         ORDER BY function_id, fair_key LIMIT 1))
 ),
 c AS (
     SELECT r.id, r.ckeys, r.throttle, r.started_at, r.start_deadline, r.sort_at, r.gathering,
@@ -163,9 +166,13 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleepi
 -- When the next run becomes claimable (the worker sleeps until then at most). Only live
 -- runs are in this index; with statistics of a large ledger (ANALYZE), the planner would
 -- otherwise rather scan the table.
-SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_ready
-WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
-  AND function_id IN (SELECT value FROM json_each(:functions));
+SELECT MIN(
+  (SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_ready
+   WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NULL
+     AND function_id IN (SELECT value FROM json_each(:functions))),
+  COALESCE((SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_fair
+   WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
+     AND function_id IN (SELECT value FROM json_each(:functions))), 1e300));
 
 -- name: slots_used
 SELECT slot FROM durably_slots WHERE env = :env AND key = :key;
