@@ -117,7 +117,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             elif c["ckeys"]:  # taken by another worker meanwhile: give its slots back
                 tx.exec("release_slots", run_id=c["id"])
         rows.sort(key=lambda cr: order[cr[0]["id"]])
-    served = {}
+    served: dict[tuple[str, str], float] = {}
     for c, _row in rows:
         if c.get("fair_key") is not None:  # in claim order: the last served of a key is the latest
             served[(c["function_id"], c["fair_key"])] = tx.now + len(served) * 1e-6
