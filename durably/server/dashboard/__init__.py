@@ -159,7 +159,7 @@ class Dashboard:
                 self._set_cookie(request, response, value)
                 return response
             else:
-                error = "Wrong token (the admin token, or the viewer token to read only)."
+                error = "Wrong admin token." if self.sessions.viewer_token is None else "Wrong admin or viewer token."
         response = self.render(request, pre, "login.html", status=401 if error else 200, error=error, next=nxt)
         if cookie:
             self._set_cookie(request, response, cookie)
