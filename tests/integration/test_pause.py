@@ -171,3 +171,18 @@ async def test_prune_removes_old_audit_rows_and_records_itself(store_url):
     assert [(r["role"], r["action"], r["params"]) for r in audit_rows(app)] == [
         ("cli", "prune", {"older_than": "0.1s"})]
     app.close()
+
+
+async def test_a_run_released_by_a_crashed_worker_is_not_claimed_while_paused(store_url):
+    app, _order, _gate = jobs_app(store_url)
+    (rid,) = app.send(durably.Event("job.go", {"n": 1})).runs
+    (held,), _next, _now = app.store.claim_runs("crashed", json.dumps(["job"]), 1, 30).result()
+    assert held.id == rid
+    await admin.pause(app.store, "job", actor=OPERATOR)
+    assert app.store.release_runs("crashed", [rid]).result() == 1  # as lease recovery requeues it
+    assert app.store.get_run(rid).result()["status"] == "queued"
+    nothing_claimable(app)
+    await admin.resume(app.store, "job", actor=OPERATOR)
+    (again,), _next, _now = app.store.claim_runs("probe", json.dumps(["job"]), 10, 30).result()
+    assert again.id == rid and again.resumed
+    app.close()
