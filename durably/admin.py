@@ -1,5 +1,11 @@
 """Operations on the ledger shared by the CLI and the HTTP API: cancel, replay, bulk replay,
-"Run now", and the time filters and cursors they take.
+"Run now", pause and resume, the audit log, and the time filters and cursors they take.
+
+Every action takes the ``actor`` who asks for it (role and client address) and writes its
+audit row in the store, in the transaction of the action itself: an action that fails, or
+changes nothing (cancelling a finished run, resuming a function that is not paused), leaves
+no row. A dry run is not an action and is not recorded. ``actor=None`` records nothing
+(code calling these functions directly, e.g. tests).
 
 A replay is a new run of the same function with the original trigger event (trigger
 ``replay``, ``replay_of`` = the original run). "Run now" is a new run with a manual trigger
@@ -15,6 +21,7 @@ import binascii
 import difflib
 import math
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .core.durations import parse_duration
@@ -23,10 +30,10 @@ from .core.events import MANUAL_EVENT, Event, id_problem
 from .core.ids import new_id
 from .core.jsonutil import dumps, loads
 from .core.blobs import iso
-from .core.records import NewRun, Slot
+from .core.records import Audit, NewRun, Slot
 from .store.base import aw
 from .core.expressions import compile_expr, evaluate_bool
-from .core.types import PENDING, REPLAYABLE, RUN_STATUSES
+from .core.types import PAUSE_MODES, PENDING, REPLAYABLE, RUN_STATUSES
 
 MAX_LIST = 1000
 REPLAY_CHUNK = 50  # replays created per transaction in a bulk replay
@@ -36,6 +43,30 @@ class Conflict(DurablyError):
     """The run is not in a state that allows this."""
 
     code = "conflict"
+
+
+ROLES = ("operator", "viewer", "cli")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an action: ``operator`` (the admin token), ``viewer`` or ``cli``, and the
+    client address of the request (None from the CLI)."""
+
+    role: str
+    client: str | None = None
+
+    def audit(self, action: str, target: str | None, **params: Any) -> Audit:
+        return Audit(role=self.role, action=action, target=target,
+                     params={k: v for k, v in params.items() if v is not None}, client=self.client)
+
+
+CLI = Actor("cli")
+
+
+def _audit(actor: Actor | None, action: str, target: str | None, **params: Any) -> Audit | None:
+    """The audit row of an action, or None when nobody is to be recorded."""
+    return actor.audit(action, target, **params) if actor is not None else None
 
 
 # --- time filters and cursors ----------------------------------------------------------------
@@ -105,14 +136,15 @@ def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
     return planned
 
 
-async def run_now(store: Any, function_id: str, data: dict | None = None) -> dict:
+async def run_now(store: Any, function_id: str, data: dict | None = None, *, actor: Actor | None = None) -> dict:
     """"Run now": a new run of ``function_id`` with a manual trigger event carrying ``data``."""
     config = await function_config(store, function_id)
     event = Event(MANUAL_EVENT, dict(data or {}))
     event.encode()  # serializable and under the size limit
     now = await aw(store.now())
     run = _plan(config, event.to_dict(), "manual", now)
-    (run_id,) = await aw(store.create_runs([run]))
+    (run_id,) = await aw(store.create_runs([run], _audit(actor, "run_now", function_id, event_id=event.id,
+                                                         data=data or None)))
     if run_id is None:
         raise Conflict(f"function {function_id!r} created no run (see the skips of event {event.id})")
     return {"id": run_id, "function_id": function_id, "event_id": event.id}
@@ -128,8 +160,9 @@ async def _get(store: Any, run_id: str) -> dict:
     return r
 
 
-async def cancel_run(store: Any, run_id: str, reason: str = "cancelled by user") -> dict:
-    if not await aw(store.cancel_run(run_id, reason)):
+async def cancel_run(store: Any, run_id: str, reason: str = "cancelled by user", *,
+                     actor: Actor | None = None) -> dict:
+    if not await aw(store.cancel_run(run_id, reason, _audit(actor, "cancel", run_id))):
         r = await _get(store, run_id)
         raise Conflict(f"run {run_id} is already {r['status']}; only unfinished runs can be cancelled")
     return {"id": run_id, "status": "cancelled"}
@@ -144,7 +177,7 @@ def _replay_of(config: dict, original: dict, now: float, slot: Slot | None = Non
     return run
 
 
-async def replay_run(store: Any, run_id: str) -> dict:
+async def replay_run(store: Any, run_id: str, *, actor: Actor | None = None) -> dict:
     """Replay one finished run as a new run; returns the new run's id."""
     original = await _get(store, run_id)
     if original["status"] not in REPLAYABLE:
@@ -152,7 +185,7 @@ async def replay_run(store: Any, run_id: str) -> dict:
                        "cancelled) can be replayed")
     config = await function_config(store, original["function_id"])
     run = _replay_of(config, original, await aw(store.now()))
-    (new,) = await aw(store.create_runs([run]))
+    (new,) = await aw(store.create_runs([run], _audit(actor, "replay", run_id, function_id=original["function_id"])))
     if new is None:
         raise Conflict(f"the replay of run {run_id} created no run (a flow-control key is held)")
     return {"id": new, "replay_of": run_id, "function_id": original["function_id"]}
@@ -161,7 +194,7 @@ async def replay_run(store: Any, run_id: str) -> dict:
 async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", since: float | None = None,
                       until: float | None = None, limit: int = 100, concurrency: int | None = None,
                       dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
-                      tenant: str | None = None) -> dict:
+                      tenant: str | None = None, actor: Actor | None = None) -> dict:
     """Replay the finished runs of a function in a time range (oldest first, at most ``limit``),
     of one ``tenant`` if given (e.g. one client's failed runs).
 
@@ -196,7 +229,11 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
     for i in range(0, len(originals), REPLAY_CHUNK):
         chunk = originals[i:i + REPLAY_CHUNK]
         now = await aw(store.now())
-        ids = await aw(store.create_runs([_replay_of(config, r, now, slot) for r in chunk]))
+        # One audit row for the bulk replay, in the transaction of the first chunk that creates a run.
+        audit = None if created else _audit(actor, "bulk_replay", function_id, status=status, since=since,
+                                            until=until, tenant=tenant, limit=limit, concurrency=concurrency,
+                                            batch_id=batch, matched=len(originals))
+        ids = await aw(store.create_runs([_replay_of(config, r, now, slot) for r in chunk], audit))
         for item, new in zip(items[i:i + REPLAY_CHUNK], ids):
             item["replay_id"] = new
             created += new is not None
@@ -212,15 +249,15 @@ CANCELLABLE: tuple[str, ...] = (*PENDING, "running")
 async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None, since: float | None = None,
                       until: float | None = None, tenant: str | None = None, if_: str | None = None,
                       limit: int = 100, dry_run: bool = False,
-                      reason: str = "cancelled by user (bulk)") -> dict:
+                      reason: str = "cancelled by user (bulk)", actor: Actor | None = None) -> dict:
     """Cancel the unfinished runs of a function that match every filter given: ``status`` (one
     of queued, running, sleeping, waiting; default all four), created in [``since``, ``until``],
     ``tenant``, and ``if_``, a CEL expression over the run's ``event`` (``event.data.plan ==
     'free'``). Newest first, at most ``limit``. ``dry_run`` lists them and cancels nothing.
 
-    Each run is cancelled in its own transaction, as ``cancel_run`` does (its unfinished steps
-    end ``cancelled``, its slots and waits are freed); one that ended meanwhile is left as it
-    ended and reported under ``already_ended``."""
+    The runs are cancelled in one transaction, each as ``cancel_run`` does (its unfinished
+    steps end ``cancelled``, its slots and waits are freed), with the action's audit row; one
+    that ended meanwhile is left as it ended and reported under ``already_ended``."""
     if status is not None and status not in CANCELLABLE:
         raise InvalidInput(f"status: {status!r} cannot be cancelled; use one of {', '.join(CANCELLABLE)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
@@ -250,12 +287,58 @@ async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None
                            "already_ended": []}
     if dry_run:
         return out
+    if not items:
+        return out
+    audit = _audit(actor, "bulk_cancel", function_id, status=status, tenant=tenant, since=since, until=until,
+                   limit=limit, matched=len(items), **({"if": if_} if if_ else {}))
+    done = await aw(store.cancel_runs([item["id"] for item in items], reason, audit))
     cancelled = 0
-    for item in items:
-        if await aw(store.cancel_run(item["id"], reason)):
+    for item, ok in zip(items, done):
+        if ok:
             item["status"] = "cancelled"
             cancelled += 1
         else:
             out["already_ended"].append(item["id"])
     out["count"] = cancelled
     return out
+
+
+# --- pause and resume ----------------------------------------------------------------------------
+
+
+async def pause(store: Any, function_id: str, *, skip: bool = False, actor: Actor | None = None) -> dict:
+    """Pause a function: none of its runs is claimed (new ones, ones due after a sleep or a
+    retry, ones resumed after a crash) until it is resumed; a run executing now goes on.
+    New triggers still create runs that wait in ``queued``, or, with ``skip``, are recorded
+    as skipped with reason ``paused``."""
+    await function_config(store, function_id)
+    mode = PAUSE_MODES[1] if skip else PAUSE_MODES[0]
+    before = await aw(store.pause_function(function_id, mode, _audit(actor, "pause", function_id, mode=mode)))
+    return {"function_id": function_id, "paused": True, "mode": mode, "was_paused": before is not None}
+
+
+async def resume(store: Any, function_id: str, *, actor: Actor | None = None) -> dict:
+    """Resume a paused function: the runs that waited start in their order."""
+    await function_config(store, function_id)
+    was = await aw(store.resume_function(function_id, _audit(actor, "resume", function_id)))
+    return {"function_id": function_id, "paused": False, "mode": None, "was_paused": was}
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+
+def audit_json(r: dict) -> dict:
+    return {"id": r["id"], "at": iso(r["at"]), "env": r["env"], "role": r["role"], "action": r["action"],
+            "target": r["target"], "params": r["params"], "client": r["client"]}
+
+
+async def audit_log(store: Any, *, limit: int = 50, cursor: str | None = None) -> dict:
+    """The audit log, newest first: ``{"entries": [...], "next_cursor"}`` as the other lists."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+        raise InvalidInput(f"limit: must be an integer from 1 to {MAX_LIST}, got {limit!r}")
+    after = decode_cursor(cursor) if cursor else None
+    rows = await aw(store.list_audit(cursor=after, limit=limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(rows[-1]["at"], rows[-1]["id"]) if more else None
+    return {"entries": [audit_json(r) for r in rows], "next_cursor": nxt}

@@ -151,6 +151,7 @@ class Settings:
     env: str = _setting("dev", _env_name)
     event_key: Secret | None = _setting(None, _secret)
     admin_token: Secret | None = _setting(None, _secret)
+    viewer_token: Secret | None = _setting(None, _secret)  # read-only API and dashboard (optional)
     cron_secret: Secret | None = _setting(None, _secret, env="CRON_SECRET")
     inline_fallback: bool = _setting(False, _bool)
     backlog_alert_seconds: float = _setting(300.0, _float)

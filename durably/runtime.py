@@ -168,12 +168,14 @@ class Runtime:
 
     # --- sending -------------------------------------------------------------------------------
 
-    def ingest(self, events: list[dict]) -> cf.Future:
+    def ingest(self, events: list[dict], audit: Any = None) -> cf.Future:
         """Record ``events`` (dicts, checked) and the runs they start, in one transaction, once
-        this process's functions are in the store's registry. A future of an ``IngestResult``."""
+        this process's functions are in the store's registry. A future of an ``IngestResult``.
+        ``audit``: an operator's send (``core.records.Audit``), recorded in that transaction."""
         registering = self.registry.register()
+        send = (lambda: self.store.ingest(events, audit)) if audit is not None else (lambda: self.store.ingest(events))
         if registering is None:
-            return self.store.ingest(events)
+            return send()
         result: cf.Future = cf.Future()
         context = contextvars.copy_context()  # the caller's deadline (give_up_after) holds for the ingest too
 
@@ -184,7 +186,7 @@ class Runtime:
                 return
             if result.cancelled():  # the caller gave up while registering
                 return
-            _chain(context.run(self.store.ingest, events), result)
+            _chain(context.run(send), result)
 
         registering.add_done_callback(then)
         return result

@@ -180,13 +180,14 @@ def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional
     store = open_store()
     try:
         if run_id is not None:
-            asyncio.run(admin.cancel_run(store, run_id))  # the API's and the dashboard's cancel too
+            asyncio.run(admin.cancel_run(store, run_id, actor=admin.CLI))  # the API's and the dashboard's cancel too
             out.print(f"cancelled {run_id}")
             return
         now = time.time()
         res = asyncio.run(admin.bulk_cancel(  # POST /api/v1/cancellations too
             store, function_id=function or "", status=status, tenant=tenant, if_=if_, limit=limit, dry_run=dry_run,
-            since=admin.parse_time(since, name="--since", now=now), until=admin.parse_time(until, name="--until", now=now)))
+            since=admin.parse_time(since, name="--since", now=now), until=admin.parse_time(until, name="--until", now=now),
+            actor=admin.CLI))
     finally:
         store.close()
     if as_json:
@@ -242,7 +243,7 @@ def replay(function: str, status: str, since: Optional[str], until: Optional[str
             res = asyncio.run(admin.bulk_replay(
                 store, function_id=function, status=status, since=admin.parse_time(since, name="--since", now=now),
                 until=admin.parse_time(until, name="--until", now=now), limit=limit, concurrency=concurrency,
-                dry_run=dry_run, progress=progress, tenant=tenant))
+                dry_run=dry_run, progress=progress, tenant=tenant, actor=admin.CLI))
             if wait and tasks and res["count"]:
                 _follow_replays(store, res, bar)
         finally:

@@ -1,7 +1,8 @@
-"""Operating a store: functions, status, migrate, health, prune."""
+"""Operating a store: functions (pause, resume), status, migrate, health, prune, audit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -14,17 +15,22 @@ from .base import Table, _print_json, _store_options, _text, cli, open_store, ou
 from .ledger import _status_style
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @_store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def functions(as_json: bool) -> None:
-    """The registry: every function workers have registered, with triggers and last run."""
+@click.pass_context
+def functions(ctx: click.Context, as_json: bool) -> None:
+    """The registry: every function workers have registered, with triggers, last run and
+    whether it is paused; `functions pause ID` and `functions resume ID`."""
     from ..core.cron import describe
     from ..core.options import FunctionConfig
 
+    if ctx.invoked_subcommand is not None:
+        return
     store = open_store()
     try:
         rows = store.list_functions(time.time() - 86400).result()
+        paused = store.paused_functions().result()
     finally:
         store.close()
     items = []
@@ -37,12 +43,13 @@ def functions(as_json: bool) -> None:
             "id": f["id"], "app_id": f["app_id"], "triggers": c["triggers"],
             "flow_control": FunctionConfig.from_json(c).flow_control(),
             "last_run": {"id": last["id"], "status": last["status"], "created_at": iso(last["created_at"])} if last else None,
+            "paused": f["id"] in paused, "paused_mode": paused[f["id"]]["mode"] if f["id"] in paused else None,
         })
     if as_json:
         _print_json(items)
         return
     table = Table(box=None, header_style="bold")
-    for col in ("id", "app", "triggers", "flow control", "last run"):
+    for col in ("id", "app", "triggers", "flow control", "last run", "paused"):
         table.add_column(col)
     for f in items:
         trig = ", ".join(t["event"] if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
@@ -50,8 +57,43 @@ def functions(as_json: bool) -> None:
                          for t in f["triggers"])
         last = f["last_run"]
         table.add_row(f["id"], f["app_id"], trig, "\n".join(f["flow_control"]),
-                      f"{_status_style(last['status'])} {last['created_at']}" if last else "")
+                      f"{_status_style(last['status'])} {last['created_at']}" if last else "",
+                      ("paused (skip)" if f["paused_mode"] == "skip" else "paused") if f["paused"] else "")
     out.print(table if items else "no functions registered yet (start a worker)")
+
+
+@functions.command("pause")
+@_store_options
+@click.argument("function_id", metavar="ID", callback=_text)
+@click.option("--skip", is_flag=True, help="Record new triggers as skipped (reason paused) instead of queueing "
+                                           "their runs.")
+def pause(function_id: str, skip: bool) -> None:
+    """Pause a function: none of its runs starts until it is resumed (a run executing now goes
+    on). New triggers create runs that wait in queued, or with --skip are skipped."""
+    from .. import admin
+
+    store = open_store()
+    try:
+        res = asyncio.run(admin.pause(store, function_id, skip=skip, actor=admin.CLI))
+    finally:
+        store.close()
+    again = " (it was paused already)" if res["was_paused"] else ""
+    out.print(f"paused {function_id}: " + ("new triggers are skipped" if skip else "its runs wait") + again)
+
+
+@functions.command("resume")
+@_store_options
+@click.argument("function_id", metavar="ID", callback=_text)
+def resume(function_id: str) -> None:
+    """Resume a paused function: the runs that waited start in their order."""
+    from .. import admin
+
+    store = open_store()
+    try:
+        res = asyncio.run(admin.resume(store, function_id, actor=admin.CLI))
+    finally:
+        store.close()
+    out.print(f"resumed {function_id}" if res["was_paused"] else f"{function_id} was not paused")
 
 
 @cli.command()
@@ -136,9 +178,12 @@ def prune(older_than: str, batch_size: int, as_json: bool) -> None:
     seconds = parse_duration(older_than, name="--older-than")
     if seconds <= 0:
         raise InvalidInput(f"--older-than must be a positive duration, got {older_than!r}")
+    from .. import admin
+
     store = open_store()
     try:
-        totals = run_prune(store, seconds, batch=batch_size)
+        audit = admin.CLI.audit("prune", None, older_than=older_than, batch_size=batch_size)
+        totals = run_prune(store, seconds, batch=batch_size, audit=audit)
     finally:
         store.close()
     if as_json:
@@ -146,3 +191,31 @@ def prune(older_than: str, batch_size: int, as_json: bool) -> None:
         return
     done = ", ".join(f"{v} {k}" for k, v in totals.items() if v)
     out.print(f"pruned {done}" if done else f"nothing older than {older_than} to prune")
+
+
+@cli.command()
+@_store_options
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit(limit: int, as_json: bool) -> None:
+    """The audit log of operators' actions, newest first: Run now, sends from the dashboard,
+    cancel, bulk cancel, replay, bulk replay, pause, resume, prune (dry runs are not actions
+    and are not recorded)."""
+    from .. import admin
+
+    store = open_store()
+    try:
+        page = asyncio.run(admin.audit_log(store, limit=limit))
+    finally:
+        store.close()
+    entries = page["entries"]
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("when", "who", "action", "target", "parameters", "client", "env"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e["at"], e["role"], e["action"], e["target"] or "",
+                      ", ".join(f"{k}={v}" for k, v in e["params"].items()), e["client"] or "", e["env"])
+    out.print(table if entries else "no operator action recorded yet")

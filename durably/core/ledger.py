@@ -261,7 +261,29 @@ class FinishedBucket(TypedDict):
     n: int
 
 
+class PausedRecord(TypedDict):
+    """A paused function (``paused_functions``): ``mode`` is ``queue`` or ``skip``."""
+
+    function_id: str
+    mode: str
+    paused_at: float
+
+
+class AuditRecord(TypedDict):
+    """One row of the audit log (``list_audit``): an operator's action."""
+
+    id: str
+    env: str
+    at: float
+    role: str
+    action: str
+    target: str | None
+    params: dict[str, Any]
+    client: str | None
+
+
 __all__ = [
+    "PausedRecord", "AuditRecord",
     "JsonObject", "FunctionConfig", "StepRecord", "RunRecord", "RunRef", "RunBrief", "EventSkip", "SkipRecord",
     "EventRecord", "EventDetail", "CronRecord", "FunctionRecord", "FunctionOverview", "StatusBlob", "SlotRecord",
     "WorkerRecord", "BacklogEntry", "HealthSnapshot", "BacklogRow", "RunCount", "StepHistogram", "MetricsSnapshot",

@@ -170,3 +170,16 @@ class IngestResult:
     # Functions whose ``if_`` filter was false for an event: not a skip (nothing is recorded),
     # but what ``durably send`` tells as the reason it started no run of them.
     filtered: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Audit:
+    """The audit row of an operator's action, written by the store in the transaction that
+    performs the action (so an action that fails leaves no row). ``role`` is ``operator``,
+    ``viewer`` or ``cli``; ``client`` the caller's address (None from the CLI)."""
+
+    role: str
+    action: str
+    target: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+    client: str | None = None

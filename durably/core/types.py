@@ -52,6 +52,16 @@ class TerminalReason(StrEnum):
     NONDETERMINISM = "nondeterminism"  # a replay met a step of another kind, or one never recorded
 
 
+class SkipReason(StrEnum):
+    """Why a trigger created no run, as the ledger records it (codes; other skips carry a sentence)."""
+
+    RATE_LIMITED = "rate_limited"
+    INVALID_TENANT = "invalid_tenant"
+    OVERLAP = "overlap"
+    PAUSED = "paused"  # the function is paused in skip mode (durably functions pause ID --skip)
+
+
+PAUSE_MODES: tuple[str, ...] = ("queue", "skip")
 RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
 TERMINAL: tuple[str, ...] = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 PENDING: tuple[str, ...] = (RunStatus.QUEUED.value, RunStatus.SLEEPING.value, RunStatus.WAITING.value)

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from ..core.records import Audit
 from ..errors import InvalidInput
 from ..store.base import aw
 
@@ -27,12 +28,15 @@ def _more(counts: dict[str, int], batch: int) -> bool:
 
 
 def prune(store: Any, older_than: float, *, batch: int = DEFAULT_BATCH, pause: float = PAUSE,
-          progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
-    """Prune until nothing past retention is left; returns the rows deleted per kind."""
+          progress: Callable[[dict[str, int]], None] | None = None, audit: Audit | None = None) -> dict[str, int]:
+    """Prune until nothing past retention is left; returns the rows deleted per kind.
+    ``audit`` (an operator's prune) is recorded in the transaction of the first batch."""
     _check(older_than, batch)
     totals: dict[str, int] = {}
     while True:
-        counts = store.prune(older_than, batch).result()
+        counts = (store.prune(older_than, batch, audit=audit) if audit is not None
+                  else store.prune(older_than, batch)).result()
+        audit = None
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
         if progress is not None:

@@ -48,7 +48,7 @@ from ..core.records import IngestResult
 from ..functions import FunctionDef
 from ..runtime import LazyRuntime, Runtime, status_template
 from ..store.base import COMMIT_GRACE, aw, aw_within, give_up_after
-from . import dashboard, auth, openapi, schemas
+from . import dashboard, auth, controls, openapi, schemas
 from .auth import Kind
 from .http import JSON, MAX_BODY_BYTES, BodyLimit, DurablyStarlette, error, error_response
 from .metrics import Metrics
@@ -99,9 +99,15 @@ class Call:
     request: Request
     query: Any
     body: Any
+    role: str = "operator"
 
     def path(self, name: str) -> str:
         return self.request.path_params[name]
+
+    def actor(self) -> admin.Actor:
+        """Who asks (for the audit log): the caller's role and client address."""
+        client = self.request.client
+        return admin.Actor(self.role, client.host if client is not None else None)
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -179,9 +185,9 @@ class Api:
             await aw_within(registering)
         return runtime.store
 
-    async def ingest(self, events: list[dict]) -> IngestResult:
+    async def ingest(self, events: list[dict], audit: Any = None) -> IngestResult:
         """Record events and the runs they start (after registering this process's functions)."""
-        return await aw_within((await self.open()).ingest(events))
+        return await aw_within((await self.open()).ingest(events, audit))
 
     async def within_deadline(self, make: Callable[[], Awaitable[T]]) -> T:
         """``await make()`` inside ``bounded()``, answered within the deadline however the
@@ -194,10 +200,10 @@ class Api:
                 raise StoreUnavailable(f"the store did not answer within {seconds:g} s "
                                        "(DURABLY_DISPATCH_TIMEOUT)") from None
 
-    async def ingest_bounded(self, events: list[dict]) -> IngestResult:
-        """``ingest`` within DURABLY_DISPATCH_TIMEOUT of now."""
+    async def ingest_bounded(self, events: list[dict], audit: Any = None) -> IngestResult:
+        """``ingest`` within DURABLY_DISPATCH_TIMEOUT of now (``audit``: an operator's send)."""
         with self.bounded():
-            return await self.ingest(events)
+            return await self.ingest(events, audit)
 
     async def try_store(self) -> Any:
         try:
@@ -272,9 +278,11 @@ def endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
         started = time.perf_counter()
         try:
             auth.check_env(request, api.settings.env)
-            auth.authorize(request, api.keys, op.auth)
+            role = auth.authorize(request, api.keys, op.auth)
+            if op.auth == "admin" and op.method != "GET":
+                auth.require_operator(role, f"{op.method} {op.path}")  # 403 before the body is read
             _path(op, request)
-            call = Call(api, request, _query(op.query, request), await _body(op, request))
+            call = Call(api, request, _query(op.query, request), await _body(op, request), role)
             response = await op.handler(call)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
             response = error_response(exc)
@@ -396,11 +404,11 @@ async def get_run(c: Call) -> Response:
 
 
 async def cancel_run(c: Call) -> Response:
-    return JSON(await admin.cancel_run(await c.api.store(), c.path("id")))
+    return JSON(await admin.cancel_run(await c.api.store(), c.path("id"), actor=c.actor()))
 
 
 async def replay_run(c: Call) -> Response:
-    return JSON(await admin.replay_run(await c.api.store(), c.path("id")), status_code=201)
+    return JSON(await admin.replay_run(await c.api.store(), c.path("id"), actor=c.actor()), status_code=201)
 
 
 async def bulk_replay(c: Call) -> Response:
@@ -409,7 +417,7 @@ async def bulk_replay(c: Call) -> Response:
     res = await admin.bulk_replay(
         await c.api.store(), function_id=b.function, status=b.status,
         since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
-        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run, tenant=b.tenant)
+        limit=b.limit, concurrency=b.concurrency, dry_run=b.dry_run, tenant=b.tenant, actor=c.actor())
     return JSON(res, status_code=200 if b.dry_run else 201)
 
 
@@ -419,7 +427,7 @@ async def bulk_cancel(c: Call) -> Response:
     res = await admin.bulk_cancel(
         await c.api.store(), function_id=b.function, status=b.status, tenant=b.tenant, if_=b.if_,
         since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
-        limit=b.limit, dry_run=b.dry_run)
+        limit=b.limit, dry_run=b.dry_run, actor=c.actor())
     return JSON(res)
 
 
@@ -433,7 +441,8 @@ def _last(r: dict | None) -> dict | None:
             "started_at": iso(r.get("started_at")), "finished_at": iso(r.get("finished_at"))}
 
 
-def function_json(f: dict, now: float) -> dict:
+def function_json(f: dict, now: float, paused: dict | None = None) -> dict:
+    """A registry entry as the API shows it; ``paused``: the store's paused functions."""
     config = f["config"]
     triggers, ticks = [], []
     for t in config.get("triggers", []):
@@ -454,19 +463,22 @@ def function_json(f: dict, now: float) -> dict:
         "next_run_at": iso(min(ticks)) if ticks else None, "last_run": _last(last),
         "last_status": last["status"] if last else None, "last_cron_run": _last(f.get("last_cron_run")),
         "stats_24h": f.get("stats_24h") or {}, "config": config, "updated_at": iso(f.get("updated_at")),
+        "paused": f["id"] in (paused or {}), "paused_mode": (paused or {}).get(f["id"], {}).get("mode"),
     }
 
 
 async def list_functions(c: Call) -> Response:
     now = time.time()
-    rows = await aw((await c.api.store()).functions_overview(now - 86400))
-    return JSON({"functions": [function_json(f, now) for f in rows if not f["config"].get("internal")]})
+    store = await c.api.store()
+    rows = await aw(store.functions_overview(now - 86400))
+    paused = await aw(store.paused_functions())
+    return JSON({"functions": [function_json(f, now, paused) for f in rows if not f["config"].get("internal")]})
 
 
 async def invoke_function(c: Call) -> Response:
     body: schemas.InvokeIn = c.body
     async def run_now() -> dict:
-        return await admin.run_now(await c.api.registered_store(), c.path("id"), body.data)
+        return await admin.run_now(await c.api.registered_store(), c.path("id"), body.data, actor=c.actor())
 
     return JSON(await c.api.within_deadline(run_now), status_code=201)
 
@@ -596,6 +608,7 @@ OPS: list[Op] = [
     Op("metrics", "GET", "/metrics", metrics, "admin", "Prometheus metrics", "health",
        [_ok(200, None, "Prometheus text exposition format")], errors=[], media_type=CONTENT_TYPE_LATEST),
 ]
+OPS.extend(controls.ops(Op, _ok, TEXT))  # pause, resume, the audit log
 
 
 def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,

@@ -1,4 +1,9 @@
-"""Who may call what: the event key, the cron secret and the admin token, and the env guard.
+"""Who may call what: the event key, the cron secret, the admin token (the operator) and the
+optional viewer token, and the env guard.
+
+Roles: the admin token is the operator, allowed everything. ``DURABLY_VIEWER_TOKEN``, when
+set, authenticates the admin routes that read (GET); a state-changing admin route answers
+it 403 ``forbidden`` before reading its body, so a viewer's attempt changes nothing.
 
 A key that is configured is always required, in every env. Only with ``DURABLY_ENV=dev``
 may a key be unset, and then the routes it guards are open; outside ``dev`` a missing key
@@ -22,6 +27,7 @@ from ..config import Settings
 from ..errors import ConfigError, DurablyError
 
 Kind = Literal["event", "cron", "admin", "none"]
+Role = Literal["operator", "viewer"]
 ENV_HEADER = "X-Durably-Env"
 EVENT_KEY_HEADER = "X-Durably-Event-Key"
 
@@ -36,6 +42,12 @@ class Unauthorized(DurablyError):
     code = "unauthorized"
 
 
+class Forbidden(DurablyError):
+    """Authenticated, but the role may not do this (a viewer asking to change state)."""
+
+    code = "forbidden"
+
+
 class EnvMismatch(DurablyError):
     """The request is for another env."""
 
@@ -48,6 +60,7 @@ class Keys:
     event: bytes | None
     cron: bytes | None
     admin: bytes | None
+    viewer: bytes | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Keys":
@@ -64,7 +77,9 @@ class Keys:
             raise ConfigError(
                 f"DURABLY_ENV={settings.env} requires {', '.join(missing)} to be set (only DURABLY_ENV=dev may "
                 "run with open routes)")
-        return cls(env=settings.env, event=values["event"], cron=values["cron"], admin=values["admin"])
+        viewer = settings.viewer_token.get_secret_value() if settings.viewer_token is not None else ""
+        return cls(env=settings.env, event=values["event"], cron=values["cron"], admin=values["admin"],
+                   viewer=viewer.encode() if viewer else None)
 
     def required(self, kind: Kind) -> bool:
         return kind != "none" and getattr(self, kind) is not None
@@ -108,16 +123,29 @@ def check_env(request: Request, env: str) -> None:
         raise EnvMismatch(f"this server serves env {env!r}; the request is for env {claimed!r}")
 
 
-def authorize(request: Request, keys: Keys, kind: Kind) -> None:
-    """Raise Unauthorized unless the request carries the credential that ``kind`` needs."""
+def authorize(request: Request, keys: Keys, kind: Kind) -> Role:
+    """The caller's role; Unauthorized unless the request carries the credential that ``kind``
+    needs. The viewer token is accepted for the admin routes (as role ``viewer``): whether it
+    may do what it asks is for ``require_operator``."""
+    bearer = _bearer(request)
+    viewer = kind == "admin" and keys.viewer is not None and _matches(bearer, keys.viewer)
     if not keys.required(kind):
-        return
+        return "viewer" if viewer else "operator"
     expected: bytes = getattr(keys, kind)
     event_key = request.headers.get(EVENT_KEY_HEADER)
     if kind == "event" and event_key is not None and _matches(event_key.strip(_OWS), expected):
-        return
-    if _matches(_bearer(request), expected):
-        return
+        return "operator"
+    if _matches(bearer, expected):
+        return "operator"
+    if viewer:
+        return "viewer"
     what = {"event": "event key (DURABLY_EVENT_KEY)", "cron": "cron secret (CRON_SECRET)",
             "admin": "admin token (DURABLY_ADMIN_TOKEN)"}[kind]
     raise Unauthorized(f"missing or wrong {what} of env {keys.env!r}: send 'Authorization: Bearer <key>'")
+
+
+def require_operator(role: str, what: str) -> None:
+    """Refuse (403) a viewer's attempt to change state."""
+    if role != "operator":
+        raise Forbidden(f"the viewer token (DURABLY_VIEWER_TOKEN) may only read: {what} needs the admin token "
+                        "(DURABLY_ADMIN_TOKEN)")

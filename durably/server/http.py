@@ -36,7 +36,7 @@ class BodyTooLarge(Exception):
 
 
 _STATUS: list[tuple[type[BaseException], int]] = [
-    (auth.Unauthorized, 401), (auth.EnvMismatch, 409), (admin.Conflict, 409), (LeaseLost, 409),
+    (auth.Unauthorized, 401), (auth.Forbidden, 403), (auth.EnvMismatch, 409), (admin.Conflict, 409), (LeaseLost, 409),
     (PayloadTooLarge, 413), (InvalidInput, 400), (NotFound, 404), (UnknownFunction, 404), (StoreUnavailable, 503),
 ]
 

@@ -21,9 +21,18 @@ if TYPE_CHECKING:
 REF = "#/components/schemas/{model}"
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Invalid request (the message names the field)",
            401: "Missing or wrong credentials", 404: "Not found", 409: "Conflict (another env, or the run's state)",
-           413: "Payload too large", 503: "Store (or Redis) unreachable"}
+           403: "Forbidden: the viewer token may only read", 413: "Payload too large",
+           503: "Store (or Redis) unreachable"}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {"event": [{"eventKey": []}, {"eventKeyHeader": []}], "cron": [{"cronSecret": []}],
             "admin": [{"adminToken": []}]}
+
+
+def _security(op: "Op", keys: Any) -> list[dict[str, list[str]]]:
+    if not keys.required(op.auth):
+        return []
+    if op.auth == "admin" and op.method == "GET" and keys.viewer is not None:
+        return [*SECURITY["admin"], {"viewerToken": []}]
+    return SECURITY[op.auth]
 
 
 def _models(ops: list["Op"]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -88,6 +97,8 @@ def build(ops: list["Op"], *, env: str, keys: Keys, version: str, server_url: st
         "eventKeyHeader": {"type": "apiKey", "in": "header", "name": EVENT_KEY_HEADER, "description": "DURABLY_EVENT_KEY"},
         "cronSecret": {"type": "http", "scheme": "bearer", "description": "CRON_SECRET"},
         "adminToken": {"type": "http", "scheme": "bearer", "description": "DURABLY_ADMIN_TOKEN"},
+        "viewerToken": {"type": "http", "scheme": "bearer",
+                        "description": "DURABLY_VIEWER_TOKEN: the admin routes that read (GET) only"},
     }
     components["parameters"] = {"Env": {
         "name": ENV_HEADER, "in": "header", "required": False, "schema": {"type": "string", "enum": [env]},
@@ -115,13 +126,15 @@ def build(ops: list["Op"], *, env: str, keys: Keys, version: str, server_url: st
         errors = [400, 409, *op.errors]
         if keys.required(op.auth):
             errors.append(401)
+        if op.auth == "admin" and op.method != "GET" and keys.viewer is not None:
+            errors.append(403)  # the viewer token is refused on every state-changing route
         for status in sorted(set(errors)):
             responses.setdefault(str(status), {
                 "description": REASONS[status], "headers": env_header,
                 "content": {"application/json": {"schema": mapping[(schemas.ErrorOut, "serialization")]}}})
         operation: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": [op.tag],
                                      "parameters": params, "responses": responses,
-                                     "security": SECURITY[op.auth] if keys.required(op.auth) else []}
+                                     "security": _security(op, keys)}
         if op.description:
             operation["description"] = op.description
         if op.body is not None:

@@ -385,6 +385,8 @@ class FunctionOut(_Out):
     stats_24h: dict[str, int] = Field(description="Runs created in the last 24 h, by status.")
     config: dict[str, Any]
     updated_at: str | None
+    paused: bool = Field(False, description="Paused: none of its runs is claimed.")
+    paused_mode: Literal["queue", "skip"] | None = Field(None, description="How it is paused.")
 
 
 class FunctionsOut(_Out):
@@ -436,3 +438,43 @@ class HealthOut(_Out):
     oldest_queued_age_s: float | None = None
     stale_leases: int | None = None
     alerts: dict[str, bool] | None = None
+
+
+# --- operators' controls: pause and resume, the audit log ---------------------------------------
+
+
+class PauseIn(_Body):
+    """Pause a function: none of its runs is claimed until it is resumed."""
+
+    skip: bool = Field(False, description="New triggers are recorded as skipped (reason 'paused') instead of "
+                                          "creating runs that wait in queued.")
+
+
+class PauseOut(_Out):
+    function_id: str
+    paused: bool
+    mode: Literal["queue", "skip"] | None = Field(description="How it is paused; null once resumed.")
+    was_paused: bool = Field(description="Whether it was paused before this call.")
+
+
+class AuditQuery(_Query):
+    limit: int = Field(50, ge=1, le=MAX_LIST)
+    cursor: str | None = Field(None, max_length=CURSOR_MAX, pattern=TEXT_PATTERN,
+                               description="next_cursor of the previous page.")
+
+
+class AuditEntryOut(_Out):
+    id: str
+    at: str = Field(description="When the action was performed (ISO 8601, UTC).")
+    env: str
+    role: Literal["operator", "viewer", "cli"]
+    action: str = Field(description="run_now, send_event, cancel, bulk_cancel, replay, bulk_replay, pause, "
+                                    "resume, prune, ...")
+    target: str | None = Field(description="The run, function or event acted on.")
+    params: dict[str, Any]
+    client: str | None = Field(description="The client address of the request; null from the CLI.")
+
+
+class AuditPage(_Out):
+    entries: list[AuditEntryOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")

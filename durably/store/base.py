@@ -33,10 +33,10 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Protocol, TypeVar
 
-from ..core.ledger import (EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
+from ..core.ledger import (AuditRecord, PausedRecord, EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
                            FunctionRecord, HealthSnapshot, JsonObject, MetricsSnapshot, RunRecord, SkipRecord,
                            SlotRecord, StatusBlob)
-from ..core.records import ClaimedRun, IngestResult, NewRun, Skip, StepWrite, WaitWrite
+from ..core.records import Audit, ClaimedRun, IngestResult, NewRun, Skip, StepWrite, WaitWrite
 from ..errors import StoreUnavailable
 
 Future = cf.Future
@@ -219,12 +219,14 @@ class Store(Protocol):
         """Upsert the functions of an app (``FunctionDef.config()``) and their triggers."""
         ...
 
-    def ingest(self, events: list[JsonObject]) -> cf.Future[IngestResult]:
-        """Record events (duplicate ids ignored), create the runs they trigger, resolve waits."""
+    def ingest(self, events: list[JsonObject], audit: Audit | None = None) -> cf.Future[IngestResult]:
+        """Record events (duplicate ids ignored), create the runs they trigger, resolve waits;
+        ``audit`` (an operator's send) is recorded in the same transaction."""
         ...
 
-    def create_runs(self, runs: list[NewRun]) -> cf.Future[list[str | None]]:
-        """Create runs; each one's id, or None where flow control created none."""
+    def create_runs(self, runs: list[NewRun], audit: Audit | None = None) -> cf.Future[list[str | None]]:
+        """Create runs; each one's id, or None where flow control created none. ``audit`` is
+        recorded in the same transaction when at least one run was created."""
         ...
 
     def ingest_in(self, connection: Any, events: list[JsonObject],
@@ -280,8 +282,27 @@ class Store(Protocol):
         """End a run for good (``{"finished_at": now}``); resolve a parent waiting on it."""
         ...
 
-    def cancel_run(self, run_id: str, reason: str) -> cf.Future[bool]:
-        """Cancel an unfinished run; False when it had already finished (or does not exist)."""
+    def cancel_run(self, run_id: str, reason: str, audit: Audit | None = None) -> cf.Future[bool]:
+        """Cancel an unfinished run; False when it had already finished (or does not exist).
+        ``audit`` is recorded in the same transaction when the run was cancelled."""
+        ...
+
+    def cancel_runs(self, run_ids: list[str], reason: str, audit: Audit | None = None) -> cf.Future[list[bool]]:
+        """Cancel runs in one transaction; which ones this cancelled (``audit`` when any was)."""
+        ...
+
+    # --- operators' controls -------------------------------------------------------------------
+    def pause_function(self, function_id: str, mode: str, audit: Audit | None = None) -> cf.Future[str | None]:
+        """Pause a function (``mode`` ``queue`` or ``skip``): none of its runs is claimed until
+        it is resumed. The mode it was paused in before (None: it was not)."""
+        ...
+
+    def resume_function(self, function_id: str, audit: Audit | None = None) -> cf.Future[bool]:
+        """Resume a paused function and wake the workers; False when it was not paused."""
+        ...
+
+    def record_audit(self, audit: Audit) -> cf.Future[None]:
+        """An audit row on its own (an action that is not a store verb)."""
         ...
 
     def watch_end(self, run_id: str) -> cf.Future[bool]:
@@ -319,8 +340,8 @@ class Store(Protocol):
     def acquire_leadership(self, name: str, owner: str, ttl: float) -> cf.Future[bool]: ...
     def release_leadership(self, name: str, owner: str) -> cf.Future[bool]: ...
 
-    def prune(self, older_than: float, limit: int = 1000) -> cf.Future[dict[str, int]]:
-        """Delete one batch of data past retention; counts by kind."""
+    def prune(self, older_than: float, limit: int = 1000, audit: Audit | None = None) -> cf.Future[dict[str, int]]:
+        """Delete one batch of data past retention; counts by kind (``audit``: recorded with it)."""
         ...
 
 
@@ -394,6 +415,14 @@ class Ledger(Protocol):
     def metrics(self, now: float, worker_window: float) -> cf.Future[MetricsSnapshot]: ...
 
     def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]: ...
+
+    def paused_functions(self) -> cf.Future[dict[str, PausedRecord]]:
+        """The paused functions of the env, by id."""
+        ...
+
+    def list_audit(self, *, cursor: tuple[float, str] | None = None, limit: int = 50) -> cf.Future[list[AuditRecord]]:
+        """The audit log, newest first, after ``cursor`` (``(at, id)`` of the last row seen)."""
+        ...
 
 
 class StoreBackend(Store, Wakeups, Ledger, Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol, cast
 
 from ..core.jsonutil import loads
-from ..core.ledger import (BacklogEntry, BacklogRow, CronRecord, EventDetail, EventRecord, EventSkip,
+from ..core.ledger import (AuditRecord, PausedRecord, BacklogEntry, BacklogRow, CronRecord, EventDetail, EventRecord, EventSkip,
                            FinishedBucket, FunctionConfig, FunctionOverview, FunctionRecord, HealthSnapshot,
                            MetricsSnapshot, RunBrief, RunCount, RunRecord, RunRef, SkipRecord, SlotRecord,
                            StatusBlob, StepHistogram, StepRecord, WorkerRecord)
@@ -193,3 +193,17 @@ def metrics(tx: ReadTx, now: float, worker_window: float) -> MetricsSnapshot:
 
 def finished_per_minute(tx: ReadTx, since: float) -> list[FinishedBucket]:
     return [cast(FinishedBucket, dict(r)) for r in tx.all("finished_per_minute", env=tx.env, since=since)]
+
+
+def paused_functions(tx: ReadTx) -> dict[str, PausedRecord]:
+    return {r["function_id"]: cast(PausedRecord, dict(r)) for r in tx.all("paused_functions", env=tx.env)}
+
+
+def list_audit(tx: ReadTx, *, cursor: tuple[float, str] | None = None, limit: int = 50) -> list[AuditRecord]:
+    at, id = cursor if cursor is not None else (None, None)
+    out = []
+    for r in tx.all("list_audit", env=tx.env, cursor_at=at, cursor_id=id, limit=limit):
+        d = dict(r)
+        d["params"] = loads(d["params"]) if d.get("params") else {}
+        out.append(cast(AuditRecord, d))
+    return out

@@ -19,7 +19,8 @@ from . import ops, reads
 from ..errors import StoreUnavailable
 from ..core.jsonutil import dumps
 from .base import ClaimedRun, NewRun, StepWrite
-from ..core.ledger import (EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
+from ..core.records import Audit
+from ..core.ledger import (AuditRecord, PausedRecord, EventDetail, EventRecord, FinishedBucket, FunctionConfig, FunctionOverview,
                            FunctionRecord, HealthSnapshot, MetricsSnapshot, RunRecord, SkipRecord, SlotRecord,
                            StatusBlob)
 
@@ -229,11 +230,11 @@ class SqlStore:
     def register(self, app_id: str, configs: list[dict]) -> cf.Future:
         return self._write(ops.register, app_id, configs)
 
-    def ingest(self, events: list[dict]) -> cf.Future:
-        return self._write(ops.ingest, events)
+    def ingest(self, events: list[dict], audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.audited(ops.ingest, audit, lambda _res: True), events)
 
-    def create_runs(self, runs: list[NewRun]) -> cf.Future:
-        return self._write(ops.create_runs, runs)
+    def create_runs(self, runs: list[NewRun], audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.audited(ops.create_runs, audit, lambda ids: any(i is not None for i in ids)), runs)
 
     def claim_runs(self, owner: str, functions_json: str, limit: int, lease: float) -> cf.Future:
         # Claims commit durably like everything else: a claim lost in a crash could give its
@@ -253,8 +254,21 @@ class SqlStore:
                    emit: list[dict] | None = None) -> cf.Future:
         return self._faulty("finish_run", lambda: self._write(ops.finish, run, status, output, error, reason, emit))
 
-    def cancel_run(self, run_id: str, reason: str) -> cf.Future:
-        return self._write(ops.cancel, run_id, reason)
+    def cancel_run(self, run_id: str, reason: str, audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.audited(ops.cancel, audit), run_id, reason)
+
+    def cancel_runs(self, run_ids: list[str], reason: str, audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.cancel_many, run_ids, reason, audit)
+
+    def pause_function(self, function_id: str, mode: str, audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.pause, function_id, mode, audit)
+
+    def resume_function(self, function_id: str, audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.resume, function_id, audit)
+
+    def record_audit(self, audit: Audit) -> cf.Future:
+        """An audit row on its own, for an action that is not a store verb."""
+        return self._write(ops.record, audit)
 
     def watch_end(self, run_id: str) -> cf.Future:
         return self._write(ops.watch_end, run_id)
@@ -283,8 +297,8 @@ class SqlStore:
     def release_leadership(self, name: str, owner: str) -> cf.Future:
         return self._write(ops.release_leadership, name, owner)
 
-    def prune(self, older_than: float, limit: int = 1000) -> cf.Future:
-        return self._write(ops.prune, older_than, limit)
+    def prune(self, older_than: float, limit: int = 1000, audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.audited(ops.prune, audit, lambda _counts: True), older_than, limit)
 
     def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz)
@@ -347,3 +361,9 @@ class SqlStore:
 
     def finished_per_minute(self, since: float) -> cf.Future[list[FinishedBucket]]:
         return self._read(reads.finished_per_minute, since)
+
+    def paused_functions(self) -> cf.Future[dict[str, PausedRecord]]:
+        return self._read(reads.paused_functions)
+
+    def list_audit(self, *, cursor: tuple[float, str] | None = None, limit: int = 50) -> cf.Future[list[AuditRecord]]:
+        return self._read(lambda tx: reads.list_audit(tx, cursor=cursor, limit=limit))

@@ -143,6 +143,9 @@ def test_commands_that_read_or_send_never_create_a_store(tmp_path):
         "health": ["health"],
         "replay": ["replay", "--function", "fn"],
         "prune": ["prune", "--older-than", "30d"],
+        "pause": ["functions", "pause", "fn"],
+        "resume": ["functions", "resume", "fn"],
+        "audit": ["audit", "--json"],
         "url": ["--database-url", f"sqlite:///{missing_dir}/x.db", "runs"],
     }
     started = {k: subprocess.Popen(durably_cmd(*args), env=_env(), cwd=tmp_path, text=True,

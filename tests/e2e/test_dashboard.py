@@ -80,7 +80,7 @@ def test_dev_dashboard_run_now_runs_failures_events(browser, tmp_path):
         greet = page.locator("tr[data-function=greet]")
         greet.locator("summary").click()
         greet.locator("textarea").fill('{"name": "Ada"}')
-        greet.locator("button[type=submit]").click()
+        greet.locator("form.runnow button[type=submit]").click()
         link = page.locator("[data-testid=started-run]")
         link.wait_for()
         with page.expect_navigation():  # reloading while the click still navigates detaches the page
@@ -95,7 +95,7 @@ def test_dev_dashboard_run_now_runs_failures_events(browser, tmp_path):
         greet = page.locator("tr[data-function=greet]")
         greet.locator("summary").click()
         greet.locator("textarea").fill('{"name": "Mallory"}')
-        greet.locator("button[type=submit]").click()
+        greet.locator("form.runnow button[type=submit]").click()
         page.locator("[data-testid=started-run]").wait_for()
         wait_for(lambda: (page.goto(url + "/failures") or True) and "Mallory is refused" in page.inner_text("main"),
                  15, interval=0.3, what="the failure to be listed")

@@ -96,3 +96,31 @@ def test_a_long_key_is_stored_by_its_digest_and_the_option_round_trips(app_facto
     cfg = FunctionConfig.from_json(app.functions["h"].config())
     assert cfg.fairness == durably.Fairness(key="event.data.k")
     assert "fair share per event.data.k" in cfg.flow_control()
+
+
+def test_a_paused_fair_function_is_not_claimed_and_its_next_run_time_is_known(app_factory):
+    import asyncio
+    import time
+
+    from durably import admin
+    from durably.core.records import StepWrite
+
+    app = app_factory()
+
+    @app.function(id="p", trigger=durably.on_event("e"), fairness=durably.Fairness(key="event.data.k"))
+    async def p(ctx):
+        return None
+
+    app.register()
+    app.send([durably.Event("e", {"k": k}) for k in "ab"])
+    (first,), _n, _t = app.store.claim_runs("w", '["p"]', 1, 60.0).result()
+    wake = time.time() + 3600
+    app.store.suspend_run(first, steps=[StepWrite("nap", "sleep", "sleeping", 0, 0, wake_at=wake)], waits=[],
+                          children=[], status="sleeping", available_at=wake, lease=60.0).result()
+    asyncio.run(admin.pause(app.store, "p"))
+    runs, next_at, _now = app.store.claim_runs("w", '["p"]', 4, 60.0).result()
+    assert runs == [] and next_at is None  # paused: nothing claimable, nothing to wake for
+    asyncio.run(admin.resume(app.store, "p"))
+    runs, next_at, _now = app.store.claim_runs("w", '["p"]', 4, 60.0).result()
+    assert [r.event["data"]["k"] for r in runs] == ["b"]
+    assert next_at is not None and abs(next_at - wake) < 1  # the sleeping fair run's wake-up

@@ -40,7 +40,8 @@ class Dashboard:
     def __init__(self, api: "Api"):
         self.api = api
         s = api.settings
-        self.sessions = Sessions(s.env, api.keys.admin, s.secret_key.get_secret_value() if s.secret_key else None)
+        self.sessions = Sessions(s.env, api.keys.admin, s.secret_key.get_secret_value() if s.secret_key else None,
+                                 api.keys.viewer)
         self.jinja = Environment(loader=PackageLoader("durably.server.dashboard", "templates"),
                                  autoescape=select_autoescape(["html"]))
         self.jinja.filters.update(ago=ago, iso=iso, duration=duration, tojson_pretty=lambda v: json.dumps(
@@ -52,7 +53,10 @@ class Dashboard:
         return [
             Route("/", r(self.functions)),
             Route("/login", self.login, methods=["GET", "POST"]),
-            Route("/logout", r(self.logout, post=True), methods=["POST"]),
+            Route("/logout", r(self.logout, post=True, act=False), methods=["POST"]),
+            Route("/functions/{id:path}/pause", r(self.pause, post=True), methods=["POST"]),
+            Route("/functions/{id:path}/resume", r(self.resume, post=True), methods=["POST"]),
+            Route("/audit", r(self.audit)),
             Route("/functions/{id:path}/run", r(self.run_now_form), methods=["GET"]),
             Route("/functions/{id:path}/run", r(self.run_now, post=True), methods=["POST"]),
             Route("/runs", r(self.runs)),
@@ -75,12 +79,16 @@ class Dashboard:
         return request.scope.get("root_path", "").rstrip("/")
 
     def render(self, request: Request, session: dict, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        role = self.sessions.role(session)
         ctx.update(base=self._base(request), csrf=self.sessions.csrf(session), request=request, now=time.time(),
-                   logged_in=not self.sessions.open and bool(session.get("auth")), path=request.url.path)
+                   logged_in=not self.sessions.open and bool(session.get("auth")), path=request.url.path,
+                   role=role, can_act=role == "operator")
         html = self.jinja.get_template(template).render(**ctx)
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
-    def _page(self, handler: Handler, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    def _page(self, handler: Handler, post: bool = False, act: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        """A page; ``post``: a form POST (CSRF checked); ``act``: one that changes state, which a
+        viewer's session is refused (403) before anything is read or done."""
         async def endpoint(request: Request) -> Response:
             session = self.sessions.read(request.cookies.get(COOKIE))
             fresh = None
@@ -91,6 +99,9 @@ class Dashboard:
                     return RedirectResponse(f"{self._base(request)}/login?{urlencode({'next': _here(request)})}",
                                             status_code=303)
                 fresh, session = self.sessions.new(True)
+            if post and act and self.sessions.role(session) != "operator":
+                return HTMLResponse("forbidden: the viewer token may only read (log in with the admin token)",
+                                    status_code=403)
             if post:
                 form = await request.form()
                 if not self.sessions.csrf_ok(session, form.get("csrf")):
@@ -142,13 +153,13 @@ class Dashboard:
         if form is not None:
             if not self.sessions.csrf_ok(pre, form.get("csrf")):
                 error = "The form expired; try again."
-            elif self.sessions.check_token(str(form.get("token") or "")):
-                value, _ = self.sessions.new(True)
+            elif (role := self.sessions.check_token(str(form.get("token") or ""))) is not None:
+                value, _ = self.sessions.new(True, role)
                 response: Response = RedirectResponse(nxt, status_code=303)
                 self._set_cookie(request, response, value)
                 return response
             else:
-                error = "Wrong admin token."
+                error = "Wrong admin token." if self.sessions.viewer_token is None else "Wrong admin or viewer token."
         response = self.render(request, pre, "login.html", status=401 if error else 200, error=error, next=nxt)
         if cookie:
             self._set_cookie(request, response, cookie)
@@ -165,12 +176,14 @@ class Dashboard:
         from ..api import function_json
 
         now = time.time()
-        rows = await aw((await self.store()).functions_overview(now - 86400))
+        store = await self.store()
+        rows = await aw(store.functions_overview(now - 86400))
+        paused = await aw(store.paused_functions())
         fns = []
         for f in rows:
             if f["config"].get("internal"):
                 continue
-            j = function_json(f, now)
+            j = function_json(f, now, paused)
             stats = j["stats_24h"]
             done = stats.get("completed", 0) + stats.get("failed", 0)
             j["success_rate"] = round(100 * stats.get("completed", 0) / done) if done else None
@@ -233,7 +246,7 @@ class Dashboard:
         if plan_error:
             return await self.run_now_form(request, session, data_text=data_text,
                                            error="This data cannot start a run: " + _plan_error_text(plan_error))
-        res = await self.api.within_deadline(lambda: admin.run_now(store, fid, data))
+        res = await self.api.within_deadline(lambda: admin.run_now(store, fid, data, actor=_actor(request, session)))
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
 
@@ -256,8 +269,9 @@ class Dashboard:
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         waiting = await self._why_waiting([r for r in rows if r["status"] == "queued"], now)
+        paused = await aw((await self.store()).paused_functions())
         items = [run_json(r) | {"started_ts": r.get("started_at"), "event_name": (r.get("event") or {}).get("name"),
-                                "waiting": waiting.get(r["id"])} for r in rows]
+                                "waiting": waiting.get(r["id"]), "paused": r["function_id"] in paused} for r in rows]
         next_q = None
         if more:
             params = {k: v for k, v in q.items() if k != "cursor" and v}
@@ -274,7 +288,9 @@ class Dashboard:
         run = run_json(row, detail=True)
         now = time.time()
         waiting = (await self._why_waiting([row], now)).get(rid)
+        paused = (await aw((await self.store()).paused_functions())).get(row["function_id"])
         return self.render(request, session, "run.html", run=run, timeline=_timeline(row, now), waiting=waiting,
+                           paused=paused,
                            live=run["status"] not in ("completed", "failed", "cancelled"))
 
     async def _why_waiting(self, rows: list[dict], now: float) -> dict[str, list[dict]]:
@@ -285,12 +301,16 @@ class Dashboard:
         if not pending:
             return {}
         store = await self.store()
+        paused = await aw(store.paused_functions())
         slots: dict[str, list[str]] | None = None
         served: set[str] | None = None
         live_workers = 0
         out: dict[str, list[dict]] = {}
         for r in pending:
             reasons: list[dict] = []
+            if r["function_id"] in paused:
+                reasons.append({"kind": "paused", "text": f"paused: function {r['function_id']} is paused "
+                                "(Resume on the functions page releases its runs)"})
             steps = r.get("steps") or []
             at = r.get("available_at")
             if r["status"] in ("sleeping", "waiting"):
@@ -358,11 +378,11 @@ class Dashboard:
 
     async def cancel(self, request: Request, session: dict) -> Response:
         rid = request.path_params["id"]
-        await admin.cancel_run(await self.store(), rid)
+        await admin.cancel_run(await self.store(), rid, actor=_actor(request, session))
         return RedirectResponse(f"{self._base(request)}/runs/{rid}", status_code=303)
 
     async def replay(self, request: Request, session: dict) -> Response:
-        res = await admin.replay_run(await self.store(), request.path_params["id"])
+        res = await admin.replay_run(await self.store(), request.path_params["id"], actor=_actor(request, session))
         return RedirectResponse(f"{self._base(request)}/runs/{res['id']}", status_code=303)
 
     # --- failures ------------------------------------------------------------------------------
@@ -412,7 +432,7 @@ class Dashboard:
         store = await self.store()
         replayed = []
         for rid in run_ids:
-            replayed.append((await admin.replay_run(store, rid))["id"])
+            replayed.append((await admin.replay_run(store, rid, actor=_actor(request, session)))["id"])
         return self.render(request, session, "failures.html", groups=await self._failure_groups(), preview=None,
                            replayed=replayed)
 
@@ -443,7 +463,8 @@ class Dashboard:
             data = _json_object(data_text, "data")
             event = Event(name, data)
             event.encode()
-            res = await self.api.ingest_bounded([event.to_dict()])
+            audit = _actor(request, session).audit("send_event", event.id, name=name)
+            res = await self.api.ingest_bounded([event.to_dict()], audit)
         except InvalidInput as exc:  # shown on the form; an outage is the 503 page
             return await self.events(request, session, form_error=str(exc), form=values)
         return RedirectResponse(f"{self._base(request)}/events/{res.ids[0]}", status_code=303)
@@ -454,6 +475,22 @@ class Dashboard:
         if row is None:
             return self.render(request, session, "error.html", status=404, error=f"no event {eid!r}")
         return self.render(request, session, "event.html", event=event_json(row))
+
+    # --- pause, resume, the audit log ---------------------------------------------------------
+
+    async def pause(self, request: Request, session: dict) -> Response:
+        fid = request.path_params["id"]
+        skip = bool(request.state.form.get("skip"))
+        await admin.pause(await self.store(), fid, skip=skip, actor=_actor(request, session))
+        return RedirectResponse(f"{self._base(request)}/", status_code=303)
+
+    async def resume(self, request: Request, session: dict) -> Response:
+        await admin.resume(await self.store(), request.path_params["id"], actor=_actor(request, session))
+        return RedirectResponse(f"{self._base(request)}/", status_code=303)
+
+    async def audit(self, request: Request, session: dict) -> Response:
+        page = await admin.audit_log(await self.store(), limit=PAGE, cursor=request.query_params.get("cursor") or None)
+        return self.render(request, session, "audit.html", entries=page["entries"], next_cursor=page["next_cursor"])
 
     # --- health --------------------------------------------------------------------------------
 
@@ -470,6 +507,11 @@ class Dashboard:
             rows = await aw(store.finished_per_minute(now - 3600))
             chart = _chart(rows)
         return self.render(request, session, "health.html", report=report, chart=chart)
+
+
+def _actor(request: Request, session: dict) -> admin.Actor:
+    """Who acts, for the audit log: the session's role and the client's address."""
+    return admin.Actor(Sessions.role(session), request.client.host if request.client else None)
 
 
 def _here(request: Request) -> str:

@@ -11,9 +11,11 @@ from .maintenance import (acquire_leadership, hand_back, heartbeat, prune, recov
                           remove_worker)
 from .runs import (cancel, create_run, create_runs, dispatch, expire, finish, fire_cron, ingest, record_dispatch,
                    register, watch_end)
+from .operator import audited, cancel_many, pause, record, resume
 from .steps import checkpoint, suspend
 from .tx import KEY_TTL, Tx
 
 __all__ = ["Tx", "KEY_TTL", "ingest", "create_run", "create_runs", "claim", "checkpoint", "suspend", "finish",
            "cancel", "expire", "register", "fire_cron", "dispatch", "record_dispatch", "heartbeat", "hand_back",
-           "remove_worker", "release", "recover", "acquire_leadership", "release_leadership", "prune", "watch_end"]
+           "remove_worker", "release", "recover", "acquire_leadership", "release_leadership", "prune", "watch_end",
+           "audited", "record", "pause", "resume", "cancel_many"]

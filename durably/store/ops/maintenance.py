@@ -79,13 +79,14 @@ def prune(tx: Tx, older_than: float, limit: int) -> dict[str, int]:
     Finished runs that ended more than ``older_than`` seconds ago go with their steps;
     events and skips as old go too, but events are kept at least 24 h whatever
     ``older_than`` says (their ids deduplicate deliveries); expired unique keys, spent
-    throttle/rate-limit state and workers gone silent that long. Live runs and status
+    throttle/rate-limit state, workers gone silent that long and audit rows as old. Live runs and status
     blobs are never touched. The caller repeats while a count reaches ``limit``; each
     batch is its own short transaction, so pruning never holds locks for long.
     """
     before = tx.now - older_than
     events_before = tx.now - max(older_than, KEY_TTL)
-    out = {"runs": 0, "steps": 0, "events": 0, "skips": 0, "keys": 0, "dispatches": 0, "workers": 0}
+    out = {"runs": 0, "steps": 0, "events": 0, "skips": 0, "keys": 0, "dispatches": 0, "workers": 0,
+           "audit": 0}
     ids = [r[0] for r in tx.all("prunable_runs", env=tx.env, before=before, limit=limit)]
     if ids:
         j = dumps(ids)
@@ -102,4 +103,5 @@ def prune(tx: Tx, older_than: float, limit: int) -> dict[str, int]:
     tx.exec("prune_fair_keys", env=tx.env, before=before)
     out["dispatches"] = tx.exec("prune_dispatches", env=tx.env, before=events_before, limit=limit)
     out["workers"] = tx.exec("prune_workers", env=tx.env, before=before)
+    out["audit"] = tx.exec("prune_audit", env=tx.env, before=before, limit=limit)
     return out

@@ -9,6 +9,7 @@ from ...core import blobs as status_mod
 from ...core import flow
 from ...core.jsonutil import dumps, loads
 from ...core.records import ClaimedRun, IngestResult, NewRun, Skip
+from ...core.types import SkipReason
 from ...errors import LeaseLost
 from ..writer import Rejected
 from .tx import Tx
@@ -31,6 +32,7 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     if not fresh:
         return res
     triggers: dict[str, list] = {}
+    paused: set[str] | None = None  # functions paused in skip mode, read once per transaction
     for e in fresh:
         name = e["name"]
         if name not in triggers:
@@ -46,7 +48,9 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
                 _skip(tx, e["id"], planned.function_id, planned.reason)
                 res.skipped.append({"event_id": e["id"], "function_id": planned.function_id, "reason": planned.reason})
                 continue
-            created = _create(tx, planned)
+            if paused is None:
+                paused = paused_skip(tx)
+            created = _create(tx, planned, paused)
             if isinstance(created, Skip):
                 res.skipped.append({"event_id": e["id"], "function_id": created.function_id, "reason": created.reason})
             elif created not in res.runs:
@@ -60,15 +64,24 @@ def _skip(tx: Tx, event_id: str, function_id: str, reason: str) -> Skip:
     return Skip(function_id, reason)
 
 
-def create_run(tx: Tx, run: NewRun) -> str | None:
+def paused_skip(tx: Tx) -> set[str]:
+    """The functions paused in skip mode (``durably functions pause ID --skip``)."""
+    return {r[0] for r in tx.all("paused_skip", env=tx.env)}
+
+
+def create_run(tx: Tx, run: NewRun, paused: set[str] | None = None) -> str | None:
     """Create a run under its flow control; returns its id (or the id of the open
     debounce/batch run that took the event), or None when the event creates no run."""
-    res = _create(tx, run)
+    res = _create(tx, run, paused_skip(tx) if paused is None else paused)
     return None if isinstance(res, Skip) else res
 
 
-def _create(tx: Tx, run: NewRun) -> "str | Skip":
+def _create(tx: Tx, run: NewRun, paused: set[str]) -> "str | Skip":
     fid, event_id = run.function_id, run.event.get("id", "")
+    # Paused in skip mode: a new trigger is recorded as skipped. A run invoked by another run
+    # is still created (and waits, as in queue mode): its parent waits for its result.
+    if fid in paused and run.trigger != "invoke":
+        return _skip(tx, event_id, fid, SkipReason.PAUSED)
     gcra_set = None
     if run.rate_limit:
         rl = run.rate_limit
@@ -154,7 +167,8 @@ def _create(tx: Tx, run: NewRun) -> "str | Skip":
 
 
 def create_runs(tx: Tx, runs: list[NewRun]) -> list[str | None]:
-    return [create_run(tx, r) for r in runs]
+    paused = paused_skip(tx) if runs else set()
+    return [create_run(tx, r, paused) for r in runs]
 
 
 def _match_waits(tx: Tx, events: list[dict]) -> None:

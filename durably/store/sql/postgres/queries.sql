@@ -89,6 +89,7 @@ SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM 
 WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
   AND available_at <= :now AND fair_key IS NULL
   AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+  AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)
   AND (CAST(:after_sort AS double precision) IS NULL OR sort_at > :after_sort
        OR (sort_at = :after_sort AND id > CAST(:after_id AS text)))
 ORDER BY sort_at, id
@@ -131,6 +132,7 @@ FROM fk LEFT JOIN durably_fair_keys s
     SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering FROM durably_runs r
     WHERE r.env = :env AND r.function_id = fk.function_id AND r.fair_key = fk.fair_key
       AND r.status IN ('queued', 'sleeping', 'waiting') AND r.available_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = fk.function_id)
     ORDER BY r.sort_at, r.id
     LIMIT (SELECT CEIL(CAST(:limit AS double precision) / COUNT(*)) FROM fk)
     FOR UPDATE SKIP LOCKED) c
@@ -164,10 +166,12 @@ RETURNING id, function_id, tenant, trigger, event, events, attempt, lease_gen, s
 SELECT LEAST(
   (SELECT MIN(available_at) FROM durably_runs
    WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NULL
-     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))),
+     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+     AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)),
   (SELECT MIN(available_at) FROM durably_runs
    WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
-     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))));
+     AND function_id IN (SELECT jsonb_array_elements_text(CAST(:functions AS jsonb)))
+     AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)));
 
 -- name: slots_used
 SELECT slot FROM durably_slots WHERE env = :env AND key = :key;
@@ -676,3 +680,40 @@ SELECT data FROM durably_events
 WHERE env = :env AND name = :name AND received_at >= :since
 ORDER BY received_at, id
 LIMIT 1000;
+
+-- name: pause_function
+-- Pause a function (mode 'queue' or 'skip'); pausing a paused function sets its mode. Read by
+-- claim_candidates and next_available (its runs are not claimed) and by ingest (skip mode).
+INSERT INTO durably_paused (env, function_id, mode, paused_at) VALUES (:env, :function_id, :mode, :now)
+ON CONFLICT (env, function_id) DO UPDATE SET mode = excluded.mode;
+
+-- name: resume_function
+-- rowcount 0 = it was not paused.
+DELETE FROM durably_paused WHERE env = :env AND function_id = :function_id;
+
+-- name: paused_functions
+SELECT function_id, mode, paused_at FROM durably_paused WHERE env = :env;
+
+-- name: paused_functions_one
+SELECT mode, paused_at FROM durably_paused WHERE env = :env AND function_id = :function_id;
+
+-- name: paused_skip
+-- The functions paused in skip mode: their new triggers are recorded as skipped (reason 'paused').
+SELECT function_id FROM durably_paused WHERE env = :env AND mode = 'skip';
+
+-- name: insert_audit
+INSERT INTO durably_audit (id, env, at, role, action, target, params, client)
+VALUES (:id, :env, :now, :role, :action, :target, :params, :client);
+
+-- name: list_audit
+-- The audit log, newest first; cursor = (at, id) of the last row seen.
+SELECT id, env, at, role, action, target, params, client FROM durably_audit
+WHERE env = :env
+  AND (CAST(:cursor_at AS double precision) IS NULL OR at < :cursor_at
+       OR (at = :cursor_at AND id < CAST(:cursor_id AS text)))
+ORDER BY at DESC, id DESC
+LIMIT :limit;
+
+-- name: prune_audit
+DELETE FROM durably_audit WHERE env = :env AND id IN (
+    SELECT id FROM durably_audit WHERE env = :env AND at < :before LIMIT :limit);

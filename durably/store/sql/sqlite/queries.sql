@@ -88,6 +88,7 @@ FROM (SELECT id, ckeys, throttle, started_at, start_deadline, sort_at, gathering
       WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting')
         AND available_at <= :now AND fair_key IS NULL
         AND function_id IN (SELECT value FROM json_each(:functions))
+        AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)
         AND (:after_sort IS NULL OR sort_at > :after_sort OR (sort_at = :after_sort AND id > :after_id))
       ORDER BY sort_at, id
       LIMIT :limit);
@@ -124,6 +125,7 @@ c AS (
         SELECT id FROM durably_runs INDEXED BY durably_runs_fair
         WHERE env = :env AND function_id = fk.function_id AND fair_key = fk.fair_key
           AND status IN ('queued', 'sleeping', 'waiting') AND available_at <= :now
+          AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = fk.function_id)
         ORDER BY sort_at, id LIMIT (SELECT (:limit + COUNT(*) - 1) / COUNT(*) FROM fk))
 )
 SELECT json_group_array(json_object('id', id, 'ckeys', ckeys, 'throttle', throttle,
@@ -166,13 +168,16 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'sleepi
 -- When the next run becomes claimable (the worker sleeps until then at most). Only live
 -- runs are in this index; with statistics of a large ledger (ANALYZE), the planner would
 -- otherwise rather scan the table.
-SELECT MIN(
-  (SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_ready
+-- Two halves, one per ready index; a half with no run gives NULL, which MIN(x, y) would return.
+SELECT NULLIF(MIN(
+  COALESCE((SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_ready
    WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NULL
-     AND function_id IN (SELECT value FROM json_each(:functions))),
+     AND function_id IN (SELECT value FROM json_each(:functions))
+     AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)), 1e300),
   COALESCE((SELECT MIN(available_at) FROM durably_runs INDEXED BY durably_runs_fair
    WHERE env = :env AND status IN ('queued', 'sleeping', 'waiting') AND fair_key IS NOT NULL
-     AND function_id IN (SELECT value FROM json_each(:functions))), 1e300));
+     AND function_id IN (SELECT value FROM json_each(:functions))
+     AND NOT EXISTS (SELECT 1 FROM durably_paused p WHERE p.env = :env AND p.function_id = durably_runs.function_id)), 1e300)), 1e300);
 
 -- name: slots_used
 SELECT slot FROM durably_slots WHERE env = :env AND key = :key;
@@ -710,3 +715,40 @@ SELECT data FROM durably_events
 WHERE env = :env AND name = :name AND received_at >= :since
 ORDER BY received_at, id
 LIMIT 1000;
+
+-- name: pause_function
+-- Pause a function (mode 'queue' or 'skip'); pausing a paused function sets its mode. Read by
+-- claim_candidates and next_available (its runs are not claimed) and by ingest (skip mode).
+INSERT INTO durably_paused (env, function_id, mode, paused_at) VALUES (:env, :function_id, :mode, :now)
+ON CONFLICT (env, function_id) DO UPDATE SET mode = excluded.mode;
+
+-- name: resume_function
+-- rowcount 0 = it was not paused.
+DELETE FROM durably_paused WHERE env = :env AND function_id = :function_id;
+
+-- name: paused_functions
+SELECT function_id, mode, paused_at FROM durably_paused WHERE env = :env;
+
+-- name: paused_functions_one
+SELECT mode, paused_at FROM durably_paused WHERE env = :env AND function_id = :function_id;
+
+-- name: paused_skip
+-- The functions paused in skip mode: their new triggers are recorded as skipped (reason 'paused').
+SELECT function_id FROM durably_paused WHERE env = :env AND mode = 'skip';
+
+-- name: insert_audit
+INSERT INTO durably_audit (id, env, at, role, action, target, params, client)
+VALUES (:id, :env, :now, :role, :action, :target, :params, :client);
+
+-- name: list_audit
+-- The audit log, newest first; cursor = (at, id) of the last row seen.
+SELECT id, env, at, role, action, target, params, client FROM durably_audit
+WHERE env = :env
+  AND (:cursor_at IS NULL OR at < :cursor_at
+       OR (at = :cursor_at AND id < :cursor_id))
+ORDER BY at DESC, id DESC
+LIMIT :limit;
+
+-- name: prune_audit
+DELETE FROM durably_audit WHERE env = :env AND id IN (
+    SELECT id FROM durably_audit WHERE env = :env AND at < :before LIMIT :limit);
