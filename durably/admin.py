@@ -1,5 +1,5 @@
 """Operations on the ledger shared by the CLI and the HTTP API: cancel, replay, bulk replay,
-"Run now", and the time filters and cursors they take.
+rerun from a step, cron backfill, "Run now", and the time filters and cursors they take.
 
 A replay is a new run of the same function with the original trigger event (trigger
 ``replay``, ``replay_of`` = the original run). "Run now" is a new run with a manual trigger
@@ -29,6 +29,8 @@ from .core.expressions import compile_expr, evaluate_bool
 from .core.types import PENDING, REPLAYABLE, RUN_STATUSES
 
 MAX_LIST = 1000
+MAX_BACKFILL_TICKS = 1000  # cron ticks one backfill may fire
+BACKFILL_CHUNK = 100  # ticks fired per transaction in a backfill
 REPLAY_CHUNK = 50  # replays created per transaction in a bulk replay
 
 
@@ -158,6 +160,43 @@ async def replay_run(store: Any, run_id: str) -> dict:
     return {"id": new, "replay_of": run_id, "function_id": original["function_id"]}
 
 
+async def rerun_from_step(store: Any, run_id: str, from_step: str, data: dict | None = None) -> dict:
+    """Rerun a finished run from one of its steps: a new run of the same function (trigger
+    ``replay``, ``replay_of`` the original) whose memo holds the original's finished steps
+    recorded before ``from_step`` (copied with their outputs, so they replay and are not run
+    again); ``from_step`` and every step after it run afresh. ``data``, if given, replaces the
+    trigger event's data for the new run (its keys, tenant and ``ctx.event.data`` follow it)."""
+    if not isinstance(from_step, str) or not from_step:
+        raise InvalidInput("from_step: must be the id of one of the run's steps")
+    if data is not None and not isinstance(data, dict):
+        raise InvalidInput(f"data: must be a JSON object, got {type(data).__name__}")
+    original = await aw(store.get_run(run_id, with_steps=True))
+    if original is None:
+        raise NotFound(f"no run {run_id!r} in env {store.env!r}")
+    if original["status"] not in REPLAYABLE:
+        raise Conflict(f"run {run_id} is {original['status']}; only finished runs (completed, failed, "
+                       "cancelled) can be rerun")
+    steps = sorted(original.get("steps") or [], key=lambda s: s["seq"])
+    target = next((s for s in steps if s["step_id"] == from_step), None)
+    if target is None:
+        known = ", ".join(repr(s["step_id"]) for s in steps[:10]) or "none"
+        raise InvalidInput(f"from_step: run {run_id} has no step {from_step!r} (its steps: {known})")
+    config = await function_config(store, original["function_id"])
+    source = original
+    if data is not None:
+        event = {**(original.get("event") or {}), "data": data}
+        Event(MANUAL_EVENT, data).encode()  # serializable, under the size limit, no NUL
+        source = {**original, "event": event, "events": [event] if original.get("events") else None}
+    run = _replay_of(config, source, await aw(store.now()))
+    run.memo_of = (run_id, target["seq"])
+    (new,) = await aw(store.create_runs([run]))
+    if new is None:
+        raise Conflict(f"the rerun of run {run_id} created no run (a flow-control key is held)")
+    memo = [s["step_id"] for s in steps if s["seq"] < target["seq"] and s["status"] in ("completed", "failed")]
+    return {"id": new, "replay_of": run_id, "function_id": original["function_id"], "from_step": from_step,
+            "memo": memo}
+
+
 async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", since: float | None = None,
                       until: float | None = None, limit: int = 100, concurrency: int | None = None,
                       dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -258,4 +297,51 @@ async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None
         else:
             out["already_ended"].append(item["id"])
     out["count"] = cancelled
+    return out
+
+
+# --- cron backfill ------------------------------------------------------------------------------
+
+
+async def backfill(store: Any, function_id: str, start: float | None, end: float | None,
+                   dry_run: bool = False) -> dict:
+    """Fire every tick of a cron function's schedules in [``start``, ``end``] (epoch seconds, in
+    the schedules' time zones) once, under the tick's unique key, the one the scheduler uses:
+    ticks already fired (by a scheduler or an earlier backfill) are skipped, never duplicated.
+    ``dry_run`` lists the ticks and writes nothing. At most ``MAX_BACKFILL_TICKS`` ticks."""
+    from .core.cron import ticks_between
+
+    if start is None or end is None:
+        raise InvalidInput("from and to: both are required (ISO-8601, or a duration ago such as '2h')")
+    if start > end:
+        raise InvalidInput(f"from ({iso(start)}) is after to ({iso(end)})")
+    now = await aw(store.now())
+    if end > now + 1:
+        raise InvalidInput(f"to ({iso(end)}) is in the future; the scheduler fires the ticks still to come")
+    config = await function_config(store, function_id)
+    schedules = [(t["cron"], t.get("tz", "UTC")) for t in config.get("triggers", []) if "cron" in t]
+    if not schedules:
+        raise InvalidInput(f"function {function_id!r} has no cron trigger: only cron functions can be backfilled")
+    due: dict[float, tuple[str, str, float]] = {}
+    for expr, tz in schedules:
+        for tick in ticks_between(expr, tz, start, end, MAX_BACKFILL_TICKS):
+            due.setdefault(tick, (expr, tz, tick))  # two schedules on one time: one tick (one key)
+        if len(due) > MAX_BACKFILL_TICKS:
+            raise InvalidInput(f"the range holds more than {MAX_BACKFILL_TICKS} ticks of {function_id!r}; "
+                               "backfill a shorter range at a time")
+    ticks = [due[t] for t in sorted(due)]
+    items: list[dict[str, Any]] = [{"tick": iso(t), "cron": expr, "tz": tz, "fired": False, "run_id": None}
+                                   for expr, tz, t in ticks]
+    out: dict[str, Any] = {"dry_run": dry_run, "function_id": function_id, "from": iso(start), "to": iso(end),
+                           "ticks": items, "fired": 0, "skipped": 0, "runs": []}
+    if dry_run:
+        return out
+    for i in range(0, len(ticks), BACKFILL_CHUNK):
+        done = await aw(store.backfill_cron(function_id, ticks[i:i + BACKFILL_CHUNK]))
+        for item, res in zip(items[i:i + BACKFILL_CHUNK], done):
+            item.update(fired=res["fired"], run_id=res["run_id"], event_id=res["event_id"])
+            if res["run_id"]:
+                out["runs"].append(res["run_id"])
+    out["fired"] = sum(1 for x in items if x["fired"])
+    out["skipped"] = len(items) - out["fired"]
     return out

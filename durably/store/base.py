@@ -256,6 +256,12 @@ class Store(Protocol):
         """Fire the latest due tick of a schedule at most once; the run created, if any."""
         ...
 
+    def backfill_cron(self, function_id: str,
+                      ticks: list[tuple[str, str, float]]) -> cf.Future[list[dict[str, Any]]]:
+        """Fire each tick ``(expr, tz, tick)`` once under its unique key; ticks already fired
+        are left alone. Per tick ``{"event_id", "fired", "run_id"}``."""
+        ...
+
     # --- claimed runs --------------------------------------------------------------------------
     def claim_runs(self, owner: str, functions: str, limit: int,
                    lease: float) -> cf.Future[tuple[list[ClaimedRun], float | None, float]]:

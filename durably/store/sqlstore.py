@@ -289,6 +289,9 @@ class SqlStore:
     def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz)
 
+    def backfill_cron(self, function_id: str, ticks: list[tuple[str, str, float]]) -> cf.Future:
+        return self._write(ops.backfill_cron, function_id, ticks)
+
     def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
         return self._write(ops.dispatch, key, window, event)
 
