@@ -248,6 +248,27 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
 CANCELLABLE: tuple[str, ...] = (*PENDING, "running")
 
 
+async def cancel_runs(store: Any, run_ids: list[str], reason: str = "cancelled by user (selected)") -> dict:
+    """Cancel the runs of ``run_ids`` (the dashboard's Cancel selected), each in its own
+    transaction as ``cancel_run``; those that had ended (or do not exist) are reported under
+    ``already_ended``, not cancelled."""
+    if not isinstance(run_ids, list) or not run_ids:
+        raise InvalidInput("select at least one run to cancel")
+    if len(run_ids) > MAX_LIST:
+        raise InvalidInput(f"at most {MAX_LIST} runs at once, got {len(run_ids)}")
+    for rid in run_ids:
+        if not isinstance(rid, str) or id_problem(rid) is not None:
+            raise InvalidInput(f"not a run id: {str(rid)[:80]!r}")
+    out: dict[str, Any] = {"count": 0, "runs": [], "already_ended": []}
+    for rid in dict.fromkeys(run_ids):  # each once, in the order given
+        if await aw(store.cancel_run(rid, reason)):
+            out["runs"].append(rid)
+        else:
+            out["already_ended"].append(rid)
+    out["count"] = len(out["runs"])
+    return out
+
+
 async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None, since: float | None = None,
                       until: float | None = None, tenant: str | None = None, if_: str | None = None,
                       limit: int = 100, dry_run: bool = False,
