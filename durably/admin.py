@@ -160,13 +160,14 @@ async def replay_run(store: Any, run_id: str) -> dict:
     return {"id": new, "replay_of": run_id, "function_id": original["function_id"]}
 
 
-async def rerun_from_step(store: Any, run_id: str, from_step: str, data: dict | None = None) -> dict:
+async def rerun_from_step(store: Any, run_id: str, from_step: str | None, data: dict | None = None) -> dict:
     """Rerun a finished run from one of its steps: a new run of the same function (trigger
     ``replay``, ``replay_of`` the original) whose memo holds the original's finished steps
     recorded before ``from_step`` (copied with their outputs, so they replay and are not run
-    again); ``from_step`` and every step after it run afresh. ``data``, if given, replaces the
-    trigger event's data for the new run (its keys, tenant and ``ctx.event.data`` follow it)."""
-    if not isinstance(from_step, str) or not from_step:
+    again); ``from_step`` and every step after it run afresh (``None``: from the start, a
+    replay). ``data``, if given, replaces the trigger event's data for the new run (its keys,
+    tenant and ``ctx.event.data`` follow it)."""
+    if from_step is not None and (not isinstance(from_step, str) or not from_step):
         raise InvalidInput("from_step: must be the id of one of the run's steps")
     if data is not None and not isinstance(data, dict):
         raise InvalidInput(f"data: must be a JSON object, got {type(data).__name__}")
@@ -178,7 +179,7 @@ async def rerun_from_step(store: Any, run_id: str, from_step: str, data: dict | 
                        "cancelled) can be rerun")
     steps = sorted(original.get("steps") or [], key=lambda s: s["seq"])
     target = next((s for s in steps if s["step_id"] == from_step), None)
-    if target is None:
+    if target is None and from_step is not None:
         known = ", ".join(repr(s["step_id"]) for s in steps[:10]) or "none"
         raise InvalidInput(f"from_step: run {run_id} has no step {from_step!r} (its steps: {known})")
     config = await function_config(store, original["function_id"])
@@ -188,11 +189,13 @@ async def rerun_from_step(store: Any, run_id: str, from_step: str, data: dict | 
         Event(MANUAL_EVENT, data).encode()  # serializable, under the size limit, no NUL
         source = {**original, "event": event, "events": [event] if original.get("events") else None}
     run = _replay_of(config, source, await aw(store.now()))
-    run.memo_of = (run_id, target["seq"])
+    before = target["seq"] if target is not None else -1
+    if target is not None:
+        run.memo_of = (run_id, before)
     (new,) = await aw(store.create_runs([run]))
     if new is None:
         raise Conflict(f"the rerun of run {run_id} created no run (a flow-control key is held)")
-    memo = [s["step_id"] for s in steps if s["seq"] < target["seq"] and s["status"] in ("completed", "failed")]
+    memo = [s["step_id"] for s in steps if s["seq"] < before and s["status"] in ("completed", "failed")]
     return {"id": new, "replay_of": run_id, "function_id": original["function_id"], "from_step": from_step,
             "memo": memo}
 
@@ -332,6 +335,7 @@ async def backfill(store: Any, function_id: str, start: float | None, end: float
     ``dry_run`` lists the ticks and writes nothing. At most ``MAX_BACKFILL_TICKS`` ticks."""
     from .core.cron import ticks_between
 
+    config = await function_config(store, function_id)
     if start is None or end is None:
         raise InvalidInput("from and to: both are required (ISO-8601, or a duration ago such as '2h')")
     if start > end:
@@ -339,7 +343,6 @@ async def backfill(store: Any, function_id: str, start: float | None, end: float
     now = await aw(store.now())
     if end > now + 1:
         raise InvalidInput(f"to ({iso(end)}) is in the future; the scheduler fires the ticks still to come")
-    config = await function_config(store, function_id)
     schedules = [(t["cron"], t.get("tz", "UTC")) for t in config.get("triggers", []) if "cron" in t]
     if not schedules:
         raise InvalidInput(f"function {function_id!r} has no cron trigger: only cron functions can be backfilled")

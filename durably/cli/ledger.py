@@ -206,7 +206,7 @@ def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional
 @click.option("--run", "run", callback=_text, help="Replay this one run (or give it as RUN_ID).")
 @click.option("--from-step", callback=_text, help="With a run: rerun it from this step (the steps before it are "
                                                   "copied from the original, not run again).")
-@click.option("--data", help="With --from-step: a JSON object that replaces the trigger event's data.")
+@click.option("--data", help="With a run: a JSON object that replaces the trigger event's data.")
 @click.option("--function", "-f", callback=_text, help="Replay many: the finished runs of this function...")
 @click.option("--status", "-s", default="failed", show_default=True,
               help="Runs to replay: failed, completed or cancelled.")
@@ -294,8 +294,6 @@ def _replay_one(run_id: str, from_step: Optional[str], data: Optional[str], as_j
 
     payload = None
     if data is not None:
-        if from_step is None:
-            raise click.UsageError("--data goes with --from-step (a plain replay keeps the trigger event)")
         try:
             payload = json.loads(data)
         except json.JSONDecodeError as exc:
@@ -304,7 +302,7 @@ def _replay_one(run_id: str, from_step: Optional[str], data: Optional[str], as_j
             raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
     store = open_store()
     try:
-        if from_step is None:
+        if from_step is None and payload is None:
             res = asyncio.run(admin.replay_run(store, run_id))  # the API's and the dashboard's Replay too
         else:
             res = asyncio.run(admin.rerun_from_step(store, run_id, from_step, payload))
@@ -313,7 +311,7 @@ def _replay_one(run_id: str, from_step: Optional[str], data: Optional[str], as_j
     if as_json:
         _print_json(res)
     elif from_step is None:
-        out.print(f"replayed {run_id} as {res['id']}")
+        out.print(f"replayed {run_id} as {res['id']}" + (" with the new event data" if payload is not None else ""))
     else:
         memo = ", ".join(res["memo"]) or "none"
         out.print(f"rerun of {run_id} from step {from_step}: {res['id']} (steps copied from the original: {memo})")

@@ -401,9 +401,7 @@ async def cancel_run(c: Call) -> Response:
 
 async def replay_run(c: Call) -> Response:
     b: schemas.ReplayIn = c.body
-    if b.from_step is None:
-        if b.data is not None:
-            raise InvalidInput("data: goes with from_step (a rerun from a step); a plain replay keeps the event")
+    if b.from_step is None and b.data is None:
         return JSON(await admin.replay_run(await c.api.store(), c.path("id")), status_code=201)
     return JSON(await admin.rerun_from_step(await c.api.store(), c.path("id"), b.from_step, b.data), status_code=201)
 
@@ -585,7 +583,8 @@ OPS: list[Op] = [
        [_ok(201, schemas.ReplayOut)], body=schemas.ReplayIn, body_required=False, errors=[404, 413, 503],
        path_params=RUN_ID, path_schemas=ID_SCHEMA,
        description="With from_step: the new run's memo holds the original's finished steps before that step "
-                   "(they are not run again), and data, if given, replaces the trigger event's data."),
+                   "(they are not run again). With data: it replaces the trigger event's data for the new run "
+                   "(without from_step, the whole run is run again on it)."),
     Op("bulk_replay", "POST", "/api/v1/replay", bulk_replay, "admin", "Replay many finished runs of a function",
        "runs", [_ok(201, schemas.BulkReplayOut, "Replays created"), _ok(200, schemas.BulkReplayOut, "Dry run")],
        body=schemas.BulkReplayIn, errors=[404, 413, 503]),

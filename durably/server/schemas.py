@@ -176,13 +176,13 @@ class BulkCancelIn(_Body):
 
 
 class ReplayIn(_Body):
-    """Optional: rerun from a step. Without a body (or without from_step) the run is replayed whole."""
+    """Optional: rerun from a step, or with new event data. Without a body the run is replayed whole."""
 
     from_step: str | None = Field(None, min_length=1, max_length=4096, pattern=TEXT_PATTERN,
                                   description="A step of the run: the steps before it are copied to the new run's "
                                               "memo (not run again); it and the steps after it run afresh.")
-    data: OptionalJsonObject = Field(None, description="Replaces the trigger event's data for the new run "
-                                                       "(with from_step). No key or string may hold a NUL.")
+    data: OptionalJsonObject = Field(None, description="Replaces the trigger event's data for the new run. "
+                                                       "No key or string may hold a NUL.")
 
 
 class BackfillIn(_Body):

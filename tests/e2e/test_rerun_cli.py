@@ -51,7 +51,10 @@ def test_replay_from_a_step(store_url):
         plain = run_cli(["replay", rid], env)
         assert plain.returncode == 0 and f"replayed {rid} as " in plain.stdout, plain.stderr
         wait_run(app, plain.stdout.split(" as ")[1].strip())
-    assert calls == {"load": 2, "double": 3, "report": 4}
+        edited = run_cli(["replay", rid, "--data", '{"n": 2}'], env)
+        assert edited.returncode == 0 and "with the new event data" in edited.stdout, edited.stderr
+        assert wait_run(app, edited.stdout.split(" as ")[1].split()[0])["output"] == "2/4"
+    assert calls == {"load": 3, "double": 4, "report": 5}
     for args, message in ((["replay", rid, "--from-step", "nope"], "no step 'nope'"),
                           (["replay", rid, "--from-step", "load", "--data", "[1]"], "must be a JSON object"),
                           (["replay", rid, "--from-step", "load", "--data", "{"], "not valid JSON"),
@@ -62,7 +65,7 @@ def test_replay_from_a_step(store_url):
     assert usage.returncode == 2 and "not both" in usage.stderr
     usage = run_cli(["replay", "--function", "three", "--from-step", "load"], env)
     assert usage.returncode == 2 and "go with a run" in usage.stderr
-    assert len(runs_of(app, function_id="three")) == 4  # the bad calls created nothing
+    assert len(runs_of(app, function_id="three")) == 5  # the bad calls created nothing
     app.close()
 
 

@@ -171,8 +171,10 @@ async def test_the_http_api(store_url):
             assert body["replay_of"] == first["id"] and body["memo"] == ["load"]
             plain = await c.post(f"/api/v1/runs/{first['id']}/replay")  # no body: the plain replay
             assert plain.status_code == 201 and "memo" not in plain.json()
+            whole = await c.post(f"/api/v1/runs/{first['id']}/replay", json={"data": {"n": 3, "client": "c1"}})
+            assert whole.status_code == 201 and whole.json()["memo"] == []  # new data, every step afresh
             for bad in ({"from_step": "nope"}, {"from_step": "load", "data": [1]}, {"from_step": ""},
-                        {"from_step": "load", "x": 1}, {"data": {"n": 1}}, {"from_step": 3}):
+                        {"from_step": "load", "x": 1}, {"from_step": 3}, {"data": {"n": "a\u0000"}}):
                 res = await c.post(f"/api/v1/runs/{first['id']}/replay", json=bad)
                 assert res.status_code == 400 and res.json()["error"]["code"] == "invalid_input", (bad, res.text)
             missing = await c.post("/api/v1/runs/01NOSUCHRUN/replay", json={"from_step": "load"})
@@ -180,6 +182,7 @@ async def test_the_http_api(store_url):
             new = await asyncio.to_thread(wait_run, app, body["id"])
             assert new["output"]["b"] == 8 and new["output"]["a"] == {"loaded": 2}
             await asyncio.to_thread(wait_run, app, plain.json()["id"])
+            assert (await asyncio.to_thread(wait_run, app, whole.json()["id"]))["output"]["a"] == {"loaded": 3}
 
             r = await c.post("/api/v1/functions/ticker/backfill", json={"from": "5s", "to": "2s", "dry_run": True})
             assert r.status_code == 200, r.text
@@ -194,5 +197,5 @@ async def test_the_http_api(store_url):
             assert res.status_code == 400 and "no cron trigger" in res.json()["error"]["message"]
             res = await c.post("/api/v1/functions/nope/backfill", json={"from": "5s", "to": "1s"})
             assert res.status_code == 404
-    assert calls["load"] == 2  # the original, and the plain replay; the rerun took it from the memo
+    assert calls["load"] == 3  # the original, the plain replay and the one with new data; not the rerun
     app.close()
