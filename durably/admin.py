@@ -184,6 +184,8 @@ async def rerun_from_step(store: Any, run_id: str, from_step: str | None, data: 
         raise InvalidInput(f"from_step: run {run_id} has no step {from_step!r} (its steps: {known})")
     config = await function_config(store, original["function_id"])
     source = original
+    if data is not None and data == (original.get("event") or {}).get("data"):
+        data = None  # the same data (a form sent back unedited): a batch run keeps all its events
     if data is not None:
         event = {**(original.get("event") or {}), "data": data}
         Event(MANUAL_EVENT, data).encode()  # serializable, under the size limit, no NUL

@@ -199,3 +199,39 @@ async def test_the_http_api(store_url):
             assert res.status_code == 404
     assert calls["load"] == 3  # the original, the plain replay and the one with new data; not the rerun
     app.close()
+
+
+async def test_the_dashboard_forms_refuse_bad_input_with_a_400_page(store_url):
+    import re
+
+    calls: dict[str, int] = {}
+    app = three_steps(store_url, calls, env="dev")
+    with running_worker(app, scheduler=False):
+        first = await asyncio.to_thread(finished, app, {"n": 2, "client": "c1"})
+    async with asgi_client(app.asgi()) as c:
+        page = await c.get(f"/runs/{first['id']}")
+        assert page.status_code == 200 and page.text.count("Rerun from here") == 3
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        for form, message in (({"step": "nope", "data": ""}, "no step"),
+                              ({"step": "load", "data": "{"}, "not valid JSON"),
+                              ({"step": "load", "data": "[1]"}, "must be a JSON object")):
+            r = await c.post(f"/runs/{first['id']}/rerun", data={"csrf": csrf, **form})
+            assert r.status_code == 400 and message in r.text, (form, r.status_code)
+        r = await c.post(f"/runs/{first['id']}/rerun", data={"step": "load"})
+        assert r.status_code == 403  # no CSRF token
+        r = await c.post(f"/runs/{first['id']}/rerun", data={"csrf": csrf, "step": "double", "data": ""})
+        assert r.status_code == 303 and r.headers["location"].startswith("/runs/")  # the run's own data
+        new_id = r.headers["location"].rsplit("/", 1)[1]
+        assert app.store.get_run(new_id).result()["event"]["data"] == {"n": 2, "client": "c1"}
+        runs = await c.get("/runs")
+        assert runs.status_code == 200 and "Cancel selected" in runs.text
+        for form, message in (({}, "select at least one run"), ({"action": "matching"}, "needs a function filter"),
+                              ({"action": "matching", "function": "three", "status": "completed"}, "cannot be cancelled"),
+                              ({"action": "matching", "function": "three", "since": "soon"}, "since"),
+                              ({"run": "a\u0000b"}, "not a run id")):
+            r = await c.post("/runs/cancel", data={"csrf": csrf, **form})
+            assert r.status_code == 400 and message in r.text, (form, r.status_code, r.text[:300])
+        r = await c.post("/runs/cancel", data={"csrf": csrf, "run": first["id"]})  # finished: not cancelled
+        assert r.status_code == 200 and "Cancelled 0 run(s)" in r.text and "1 had already ended" in r.text
+    assert app.store.get_run(first["id"]).result()["status"] == "completed"
+    app.close()
