@@ -166,7 +166,8 @@ async def rerun_from_step(store: Any, run_id: str, from_step: str | None, data: 
     recorded before ``from_step`` (copied with their outputs, so they replay and are not run
     again); ``from_step`` and every step after it run afresh (``None``: from the start, a
     replay). ``data``, if given, replaces the trigger event's data for the new run (its keys,
-    tenant and ``ctx.event.data`` follow it)."""
+    tenant and ``ctx.event.data`` follow it; a batch run rerun on new data is a batch of that
+    one event)."""
     if from_step is not None and (not isinstance(from_step, str) or not from_step):
         raise InvalidInput("from_step: must be the id of one of the run's steps")
     if data is not None and not isinstance(data, dict):

@@ -235,3 +235,41 @@ async def test_the_dashboard_forms_refuse_bad_input_with_a_400_page(store_url):
         assert r.status_code == 200 and "Cancelled 0 run(s)" in r.text and "1 had already ended" in r.text
     assert app.store.get_run(first["id"]).result()["status"] == "completed"
     app.close()
+
+
+async def test_the_copied_memo_holds_every_kind_of_step_in_order(store_url):
+    """Sleeps, waits and patch markers before the step are copied too, so the new run replays
+    them in the original's order (no nondeterminism) and does not sleep or wait again."""
+    calls: dict[str, int] = {}
+    app = make_app(store_url, "rerun-kinds")
+
+    def count(name: str) -> str:
+        calls[name] = calls.get(name, 0) + 1
+        return name
+
+    @app.function(id="mixed", trigger=durably.on_event("mixed.go"))
+    async def mixed(ctx):
+        a = await ctx.step.run("a", count, "a")
+        v2 = ctx.patched("v2")
+        await ctx.step.sleep("nap", "2s")
+        heard = await ctx.step.wait_for_event("hear", "mixed.heard", timeout="1s")  # times out: None
+        b = await ctx.step.run("b", count, "b")
+        return [a, v2, heard, b]
+
+    with running_worker(app, scheduler=False):
+        (rid,) = app.send(durably.Event("mixed.go", {})).runs
+        first = await asyncio.to_thread(wait_run, app, rid)
+        assert first["output"] == ["a", True, None, "b"]
+        res = await admin.rerun_from_step(app.store, rid, "b")
+        assert res["memo"] == ["a", "patched:v2", "nap", "hear"]
+        new = await asyncio.to_thread(wait_run, app, res["id"])
+    assert new["status"] == "completed", new.get("error")
+    assert new["output"] == ["a", True, None, "b"] and calls == {"a": 1, "b": 2}
+    old = {s["step_id"]: s for s in first["steps"]}
+    for s in new["steps"]:
+        if s["step_id"] != "b":  # copied as they were: the sleep and the wait did not happen again
+            assert (s["kind"], s["status"], s["finished_at"]) == (old[s["step_id"]]["kind"], old[s["step_id"]]["status"],
+                                                                  old[s["step_id"]]["finished_at"])
+    assert new["finished_at"] - new["started_at"] < 2.0  # no 2 s sleep, no 1 s wait this time
+    assert first["finished_at"] - first["started_at"] >= 3.0
+    app.close()
