@@ -226,8 +226,9 @@ async def test_the_dashboard_forms_refuse_bad_input_with_a_400_page(store_url):
         runs = await c.get("/runs")
         assert runs.status_code == 200 and "Cancel selected" in runs.text
         for form, message in (({}, "select at least one run"), ({"action": "matching"}, "needs a function filter"),
-                              ({"action": "matching", "function": "three", "status": "completed"}, "cannot be cancelled"),
-                              ({"action": "matching", "function": "three", "since": "soon"}, "since"),
+                              ({"action": "matching", "filter_function": "three", "filter_status": "completed"},
+                               "cannot be cancelled"),
+                              ({"action": "matching", "filter_function": "three", "filter_since": "soon"}, "since"),
                               ({"run": "a\u0000b"}, "not a run id")):
             r = await c.post("/runs/cancel", data={"csrf": csrf, **form})
             assert r.status_code == 400 and message in r.text, (form, r.status_code, r.text[:300])

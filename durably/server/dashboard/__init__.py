@@ -276,7 +276,7 @@ class Dashboard:
         """Cancel selected (the ticked runs), or cancel all matching the current filter: first
         a dry run that shows the count, then, confirmed, the cancel (both through admin)."""
         form = request.state.form
-        filters = {k: str(form.get(k) or "") for k in ("status", "function", "tenant", "since", "until")}
+        filters = {k: str(form.get(f"filter_{k}") or "") for k in ("status", "function", "tenant", "since", "until")}
         if form.get("action") != "matching":
             res = await admin.cancel_runs(await self.store(), [str(x) for x in form.getlist("run")])
             return await self.runs(request, session, q=filters, notice=res)
