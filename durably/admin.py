@@ -1,5 +1,5 @@
 """Operations on the ledger shared by the CLI and the HTTP API: cancel, replay, bulk replay,
-"Run now", pause and resume, the audit log, and the time filters and cursors they take.
+rerun from a step, cron backfill, "Run now", pause and resume, the audit log, and the time filters and cursors they take.
 
 Every action takes the ``actor`` who asks for it (role and client address) and writes its
 audit row in the store, in the transaction of the action itself: an action that fails, or
@@ -36,6 +36,8 @@ from .core.expressions import compile_expr, evaluate_bool
 from .core.types import PAUSE_MODES, PENDING, REPLAYABLE, RUN_STATUSES
 
 MAX_LIST = 1000
+MAX_BACKFILL_TICKS = 1000  # cron ticks one backfill may fire
+BACKFILL_CHUNK = 100  # ticks fired per transaction in a backfill
 REPLAY_CHUNK = 50  # replays created per transaction in a bulk replay
 
 
@@ -191,6 +193,52 @@ async def replay_run(store: Any, run_id: str, *, actor: Actor | None = None) -> 
     return {"id": new, "replay_of": run_id, "function_id": original["function_id"]}
 
 
+async def rerun_from_step(store: Any, run_id: str, from_step: str | None, data: dict | None = None, *,
+                          actor: Actor | None = None) -> dict:
+    """Rerun a finished run from one of its steps: a new run of the same function (trigger
+    ``replay``, ``replay_of`` the original) whose memo holds the original's finished steps
+    recorded before ``from_step`` (copied with their outputs, so they replay and are not run
+    again); ``from_step`` and every step after it run afresh (``None``: from the start, a
+    replay). ``data``, if given, replaces the trigger event's data for the new run (its keys,
+    tenant and ``ctx.event.data`` follow it; a batch run rerun on new data is a batch of that
+    one event)."""
+    if from_step is not None and (not isinstance(from_step, str) or not from_step):
+        raise InvalidInput("from_step: must be the id of one of the run's steps")
+    if data is not None and not isinstance(data, dict):
+        raise InvalidInput(f"data: must be a JSON object, got {type(data).__name__}")
+    original = await aw(store.get_run(run_id, with_steps=True))
+    if original is None:
+        raise NotFound(f"no run {run_id!r} in env {store.env!r}")
+    if original["status"] not in REPLAYABLE:
+        raise Conflict(f"run {run_id} is {original['status']}; only finished runs (completed, failed, "
+                       "cancelled) can be rerun")
+    steps = sorted(original.get("steps") or [], key=lambda s: s["seq"])
+    target = next((s for s in steps if s["step_id"] == from_step), None)
+    if target is None and from_step is not None:
+        known = ", ".join(repr(s["step_id"]) for s in steps[:10]) or "none"
+        raise InvalidInput(f"from_step: run {run_id} has no step {from_step!r} (its steps: {known})")
+    config = await function_config(store, original["function_id"])
+    source = original
+    if data is not None and data == (original.get("event") or {}).get("data"):
+        data = None  # the same data (a form sent back unedited): a batch run keeps all its events
+    if data is not None:
+        event = {**(original.get("event") or {}), "data": data}
+        Event(MANUAL_EVENT, data).encode()  # serializable, under the size limit, no NUL
+        source = {**original, "event": event, "events": [event] if original.get("events") else None}
+    run = _replay_of(config, source, await aw(store.now()))
+    before = target["seq"] if target is not None else -1
+    if target is not None:
+        run.memo_of = (run_id, before)
+    audit = _audit(actor, "rerun_from_step", run_id, function_id=original["function_id"], from_step=from_step,
+                   data=data)
+    (new,) = await aw(store.create_runs([run], audit))
+    if new is None:
+        raise Conflict(f"the rerun of run {run_id} created no run (a flow-control key is held)")
+    memo = [s["step_id"] for s in steps if s["seq"] < before and s["status"] in ("completed", "failed")]
+    return {"id": new, "replay_of": run_id, "function_id": original["function_id"], "from_step": from_step,
+            "memo": memo}
+
+
 async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", since: float | None = None,
                       until: float | None = None, limit: int = 100, concurrency: int | None = None,
                       dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -244,6 +292,27 @@ async def bulk_replay(store: Any, *, function_id: str, status: str = "failed", s
 
 
 CANCELLABLE: tuple[str, ...] = (*PENDING, "running")
+
+
+async def cancel_runs(store: Any, run_ids: list[str], reason: str = "cancelled by user (selected)", *,
+                      actor: Actor | None = None) -> dict:
+    """Cancel the runs of ``run_ids`` (the dashboard's Cancel selected) in one transaction, with
+    one audit row; those that had ended (or do not exist) are reported under ``already_ended``,
+    not cancelled."""
+    if not isinstance(run_ids, list) or not run_ids:
+        raise InvalidInput("select at least one run to cancel")
+    if len(run_ids) > MAX_LIST:
+        raise InvalidInput(f"at most {MAX_LIST} runs at once, got {len(run_ids)}")
+    for rid in run_ids:
+        if not isinstance(rid, str) or id_problem(rid) is not None:
+            raise InvalidInput(f"not a run id: {str(rid)[:80]!r}")
+    ids = list(dict.fromkeys(run_ids))  # each once, in the order given
+    done = await aw(store.cancel_runs(ids, reason, _audit(actor, "cancel_selected", None, runs=len(ids))))
+    out: dict[str, Any] = {"count": 0, "runs": [], "already_ended": []}
+    for rid, ok in zip(ids, done):
+        out["runs" if ok else "already_ended"].append(rid)
+    out["count"] = len(out["runs"])
+    return out
 
 
 async def bulk_cancel(store: Any, *, function_id: str, status: str | None = None, since: float | None = None,
@@ -342,3 +411,52 @@ async def audit_log(store: Any, *, limit: int = 50, cursor: str | None = None) -
     rows = rows[:limit]
     nxt = encode_cursor(rows[-1]["at"], rows[-1]["id"]) if more else None
     return {"entries": [audit_json(r) for r in rows], "next_cursor": nxt}
+
+
+# --- cron backfill ------------------------------------------------------------------------------
+
+
+async def backfill(store: Any, function_id: str, start: float | None, end: float | None,
+                   dry_run: bool = False, *, actor: Actor | None = None) -> dict:
+    """Fire every tick of a cron function's schedules in [``start``, ``end``] (epoch seconds, in
+    the schedules' time zones) once, under the tick's unique key, the one the scheduler uses:
+    ticks already fired (by a scheduler or an earlier backfill) are skipped, never duplicated.
+    ``dry_run`` lists the ticks and writes nothing. At most ``MAX_BACKFILL_TICKS`` ticks."""
+    from .core.cron import ticks_between
+
+    config = await function_config(store, function_id)
+    if start is None or end is None:
+        raise InvalidInput("from and to: both are required (ISO-8601, or a duration ago such as '2h')")
+    if start > end:
+        raise InvalidInput(f"from ({iso(start)}) is after to ({iso(end)})")
+    now = await aw(store.now())
+    if end > now + 1:
+        raise InvalidInput(f"to ({iso(end)}) is in the future; the scheduler fires the ticks still to come")
+    schedules = [(t["cron"], t.get("tz", "UTC")) for t in config.get("triggers", []) if "cron" in t]
+    if not schedules:
+        raise InvalidInput(f"function {function_id!r} has no cron trigger: only cron functions can be backfilled")
+    due: dict[float, tuple[str, str, float]] = {}
+    for expr, tz in schedules:
+        for tick in ticks_between(expr, tz, start, end, MAX_BACKFILL_TICKS):
+            due.setdefault(tick, (expr, tz, tick))  # two schedules on one time: one tick (one key)
+        if len(due) > MAX_BACKFILL_TICKS:
+            raise InvalidInput(f"the range holds more than {MAX_BACKFILL_TICKS} ticks of {function_id!r}; "
+                               "backfill a shorter range at a time")
+    ticks = [due[t] for t in sorted(due)]
+    items: list[dict[str, Any]] = [{"tick": iso(t), "cron": expr, "tz": tz, "fired": False, "run_id": None}
+                                   for expr, tz, t in ticks]
+    out: dict[str, Any] = {"dry_run": dry_run, "function_id": function_id, "from": iso(start), "to": iso(end),
+                           "ticks": items, "fired": 0, "skipped": 0, "runs": []}
+    if dry_run:
+        return out
+    for i in range(0, len(ticks), BACKFILL_CHUNK):
+        chunk = ticks[i:i + BACKFILL_CHUNK]  # one audit row per transaction that fired a tick
+        audit = _audit(actor, "backfill", function_id, **{"from": iso(chunk[0][2]), "to": iso(chunk[-1][2])})
+        done = await aw(store.backfill_cron(function_id, chunk, audit))
+        for item, res in zip(items[i:i + BACKFILL_CHUNK], done):
+            item.update(fired=res["fired"], run_id=res["run_id"], event_id=res["event_id"])
+            if res["run_id"]:
+                out["runs"].append(res["run_id"])
+    out["fired"] = sum(1 for x in items if x["fired"])
+    out["skipped"] = len(items) - out["fired"]
+    return out

@@ -203,7 +203,12 @@ def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional
 
 @cli.command()
 @_store_options
-@click.option("--function", "-f", required=True, callback=_text, help="Function id.")
+@click.argument("run_id", required=False, callback=_text)
+@click.option("--run", "run", callback=_text, help="Replay this one run (or give it as RUN_ID).")
+@click.option("--from-step", callback=_text, help="With a run: rerun it from this step (the steps before it are "
+                                                  "copied from the original, not run again).")
+@click.option("--data", help="With a run: a JSON object that replaces the trigger event's data.")
+@click.option("--function", "-f", callback=_text, help="Replay many: the finished runs of this function...")
 @click.option("--status", "-s", default="failed", show_default=True,
               help="Runs to replay: failed, completed or cancelled.")
 @click.option("--since", help="Created at or after: ISO-8601, or a duration ago (1h).")
@@ -216,9 +221,24 @@ def runs_cancel(run_id: Optional[str], function: Optional[str], status: Optional
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; create nothing.")
 @click.option("--wait", is_flag=True, help="Follow the replays until they have all finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def replay(function: str, status: str, since: Optional[str], until: Optional[str], limit: int,
+def replay(run_id: Optional[str], run: Optional[str], from_step: Optional[str], data: Optional[str],
+           function: Optional[str], status: str, since: Optional[str], until: Optional[str], limit: int,
            concurrency: Optional[int], tenant: Optional[str], dry_run: bool, wait: bool, as_json: bool) -> None:
-    """Re-run finished runs of a function as new runs (runs already replayed are left out)."""
+    """Re-run finished runs as new runs: one (RUN_ID, optionally --from-step STEP [--data JSON]),
+    or many of a function (--function ...; runs already replayed are left out)."""
+    if run_id is not None and run is not None and run_id != run:
+        raise click.UsageError("give the run once: RUN_ID or --run ID")
+    one = run_id or run
+    if (one is None) == (function is None):
+        raise click.UsageError("give a RUN_ID (or --run ID), or --function with filters, not both")
+    if one is not None:
+        if since or until or tenant or concurrency or dry_run or wait:
+            raise click.UsageError("--since, --until, --tenant, --concurrency, --dry-run and --wait go with --function")
+        _replay_one(one, from_step, data, as_json)
+        return
+    if from_step is not None or data is not None:
+        raise click.UsageError("--from-step and --data go with a run (RUN_ID or --run ID)")
+    assert function is not None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -267,6 +287,35 @@ def replay(function: str, status: str, since: Optional[str], until: Optional[str
         return
     cap = f", at most {concurrency} at once (concurrency key replay:{res['batch_id']})" if concurrency else ""
     out.print(f"replayed {res['count']} run(s) of {function!r}{cap}")
+
+
+def _replay_one(run_id: str, from_step: Optional[str], data: Optional[str], as_json: bool) -> None:
+    """One run replayed whole, or rerun from a step with optionally new event data."""
+    from .. import admin
+
+    payload = None
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        if not isinstance(payload, dict):
+            raise InvalidInput("--data must be a JSON object, e.g. '{\"clientId\": \"c1\"}'")
+    store = open_store()
+    try:
+        if from_step is None and payload is None:
+            res = asyncio.run(admin.replay_run(store, run_id, actor=admin.CLI))  # the API's and the dashboard's Replay too
+        else:
+            res = asyncio.run(admin.rerun_from_step(store, run_id, from_step, payload, actor=admin.CLI))
+    finally:
+        store.close()
+    if as_json:
+        _print_json(res)
+    elif from_step is None:
+        out.print(f"replayed {run_id} as {res['id']}" + (" with the new event data" if payload is not None else ""))
+    else:
+        memo = ", ".join(res["memo"]) or "none"
+        out.print(f"rerun of {run_id} from step {from_step}: {res['id']} (steps copied from the original: {memo})")
 
 
 def _follow_replays(store: Any, res: dict, bar: Any) -> None:

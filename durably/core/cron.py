@@ -53,6 +53,22 @@ def latest_due_tick(expr: str, tz: str, after: float, now: float) -> float | Non
     return latest
 
 
+def ticks_between(expr: str, tz: str, start: float, end: float, limit: int) -> list[float]:
+    """The ticks in ``[start, end]`` (epoch seconds) in the schedule's time zone, oldest first;
+    at most ``limit + 1``, so a caller can tell that the range holds more than ``limit``."""
+    tzinfo = zone(tz)
+    out: list[float] = []
+    for t in CronSim(expr, datetime.fromtimestamp(start - 1, tzinfo)):
+        ts = t.timestamp()
+        if ts > end:
+            break
+        if ts >= start:
+            out.append(ts)
+            if len(out) > limit:
+                break
+    return out
+
+
 def describe(expr: str, tz: str = "UTC") -> str:
     """A reading such as "every day at 09:00 UTC"."""
     try:

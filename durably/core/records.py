@@ -103,6 +103,9 @@ class NewRun:
     batch: BatchSpec | None = None
     singleton: SingletonSpec | None = None
     cancel_on: list[CancelSpec] = field(default_factory=list)
+    # Rerun from a step: (original run id, seq) - the new run's memo starts with the original's
+    # finished steps recorded before that seq, copied in the transaction that creates the run.
+    memo_of: tuple[str, int] | None = None
 
 
 @dataclass

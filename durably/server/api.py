@@ -408,7 +408,12 @@ async def cancel_run(c: Call) -> Response:
 
 
 async def replay_run(c: Call) -> Response:
-    return JSON(await admin.replay_run(await c.api.store(), c.path("id"), actor=c.actor()), status_code=201)
+    b: schemas.ReplayIn = c.body
+    if b.from_step is None and b.data is None:
+        return JSON(await admin.replay_run(await c.api.store(), c.path("id"), actor=c.actor()),
+                    status_code=201)
+    return JSON(await admin.rerun_from_step(await c.api.store(), c.path("id"), b.from_step, b.data,
+                                            actor=c.actor()), status_code=201)
 
 
 async def bulk_replay(c: Call) -> Response:
@@ -429,6 +434,14 @@ async def bulk_cancel(c: Call) -> Response:
         since=admin.parse_time(b.since, name="since", now=now), until=admin.parse_time(b.until, name="until", now=now),
         limit=b.limit, dry_run=b.dry_run, actor=c.actor())
     return JSON(res)
+
+
+async def backfill(c: Call) -> Response:
+    b: schemas.BackfillIn = c.body
+    now = time.time()
+    res = await admin.backfill(await c.api.store(), c.path("id"), admin.parse_time(b.from_, name="from", now=now),
+                               admin.parse_time(b.to, name="to", now=now), dry_run=b.dry_run, actor=c.actor())
+    return JSON(res, status_code=200 if b.dry_run else 201)
 
 
 # --- functions, status -----------------------------------------------------------------------
@@ -580,8 +593,12 @@ OPS: list[Op] = [
     Op("cancel_run", "POST", "/api/v1/runs/{id}/cancel", cancel_run, "admin", "Cancel an unfinished run", "runs",
        [_ok(200, schemas.CancelOut)], errors=[404, 503], path_params=RUN_ID, path_schemas=ID_SCHEMA),
     Op("replay_run", "POST", "/api/v1/runs/{id}/replay", replay_run, "admin",
-       "Replay a finished run as a new run (same function, same trigger event)", "runs",
-       [_ok(201, schemas.ReplayOut)], errors=[404, 503], path_params=RUN_ID, path_schemas=ID_SCHEMA),
+       "Replay a finished run as a new run (same function, same trigger event), or rerun it from a step", "runs",
+       [_ok(201, schemas.ReplayOut)], body=schemas.ReplayIn, body_required=False, errors=[404, 413, 503],
+       path_params=RUN_ID, path_schemas=ID_SCHEMA,
+       description="With from_step: the new run's memo holds the original's finished steps before that step "
+                   "(they are not run again). With data: it replaces the trigger event's data for the new run "
+                   "(without from_step, the whole run is run again on it)."),
     Op("bulk_replay", "POST", "/api/v1/replay", bulk_replay, "admin", "Replay many finished runs of a function",
        "runs", [_ok(201, schemas.BulkReplayOut, "Replays created"), _ok(200, schemas.BulkReplayOut, "Dry run")],
        body=schemas.BulkReplayIn, errors=[404, 413, 503]),
@@ -598,6 +615,13 @@ OPS: list[Op] = [
        "Run now: a new run with a manual trigger event", "functions", [_ok(201, schemas.InvokeOut)],
        body=schemas.InvokeIn, body_required=False, errors=[404, 413, 503], path_params={"id": "Function id."},
        path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/invoke"),
+    Op("backfill", "POST", "/api/v1/functions/{id}/backfill", backfill, "admin",
+       "Fire each cron tick of a time range once", "functions",
+       [_ok(201, schemas.BackfillOut, "Ticks fired"), _ok(200, schemas.BackfillOut, "Dry run")],
+       body=schemas.BackfillIn, errors=[404, 413, 503], path_params={"id": "Function id."},
+       path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/backfill",
+       description="Each tick is fired under the key the scheduler uses (its event id), so ticks already fired "
+                   "are skipped; at most 1000 ticks per call."),
     Op("get_status", "GET", "/api/v1/status/{tenant}/{function}", get_status, "admin",
        "The status blob of (tenant, function)", "status", [_ok(200, schemas.StatusOut)], errors=[404, 503],
        path_params={"tenant": "Tenant ('global' by default).", "function": "Function id."},

@@ -175,6 +175,24 @@ class BulkCancelIn(_Body):
     dry_run: bool = Field(False, description="List what would be cancelled; cancel nothing.")
 
 
+class ReplayIn(_Body):
+    """Optional: rerun from a step, or with new event data. Without a body the run is replayed whole."""
+
+    from_step: str | None = Field(None, min_length=1, max_length=4096, pattern=TEXT_PATTERN,
+                                  description="A step of the run: the steps before it are copied to the new run's "
+                                              "memo (not run again); it and the steps after it run afresh.")
+    data: OptionalJsonObject = Field(None, description="Replaces the trigger event's data for the new run. "
+                                                       "No key or string may hold a NUL.")
+
+
+class BackfillIn(_Body):
+    """Fire each cron tick of [from, to] once (ticks already fired are skipped)."""
+
+    from_: TimeFilter = Field(alias="from", description="The range's start (inclusive).")
+    to: TimeFilter = Field(description="The range's end (inclusive); not in the future.")
+    dry_run: bool = Field(False, description="List the ticks; fire nothing.")
+
+
 class RunsQuery(_Query):
     status: RunStatus | None = None
     function: str | None = Field(None, max_length=256, pattern=TEXT_PATTERN, description="Function id.")
@@ -313,6 +331,25 @@ class ReplayOut(_Out):
     id: str = Field(description="The new run.")
     replay_of: str
     function_id: str
+    from_step: str | None = Field(None, description="A rerun from this step.")
+    memo: list[str] | None = Field(None, description="The steps copied from the original (a rerun from a step).")
+
+
+class BackfillTick(_Out):
+    tick: str = Field(description="The tick's time (UTC).")
+    cron: str
+    tz: str
+    fired: bool = Field(description="False when the tick had been fired before (or in a dry run).")
+    run_id: str | None = None
+
+
+class BackfillOut(_Out):
+    dry_run: bool
+    function_id: str
+    ticks: list[BackfillTick]
+    fired: int
+    skipped: int
+    runs: list[str]
 
 
 class BulkReplayItem(_Out):

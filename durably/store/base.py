@@ -258,6 +258,13 @@ class Store(Protocol):
         """Fire the latest due tick of a schedule at most once; the run created, if any."""
         ...
 
+    def backfill_cron(self, function_id: str, ticks: list[tuple[str, str, float]],
+                      audit: Audit | None = None) -> cf.Future[list[dict[str, Any]]]:
+        """Fire each tick ``(expr, tz, tick)`` once under its unique key; ticks already fired
+        are left alone. Per tick ``{"event_id", "fired", "run_id"}``. ``audit`` is recorded in
+        the same transaction when at least one tick was fired."""
+        ...
+
     # --- claimed runs --------------------------------------------------------------------------
     def claim_runs(self, owner: str, functions: str, limit: int,
                    lease: float) -> cf.Future[tuple[list[ClaimedRun], float | None, float]]:

@@ -303,6 +303,11 @@ class SqlStore:
     def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz)
 
+    def backfill_cron(self, function_id: str, ticks: list[tuple[str, str, float]],
+                      audit: Audit | None = None) -> cf.Future:
+        return self._write(ops.audited(ops.backfill_cron, audit, lambda done: any(t["fired"] for t in done)),
+                           function_id, ticks)
+
     def dispatch(self, key: str, window: int, event: dict) -> cf.Future:
         return self._write(ops.dispatch, key, window, event)
 

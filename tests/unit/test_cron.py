@@ -105,3 +105,20 @@ def test_describe():
     text = describe("0 9 * * *", "UTC")
     assert "09:00" in text and "UTC" in text and "day" in text
     assert "Europe/Berlin" in describe("30 2 * * 1", "Europe/Berlin")
+
+
+def test_ticks_between_is_inclusive_in_the_schedules_time_zone():
+    from datetime import datetime, timezone
+
+    from durably.core.cron import ticks_between
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+    # 09:00 in Berlin is 08:00 UTC in winter and 07:00 UTC once summer time starts (2026-03-29).
+    ticks = ticks_between("0 9 * * *", "Europe/Berlin", at("2026-03-27T08:00:00"), at("2026-03-30T07:00:00"), 10)
+    assert [datetime.fromtimestamp(t, timezone.utc).strftime("%d %H:%M") for t in ticks] == [
+        "27 08:00", "28 08:00", "29 07:00", "30 07:00"]  # both ends included
+    assert ticks_between("0 9 * * *", "UTC", at("2026-03-27T09:00:01"), at("2026-03-28T08:59:59"), 10) == []
+    # At most limit + 1: the caller can tell the range holds more than it asked for.
+    assert len(ticks_between("* * * * *", "UTC", at("2026-01-01T00:00:00"), at("2026-01-02T00:00:00"), 5)) == 6

@@ -60,7 +60,9 @@ class Dashboard:
             Route("/functions/{id:path}/run", r(self.run_now_form), methods=["GET"]),
             Route("/functions/{id:path}/run", r(self.run_now, post=True), methods=["POST"]),
             Route("/runs", r(self.runs)),
+            Route("/runs/cancel", r(self.cancel_many, post=True), methods=["POST"]),
             Route("/runs/{id}", r(self.run)),
+            Route("/runs/{id}/rerun", r(self.rerun, post=True), methods=["POST"]),
             Route("/runs/{id}/cancel", r(self.cancel, post=True), methods=["POST"]),
             Route("/runs/{id}/replay", r(self.replay, post=True), methods=["POST"]),
             Route("/failures", r(self.failures)),
@@ -252,8 +254,10 @@ class Dashboard:
 
     # --- runs ----------------------------------------------------------------------------------
 
-    async def runs(self, request: Request, session: dict) -> Response:
-        q = request.query_params
+    async def runs(self, request: Request, session: dict, *, q: Any = None, **shown: Any) -> Response:
+        """The ledger with its filters; ``q`` (the filters of a POST) and ``shown`` (a notice,
+        a dry-run preview) when a bulk cancel renders it."""
+        q = request.query_params if q is None else q
         now = time.time()
         status = q.get("status") or None
         if status and status not in RUN_STATUSES:
@@ -278,7 +282,33 @@ class Dashboard:
             params["cursor"] = admin.encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
             next_q = urlencode(params)
         return self.render(request, session, "runs.html", runs=items, filters=dict(q), next_q=next_q,
-                           first_q=urlencode({k: v for k, v in q.items() if k != "cursor" and v}))
+                           first_q=urlencode({k: v for k, v in q.items() if k != "cursor" and v}),
+                           live_q=urlencode({k: v for k, v in q.items() if v}),
+                           cancellable=admin.CANCELLABLE, **shown)
+
+    async def cancel_many(self, request: Request, session: dict) -> Response:
+        """Cancel selected (the ticked runs), or cancel all matching the current filter: first
+        a dry run that shows the count, then, confirmed, the cancel (both through admin)."""
+        form = request.state.form
+        filters = {k: str(form.get(f"filter_{k}") or "") for k in ("status", "function", "tenant", "since", "until")}
+        if form.get("action") != "matching":
+            res = await admin.cancel_runs(await self.store(), [str(x) for x in form.getlist("run")],
+                                          actor=_actor(request, session))
+            return await self.runs(request, session, q=filters, notice=res)
+        if not filters["function"]:
+            raise InvalidInput("cancel all matching needs a function filter: filter the runs by function first")
+        now = time.time()
+        confirm = bool(form.get("confirm"))
+        res = await admin.bulk_cancel(
+            await self.store(), function_id=filters["function"], status=filters["status"] or None,
+            tenant=filters["tenant"] or None, since=admin.parse_time(filters["since"] or None, name="since", now=now),
+            until=admin.parse_time(filters["until"] or None, name="until", now=now), limit=admin.MAX_LIST,
+            dry_run=not confirm, actor=_actor(request, session))
+        if confirm:
+            return await self.runs(request, session, q=filters, notice={
+                "count": res["count"], "runs": [r["id"] for r in res["runs"] if r["status"] == "cancelled"],
+                "already_ended": res["already_ended"]})
+        return await self.runs(request, session, q=filters, preview=res)
 
     async def run(self, request: Request, session: dict) -> Response:
         rid = request.path_params["id"]
@@ -383,6 +413,16 @@ class Dashboard:
 
     async def replay(self, request: Request, session: dict) -> Response:
         res = await admin.replay_run(await self.store(), request.path_params["id"], actor=_actor(request, session))
+        return RedirectResponse(f"{self._base(request)}/runs/{res['id']}", status_code=303)
+
+    async def rerun(self, request: Request, session: dict) -> Response:
+        """Rerun from here: a new run whose steps before this one come from this run's memo,
+        with the event data of the form (pre-filled with this run's)."""
+        form = request.state.form
+        data_text = str(form.get("data") or "").strip()
+        data = _json_object(data_text, "event data") if data_text else None
+        res = await admin.rerun_from_step(await self.store(), request.path_params["id"], str(form.get("step") or ""),
+                                          data, actor=_actor(request, session))
         return RedirectResponse(f"{self._base(request)}/runs/{res['id']}", status_code=303)
 
     # --- failures ------------------------------------------------------------------------------

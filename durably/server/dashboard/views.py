@@ -220,7 +220,12 @@ def _timeline(row: dict, now: float | None = None) -> dict:
                                 f"backoff{until}", pending=True))
         first = min((x["left"] for x in segs), default=0.0)
         last = max((x["left"] + x["width"] for x in segs), default=0.0)
+        if st.get("finished_at") is not None and st["finished_at"] < (row.get("created_at") or t0):
+            # A rerun from a step: this step was copied from the original run's memo, not run here.
+            segs = [seg("memo", t0, t0, f"{st['step_id']}: {status} in the original run (copied from its memo, "
+                                        "not run again)")]
         lanes.append({"id": st["step_id"], "kind": kind, "status": status, "segments": segs,
+                      "memo": segs[0]["kind"] == "memo" if segs else False,
                       "attempts": st.get("attempts") or 0, "errors": errors,
                       "ms": int(round(span * (last - first) / 100 * 1000))})
     step = _nice_step(span)

@@ -136,7 +136,7 @@ def claim(tx: Tx, owner: str, functions: str, limit: int, lease: float) -> tuple
             resumed=bool(row["resumed"]), now=tx.now, parent_run_id=row["parent_run_id"],
             finish_deadline=row["finish_deadline"], mono=mono, holds=bool(row["holds"]),
         )
-        if run.resumed:
+        if run.resumed or run.trigger == "replay":  # a rerun from a step starts with a copied memo
             run.steps = [dict(s) for s in tx.all("load_steps", run_id=run.id)]
         _status(tx, run.tenant, run.function_id, "running", run.id, run.started_at, None, _running_attempt(run), None)
         claimed.append(run)

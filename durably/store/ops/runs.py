@@ -146,6 +146,8 @@ def _create(tx: Tx, run: NewRun, paused: set[str]) -> "str | Skip":
         finish_timeout=run.finish_timeout, throttle=dumps(run.throttle.to_json()) if run.throttle else None,
         singleton_key=singleton_key, gathering=gathering, fair_key=run.fair_key,
     )
+    if run.memo_of is not None:  # rerun from a step: the steps before it replay from this memo
+        tx.exec("copy_memo", run_id=run.id, from_run_id=run.memo_of[0], before_seq=run.memo_of[1])
     if run.plan_error:
         err = dumps({"name": "ExpressionError", "message": run.plan_error})
         tx.exec("fail_new_run", run_id=run.id, error=err, reason="expression_error", now=tx.now)
@@ -342,6 +344,13 @@ def register(tx: Tx, app_id: str, configs: list[dict]) -> None:
 BUFFERED_AT = 1e11
 
 
+def tick_event(function_id: str, expr: str, tz: str, tick: float) -> dict:
+    """The event of one cron tick; its id is the tick's unique key (one per function and time)."""
+    tick_iso = status_mod.iso(tick)
+    return {"name": "durably/cron", "id": f"cron:{function_id}:{tick_iso}", "ts": int(tick * 1000),
+            "data": {"cron": expr, "tz": tz, "tick": tick_iso, "function_id": function_id}}
+
+
 def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     """Fire the latest due tick of a schedule, at most once across every scheduler.
 
@@ -361,9 +370,7 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
         return None
     if not tx.exec("advance_cron", env=tx.env, function_id=function_id, schedule=schedule, tick=tick, last_tick=last):
         return None
-    tick_iso = status_mod.iso(tick)
-    event = {"name": "durably/cron", "id": f"cron:{function_id}:{tick_iso}", "ts": int(tick * 1000),
-             "data": {"cron": expr, "tz": tz, "tick": tick_iso, "function_id": function_id}}
+    event = tick_event(function_id, expr, tz, tick)
     if not tx.exec("insert_event", env=tx.env, id=event["id"], name=event["name"], data=dumps(event), ts=event["ts"],
                    now=tx.now):
         return None
@@ -389,6 +396,33 @@ def fire_cron(tx: Tx, function_id: str, expr: str, tz: str) -> str | None:
     if buffered:
         run.delay = BUFFERED_AT - tx.now
     return create_run(tx, run)
+
+
+def backfill_cron(tx: Tx, function_id: str, ticks: list[tuple[str, str, float]]) -> list[dict]:
+    """Fire the given ticks ``(expr, tz, tick)`` of a function once each, under the tick's
+    unique key (its event id, as ``fire_cron`` forms it): a tick whose event the store holds,
+    of any age (fired by a scheduler or an earlier backfill, or skipped), is left alone. A
+    backfill is asked for on purpose, so overlap rules do not apply; flow control does.
+    Each tick: ``{"event_id", "fired", "run_id"}``. The schedule's last tick is not moved."""
+    out: list[dict] = []
+    config = tx.one("function_config", env=tx.env, id=function_id)
+    cfg = loads(config["config"]) if config is not None else None
+    for expr, tz, tick in ticks:
+        event = tick_event(function_id, expr, tz, tick)
+        item: dict = {"event_id": event["id"], "fired": False, "run_id": None}
+        out.append(item)
+        if cfg is None or tx.one("get_event", env=tx.env, id=event["id"]) is not None:
+            continue
+        if not tx.exec("insert_event", env=tx.env, id=event["id"], name=event["name"], data=dumps(event),
+                       ts=event["ts"], now=tx.now):
+            continue
+        item["fired"] = True
+        run = flow.plan(cfg, event, None, tx.now, trigger="cron")
+        if isinstance(run, NewRun):
+            item["run_id"] = create_run(tx, run)
+        elif run is not None:
+            _skip(tx, str(event["id"]), run.function_id, run.reason)
+    return out
 
 
 # --- dispatch windows (the HTTP cron endpoint) -----------------------------------------------

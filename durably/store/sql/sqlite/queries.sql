@@ -752,3 +752,13 @@ LIMIT :limit;
 -- name: prune_audit
 DELETE FROM durably_audit WHERE env = :env AND id IN (
     SELECT id FROM durably_audit WHERE env = :env AND at < :before LIMIT :limit);
+
+-- name: copy_memo
+-- Rerun from a step: the new run :run_id starts with the finished steps (completed, failed)
+-- that run :from_run_id recorded before seq :before_seq, with their outputs and attempt logs,
+-- so they replay from the memo.
+INSERT INTO durably_steps (run_id, step_id, kind, status, seq, attempts, output, error, log,
+    started_at, finished_at, wake_at)
+SELECT :run_id, step_id, kind, status, seq, attempts, output, error, log, started_at, finished_at, wake_at
+FROM durably_steps
+WHERE run_id = :from_run_id AND seq < :before_seq AND status IN ('completed', 'failed');
