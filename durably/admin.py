@@ -17,6 +17,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .core import eventschema
 from .core.durations import parse_duration
 from .errors import DurablyError, InvalidInput, NotFound, UnknownFunction
 from .core.events import MANUAL_EVENT, Event, id_problem
@@ -93,6 +94,21 @@ async def function_config(store: Any, function_id: str) -> dict:
     return config
 
 
+def typed_event(config: dict) -> str | None:
+    """The name of the function's first typed event (whose schema Run now's data must fit)."""
+    for t in config.get("triggers") or []:
+        if isinstance(t.get("schema"), dict) and isinstance(t.get("event"), str):
+            return str(t["event"])
+    return None
+
+
+def check_run_now_data(config: dict, data: dict | None) -> None:
+    """InvalidEvent unless ``data`` fits the function's event schema (if it has one)."""
+    schema = config.get("event_schema")
+    if isinstance(schema, dict):
+        eventschema.check(config["id"], schema, typed_event(config) or config["id"], dict(data or {}))
+
+
 def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
     from .core.flow import plan
 
@@ -108,6 +124,7 @@ def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
 async def run_now(store: Any, function_id: str, data: dict | None = None) -> dict:
     """"Run now": a new run of ``function_id`` with a manual trigger event carrying ``data``."""
     config = await function_config(store, function_id)
+    check_run_now_data(config, data)
     event = Event(MANUAL_EVENT, dict(data or {}))
     event.encode()  # serializable and under the size limit
     now = await aw(store.now())

@@ -454,6 +454,7 @@ def function_json(f: dict, now: float) -> dict:
         "next_run_at": iso(min(ticks)) if ticks else None, "last_run": _last(last),
         "last_status": last["status"] if last else None, "last_cron_run": _last(f.get("last_cron_run")),
         "stats_24h": f.get("stats_24h") or {}, "config": config, "updated_at": iso(f.get("updated_at")),
+        "event_schema": config.get("event_schema") if isinstance(config.get("event_schema"), dict) else None,
     }
 
 
@@ -543,7 +544,10 @@ OPS: list[Op] = [
     Op("send_events", "POST", "/api/v1/events", post_events, "event", "Send one event or a list", "events",
        [_ok(200, schemas.SendOut)], body="events", errors=[413, 503],
        description="A list is recorded in one transaction. An event id seen within 24 h is accepted and "
-                   "triggers nothing again. Each event is at most 1 MiB; names starting with 'durably/' are reserved."),
+                   "triggers nothing again. Each event is at most 1 MiB; names starting with 'durably/' are reserved. "
+                   "An event whose data does not validate against the JSON Schema its functions registered "
+                   "(event_schema in GET /api/v1/functions) is refused with 400 invalid_event naming the field; "
+                   "a list with one such event stores nothing."),
     Op("list_events", "GET", "/api/v1/events", list_events, "admin", "Events, newest first", "events",
        [_ok(200, schemas.EventsPage)], query=schemas.EventsQuery),
     Op("get_event", "GET", "/api/v1/events/{id}", get_event, "admin", "One event with the runs it triggered",

@@ -206,7 +206,8 @@ class NoQuery(_Query):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(description="Stable: invalid_input, invalid_event (data that does not fit the event's "
+                                  "schema), payload_too_large, unauthorized, not_found, store_unavailable, ...")
     message: str
 
 
@@ -385,6 +386,10 @@ class FunctionOut(_Out):
     stats_24h: dict[str, int] = Field(description="Runs created in the last 24 h, by status.")
     config: dict[str, Any]
     updated_at: str | None
+    event_schema: dict[str, Any] | None = Field(
+        default=None, description="The JSON Schema of the function's event data (on_event(name, schema=...)), or null. "
+                                  "POST /api/v1/events refuses an event of that name whose data does not validate "
+                                  "(400 invalid_event), as does Run now.")
 
 
 class FunctionsOut(_Out):
