@@ -109,11 +109,15 @@ def validator(function_id: str, schema: dict[str, Any]) -> Any:
 def problem(validator_: Any, data: Any) -> str | None:
     """The first problem of ``data`` against a compiled validator (``data.clientId: Field
     required``), or None when it validates."""
-    from jsonschema.exceptions import best_match
+    from jsonschema.exceptions import relevance
 
-    err = best_match(validator_.iter_errors(data))
-    if err is None:
+    errors = list(validator_.iter_errors(data))
+    if not errors:
         return None
+    # As pydantic does: the first field in the schema's order, then the most relevant error.
+    order = {k: i for i, k in enumerate((validator_.schema.get("properties") or {}))}
+    first = min(order.get(_top_field(e), len(order)) for e in errors)
+    err = max((e for e in errors if order.get(_top_field(e), len(order)) == first), key=relevance)
     path = _path(err.absolute_path)
     if err.validator == "required" and isinstance(err.instance, dict):
         missing = [k for k in err.validator_value if k not in err.instance]
@@ -125,6 +129,15 @@ def problem(validator_: Any, data: Any) -> str | None:
         if extra:
             return f"{path}.{extra[0]}: Extra inputs are not permitted"
     return f"{path}: {err.message}"
+
+
+def _top_field(err: Any) -> Any:
+    """The top-level field an error is about (the missing one, for a ``required`` at the top)."""
+    if err.absolute_path:
+        return err.absolute_path[0]
+    if err.validator == "required" and isinstance(err.instance, dict):
+        return next((k for k in err.validator_value if k not in err.instance), None)
+    return None
 
 
 def check(function_id: str, schema: dict[str, Any], event_name: str, data: Any, where: str = "") -> None:
