@@ -218,3 +218,16 @@ def test_a_transactional_send_is_refused_before_it_writes_in_the_callers_transac
     finally:
         other.close()
         app.close()
+
+
+def test_a_step_that_sends_data_that_does_not_fit_fails_the_run_naming_the_field(app):
+    @app.function(id="sender", trigger=durably.on_event("go"), retries=0)
+    async def sender(ctx):
+        await ctx.step.send_event("announce", durably.Event(EVENT, {"source": "step"}))
+
+    run = app.send(durably.Event("go")).runs[0]
+    with running_worker(app):
+        ended = wait_run(app, run)
+    assert ended["status"] == "failed"
+    assert f"{EVENT}: data.clientId: Field required" in ended["error"]["message"]
+    assert EVENT not in [e["event"]["name"] for e in stored_events(app)]
