@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -142,9 +142,22 @@ def _top_field(err: Any) -> Any:
 
 def check(function_id: str, schema: dict[str, Any], event_name: str, data: Any, where: str = "") -> None:
     """InvalidEvent unless ``data`` validates against ``function_id``'s registered schema."""
-    found = problem(validator(function_id, schema), data if data is not None else {})
-    if found is not None:
-        raise InvalidEvent(f"{where}{event_name}: {found}")
+    checker(function_id, schema)(event_name, data, where)
+
+
+def checker(function_id: str, schema: dict[str, Any]) -> Callable[[str, Any, str], None]:
+    """``check`` of one registered schema, its validator looked up once (for a batch of events)."""
+    compiled = validator(function_id, schema)
+
+    def check_one(event_name: str, data: Any, where: str = "") -> None:
+        value = data if data is not None else {}
+        if compiled.is_valid(value):
+            return
+        found = problem(compiled, value)
+        if found is not None:
+            raise InvalidEvent(f"{where}{event_name}: {found}")
+
+    return check_one
 
 
 # --- an example of the data ------------------------------------------------------------------

@@ -27,8 +27,8 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
         if name not in triggers:
             triggers[name] = [(row, loads(row["config"])) for row in tx.all("triggers_for", env=tx.env, name=name)]
             schemas[name] = _schemas(name, triggers[name])
-        for fid, schema in schemas[name]:
-            eventschema.check(fid, schema, name, e.get("data"), f"events[{i}]: " if len(events) > 1 else "")
+        for check in schemas[name]:
+            check(name, e.get("data"), f"events[{i}]: " if len(events) > 1 else "")
     fresh = []
     for e in events:
         res.ids.append(e["id"])
@@ -59,14 +59,16 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     return res
 
 
-def _schemas(name: str, rows: list[tuple[Any, dict]]) -> list[tuple[str, dict]]:
-    """(function id, JSON Schema) of each distinct schema registered for event ``name``."""
-    out: list[tuple[str, dict]] = []
+def _schemas(name: str, rows: list[tuple[Any, dict]]) -> list[Any]:
+    """A check for each distinct schema registered for event ``name`` (compiled once)."""
+    seen: list[dict] = []
+    out: list[Any] = []
     for _row, config in rows:
         for t in config.get("triggers") or []:
             schema = t.get("schema")
-            if t.get("event") == name and isinstance(schema, dict) and not any(s == schema for _, s in out):
-                out.append((config["id"], schema))
+            if t.get("event") == name and isinstance(schema, dict) and schema not in seen:
+                seen.append(schema)
+                out.append(eventschema.checker(config["id"], schema))
     return out
 
 
