@@ -21,7 +21,7 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     """Record events (duplicates ignored), create the runs they trigger, resolve waits."""
     res = IngestResult(ids=[], runs=[], duplicates=[])
     triggers: dict[str, list[tuple[Any, dict]]] = {}
-    schemas: dict[str, list[tuple[str, dict]]] = {}
+    schemas: dict[str, list[Any]] = {}
     for i, e in enumerate(events):  # typed events are refused before anything is written
         name = e["name"]
         if name not in triggers:
