@@ -36,5 +36,12 @@ def test_durably_send_refuses_data_that_does_not_fit_in_one_line(store_url):
         ok = run_cli(["send", "inbox.counts.recompute", "--data", '{"clientId": "c1"}'], env)
         assert ok.returncode == 0, ok.stderr
         assert len(json.loads(ok.stdout)["runs"]) == 1
+
+        listed = run_cli(["functions", "--json"], env)
+        assert listed.returncode == 0, listed.stderr
+        (fn,) = json.loads(listed.stdout)
+        assert fn["event_schema"]["required"] == ["clientId"]
+        table = run_cli(["functions"], env)
+        assert "(typed)" in table.stdout, table.stdout  # beside the event name (the table may wrap it)
     finally:
         app.close()
