@@ -231,3 +231,18 @@ def test_a_step_that_sends_data_that_does_not_fit_fails_the_run_naming_the_field
     assert ended["status"] == "failed"
     assert f"{EVENT}: data.clientId: Field required" in ended["error"]["message"]
     assert EVENT not in [e["event"]["name"] for e in stored_events(app)]
+
+
+def test_testenv_run_checks_the_data_and_the_run_sees_the_model():
+    from durably.testing import TestEnv
+
+    app = durably.App("typedtest")
+
+    @app.function(id="recompute", trigger=durably.on_event(EVENT, schema=Recompute))
+    async def recompute(ctx):
+        return [type(ctx.event.model).__name__, ctx.event.model.priority]
+
+    with TestEnv(app) as env:
+        with pytest.raises(durably.InvalidEvent, match=f"^{EVENT}: data.clientId: Field required$"):
+            env.run("recompute", {})
+        assert env.run("recompute", {"clientId": "c1", "priority": 3}).output == ["Recompute", 3]
