@@ -94,19 +94,8 @@ async def function_config(store: Any, function_id: str) -> dict:
     return config
 
 
-def typed_event(config: dict) -> str | None:
-    """The name of the function's first typed event (whose schema Run now's data must fit)."""
-    for t in config.get("triggers") or []:
-        if isinstance(t.get("schema"), dict) and isinstance(t.get("event"), str):
-            return str(t["event"])
-    return None
-
-
-def check_run_now_data(config: dict, data: dict | None) -> None:
-    """InvalidEvent unless ``data`` fits the function's event schema (if it has one)."""
-    schema = config.get("event_schema")
-    if isinstance(schema, dict):
-        eventschema.check(config["id"], schema, typed_event(config) or config["id"], dict(data or {}))
+typed_event = eventschema.typed_event  # the function's first typed event: Run now's data must fit its schema
+check_run_now_data = eventschema.check_config  # InvalidEvent unless the data fits the function's event schema
 
 
 def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:

@@ -160,6 +160,22 @@ def checker(function_id: str, schema: dict[str, Any]) -> Callable[[str, Any, str
     return check_one
 
 
+def typed_event(config: dict[str, Any]) -> str | None:
+    """The name of a registered function's first typed event (whose schema is its ``event_schema``)."""
+    for t in config.get("triggers") or []:
+        if isinstance(t, dict) and isinstance(t.get("schema"), dict) and isinstance(t.get("event"), str):
+            return str(t["event"])
+    return None
+
+
+def check_config(config: dict[str, Any], data: Any) -> None:
+    """InvalidEvent unless ``data`` fits the registered function's ``event_schema`` (if it has
+    one): the data of a manual run (Run now) or of an invoke."""
+    schema = config.get("event_schema")
+    if isinstance(schema, dict):
+        check(str(config["id"]), schema, typed_event(config) or str(config["id"]), dict(data or {}))
+
+
 # --- an example of the data ------------------------------------------------------------------
 
 _FORMATS = {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01", "time": "00:00:00", "email": "user@example.com",

@@ -246,3 +246,20 @@ def test_testenv_run_checks_the_data_and_the_run_sees_the_model():
         with pytest.raises(durably.InvalidEvent, match=f"^{EVENT}: data.clientId: Field required$"):
             env.run("recompute", {})
         assert env.run("recompute", {"clientId": "c1", "priority": 3}).output == ["Recompute", 3]
+
+
+def test_an_invoke_with_data_that_does_not_fit_fails_the_step_and_valid_data_runs_the_child(app):
+    @app.function(id="parent", trigger=durably.on_event("parent.go"), retries=0)
+    async def parent(ctx):
+        try:
+            await ctx.step.invoke("bad", "inbox-counts-recompute", {"clientId": 1})
+        except durably.StepError as exc:
+            refused = exc.error["message"]
+        child = await ctx.step.invoke("good", "inbox-counts-recompute", {"clientId": "c4"})
+        return {"refused": refused, "child": child}
+
+    run = app.send(durably.Event("parent.go")).runs[0]
+    with running_worker(app):
+        out = wait_run(app, run)["output"]
+    assert out["refused"] == f"invoke 'inbox-counts-recompute': {EVENT}: data.clientId: 1 is not of type 'string'"
+    assert out["child"] == {"type": "Recompute", "client": "c4", "source": "api"}
