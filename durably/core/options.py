@@ -64,6 +64,9 @@ class CronTrigger:
         return d
 
 
+RESERVED_PREFIX = "durably/"  # durably's own events (cron ticks, Run now, failures): no schema
+
+
 def on_event(name: str, if_: str | None = None, schema: Any = None) -> EventTrigger:
     """Trigger on every event called ``name`` (``if_``: a CEL filter over ``event``).
 
@@ -83,9 +86,6 @@ def on_event(name: str, if_: str | None = None, schema: Any = None) -> EventTrig
         raise InvalidInput(f"{what}: events named {RESERVED_PREFIX}... are durably's own and take no schema")
     adapter = eventschema.adapter_of(schema, what)
     return EventTrigger(name, if_, eventschema.json_schema_of(adapter, what), adapter)
-
-
-RESERVED_PREFIX = "durably/"
 
 
 OVERLAPS = ("allow", "skip", "buffer_one")
