@@ -200,22 +200,24 @@ async def test_the_dashboards_run_now_form_starts_from_the_schema_and_shows_a_re
         assert sent.status_code == 400 and "data.clientId: Field required" in html.unescape(sent.text)
 
 
-def test_a_transactional_send_is_refused_before_it_writes_in_the_callers_transaction(sqlite_url):
-    import sqlite3
+def test_a_transactional_send_is_refused_before_it_writes_in_the_callers_transaction(store_url):
+    from tests.integration.test_transactional_send import connect, count_messages, make_messages
 
-    app = typed_app(sqlite_url)
-    other = make_app(sqlite_url, "elsewhere", env="dev")  # the store's registry is all it knows
+    app = typed_app(store_url)
+    other = make_app(store_url, "elsewhere", env="dev")  # the store's registry is all it knows
+    conn = connect(store_url)
     try:
-        conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-        with conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS messages (client_id TEXT)")
-            conn.execute("INSERT INTO messages VALUES ('c1')")
-            with pytest.raises(durably.InvalidEvent, match="data.clientId: Field required"):
-                other.send(durably.Event(EVENT, {}), connection=conn)
-            other.send(durably.Event(EVENT, {"clientId": "c1"}), connection=conn)  # the transaction goes on
-        conn.close()
+        make_messages(conn)
+        # One transaction: the refusal leaves it usable, and the rest commits.
+        conn.execute("INSERT INTO messages (body) VALUES ('hello')")
+        with pytest.raises(durably.InvalidEvent, match="data.clientId: Field required"):
+            other.send(durably.Event(EVENT, {}), connection=conn)
+        other.send(durably.Event(EVENT, {"clientId": "c1"}), connection=conn)
+        conn.commit()
+        assert count_messages(conn) == 1
         assert [e["event"]["data"] for e in stored_events(app)] == [{"clientId": "c1"}]
     finally:
+        conn.close()
         other.close()
         app.close()
 
