@@ -2,7 +2,8 @@
 
 from .app import App, Function, RunResult, SendResult
 from .context import Context
-from .errors import (DurablyError, InvalidInput, NonRetriableError, RetryAfterError, StepError, UnknownFunction)
+from .errors import (DurablyError, EventSchemaConflict, InvalidEvent, InvalidInput, NonRetriableError, RetryAfterError,
+                     StepError, UnknownFunction)
 from .core.events import Event
 from .functions import (Batch, CancelOn, Concurrency, Debounce, Fairness, Priority, RateLimit, Retry, Singleton, Throttle,
                         Timeouts, on_cron, on_event)
@@ -14,5 +15,6 @@ __all__ = [
     "on_event", "on_cron",
     "Retry", "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn",
     "Timeouts", "Fairness",
-    "DurablyError", "InvalidInput", "NonRetriableError", "RetryAfterError", "StepError", "UnknownFunction",
+    "DurablyError", "InvalidInput", "InvalidEvent", "EventSchemaConflict", "NonRetriableError", "RetryAfterError",
+    "StepError", "UnknownFunction",
 ]

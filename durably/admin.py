@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .core import eventschema
 from .core.durations import parse_duration
 from .errors import DurablyError, InvalidInput, NotFound, UnknownFunction
 from .core.events import MANUAL_EVENT, Event, id_problem
@@ -126,6 +127,10 @@ async def function_config(store: Any, function_id: str) -> dict:
     return config
 
 
+typed_event = eventschema.typed_event  # the function's first typed event: Run now's data must fit its schema
+check_run_now_data = eventschema.check_config  # InvalidEvent unless the data fits the function's event schema
+
+
 def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
     from .core.flow import plan
 
@@ -141,6 +146,7 @@ def _plan(config: dict, event: dict, trigger: str, now: float) -> NewRun:
 async def run_now(store: Any, function_id: str, data: dict | None = None, *, actor: Actor | None = None) -> dict:
     """"Run now": a new run of ``function_id`` with a manual trigger event carrying ``data``."""
     config = await function_config(store, function_id)
+    check_run_now_data(config, data)
     event = Event(MANUAL_EVENT, dict(data or {}))
     event.encode()  # serializable and under the size limit
     now = await aw(store.now())

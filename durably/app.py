@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import Settings
-from .errors import DuplicateFunction, InvalidInput, NotFound
+from .errors import DuplicateFunction, EventSchemaConflict, InvalidInput, NotFound
+from .core import eventschema
 from .core.types import TERMINAL
 from .core.blobs import check_function_id
 from .core.events import FUNCTION_FAILED, Event, coerce_events
@@ -205,7 +206,27 @@ class App:
     def _add(self, fdef: FunctionDef) -> None:
         if fdef.id in self.functions:
             raise DuplicateFunction(f"duplicate function id {fdef.id!r} in app {self.id!r}")
+        for t in fdef.event_triggers:
+            if t.json_schema is None:
+                continue
+            for other in [*self.functions.values(), fdef]:
+                for o in other.event_triggers:
+                    if o is not t and o.event == t.event and o.json_schema is not None \
+                            and not eventschema.same_schema(o.json_schema, t.json_schema):
+                        raise EventSchemaConflict(
+                            f"event {t.event!r} has two different schemas in app {self.id!r}: function "
+                            f"{other.id!r} declares {_title(o.json_schema)} and function {fdef.id!r} declares "
+                            f"{_title(t.json_schema)}; functions that name one event must give it the same schema")
         self.functions[fdef.id] = fdef
+
+    def _adapters(self) -> dict[str, Any]:
+        """Event name -> the pydantic adapter of its data, for the typed events of this app."""
+        out: dict[str, Any] = {}
+        for f in self.functions.values():
+            for t in f.event_triggers:
+                if t.adapter is not None:
+                    out.setdefault(t.event, t.adapter)
+        return out
 
     # --- registry in the store -----------------------------------------------------------
 
@@ -224,6 +245,12 @@ class App:
 
     def _prepare(self, events: Any) -> list[dict]:
         evs = coerce_events(events)
+        adapters = self._adapters()
+        if adapters:  # typed events: refused here, before anything is stored (the store checks too)
+            for i, e in enumerate(evs):
+                adapter = adapters.get(e.name)
+                if adapter is not None:
+                    eventschema.check_model(adapter, e.name, e.data, f"events[{i}]: " if len(evs) > 1 else "")
         context = telemetry.carrier()  # None unless tracing is on: the runs join the sender's trace
         for e in evs:
             if context is not None and e.trace is None:
@@ -364,6 +391,11 @@ class App:
 
     def __repr__(self) -> str:
         return f"<durably.App {self.id!r} functions={len(self.functions)}>"
+
+
+def _title(schema: dict) -> str:
+    title = schema.get("title")
+    return repr(title) if isinstance(title, str) else "a schema"
 
 
 def _quote(s: str) -> str:

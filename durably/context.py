@@ -53,12 +53,21 @@ class Context:
 
     @functools.cached_property
     def event(self) -> Event:
-        return Event.from_dict(_strip(self._ex.run.event))
+        """The trigger event; ``ctx.event.data`` is its JSON dict, ``ctx.event.model`` the data parsed
+        with the function's schema (``on_event(name, schema=Model)``), None without one."""
+        return self._typed(Event.from_dict(_strip(self._ex.run.event)))
 
     @functools.cached_property
     def events(self) -> list[Event]:
         run = self._ex.run
-        return [Event.from_dict(_strip(e)) for e in run.events] if run.events else [self.event]
+        return [self._typed(Event.from_dict(_strip(e))) for e in run.events] if run.events else [self.event]
+
+    def _typed(self, event: Event) -> Event:
+        fdef = getattr(self._ex, "fdef", None)
+        adapter = fdef.event_adapter(event.name) if fdef is not None else None
+        if adapter is not None:
+            event.__dict__["_adapter"] = adapter  # ``event.model`` parses with it, on first use
+        return event
 
     @functools.cached_property
     def logger(self) -> logging.LoggerAdapter:

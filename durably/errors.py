@@ -61,6 +61,19 @@ class ExpressionError(InvalidInput):
     code = "expression_error"
 
 
+class InvalidEvent(InvalidInput):
+    """An event's data does not validate against the schema its functions declared
+    (``on_event(name, schema=...)``); the message names the event and the field."""
+
+    code = "invalid_event"
+
+
+class EventSchemaConflict(InvalidInput):
+    """Two functions declare different schemas for one event name."""
+
+    code = "event_schema_conflict"
+
+
 class DuplicateFunction(InvalidInput):
     """Two functions share one id."""
 

@@ -13,8 +13,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .core.events import FUNCTION_INVOKED, MANUAL_EVENT
 from .core.options import (Batch, CancelOn, Concurrency, CronTrigger, Debounce, EventTrigger, Fairness, FunctionConfig, Priority,
-                           RateLimit, Retry, Singleton, Throttle, Timeouts, _cel, coerce_retry, on_cron, on_event)
+                           RateLimit, Retry, Singleton, Throttle, Timeouts, _cel, coerce_retry, event_schema_of, on_cron,
+                           on_event)
 
 __all__ = ["FunctionDef", "FunctionConfig", "EventTrigger", "CronTrigger", "on_event", "on_cron", "Retry", "coerce_retry",
            "Concurrency", "Throttle", "RateLimit", "Debounce", "Batch", "Priority", "Singleton", "CancelOn", "Timeouts", "Fairness"]
@@ -59,6 +61,22 @@ class FunctionDef:
     def cron_triggers(self) -> list[CronTrigger]:
         return [t for t in self.triggers if isinstance(t, CronTrigger)]
 
+    @property
+    def event_schema(self) -> dict | None:
+        """The JSON Schema of this function's event data (its first typed trigger's), or None."""
+        return event_schema_of(self.triggers)
+
+    def event_adapter(self, name: str) -> Any:
+        """The pydantic adapter of event ``name``'s data: the trigger of that name's (None if it
+        is untyped); for a manual run (Run now) or an invoke, the function's first
+        typed trigger's; None for a function without a schema and for other events (cron ticks)."""
+        named = [t for t in self.event_triggers if t.event == name]
+        if named:
+            return next((t.adapter for t in named if t.adapter is not None), None)
+        if name not in (MANUAL_EVENT, FUNCTION_INVOKED):
+            return None
+        return next((t.adapter for t in self.event_triggers if t.adapter is not None), None)
+
     def config(self) -> dict:
         """The JSON-able description stored in the registry (no code, no secrets)."""
         return FunctionConfig(
@@ -67,4 +85,5 @@ class FunctionDef:
             debounce=self.debounce, batch=self.batch, priority=self.priority, idempotency=self.idempotency,
             singleton=self.singleton, cancel_on=tuple(self.cancel_on), timeouts=self.timeouts, tenant=self.tenant,
             fairness=self.fairness, has_on_failure=self.on_failure is not None, internal=self.internal,
+            event_schema=self.event_schema,
         ).to_json()

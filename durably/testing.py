@@ -245,13 +245,18 @@ class TestEnv:
     def run(self, function: Any, data: dict | None = None, *, timeout: float = 10.0,
             auto_advance: bool = True) -> TestRun:
         """Start ``function`` (id or decorated function) with ``data`` and return its outcome."""
+        from .core.eventschema import check_model
         from .core.flow import plan
 
         fid = function if isinstance(function, str) else getattr(function, "id", None)
         if fid not in self.app.functions:
             raise InvalidInput(f"unknown function {fid!r} in app {self.app.id!r}")
+        fdef = self.app.functions[fid]
+        adapter = fdef.event_adapter(MANUAL_EVENT)
+        if adapter is not None:  # a typed function: the data must fit, as for Run now
+            check_model(adapter, next(t.event for t in fdef.event_triggers if t.adapter is adapter), dict(data or {}))
         event = Event(MANUAL_EVENT, dict(data or {})).to_dict()
-        planned = plan(self.app.functions[fid].config(), event, None, self.clock(), trigger="manual")
+        planned = plan(fdef.config(), event, None, self.clock(), trigger="manual")
         if not isinstance(planned, NewRun):  # the tenant rule skipped it
             raise InvalidInput(f"function {fid!r} planned no run: skipped ({getattr(planned, 'reason', None)})")
         self.app.store.create_runs([planned]).result()

@@ -41,7 +41,7 @@ def functions(ctx: click.Context, as_json: bool) -> None:
         last = f["last_run"]
         items.append({
             "id": f["id"], "app_id": f["app_id"], "triggers": c["triggers"],
-            "flow_control": FunctionConfig.from_json(c).flow_control(),
+            "flow_control": FunctionConfig.from_json(c).flow_control(), "event_schema": c.get("event_schema"),
             "last_run": {"id": last["id"], "status": last["status"], "created_at": iso(last["created_at"])} if last else None,
             "paused": f["id"] in paused, "paused_mode": paused[f["id"]]["mode"] if f["id"] in paused else None,
         })
@@ -52,7 +52,7 @@ def functions(ctx: click.Context, as_json: bool) -> None:
     for col in ("id", "app", "triggers", "flow control", "last run", "paused"):
         table.add_column(col)
     for f in items:
-        trig = ", ".join(t["event"] if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
+        trig = ", ".join(t["event"] + (" (typed)" if t.get("schema") else "") if "event" in t else f"cron {t['cron']} {t['tz']} ({describe(t['cron'], t['tz'])})"
                          + (f" overlap={t['overlap']}" if t.get("overlap", "allow") != "allow" else "")
                          for t in f["triggers"])
         last = f["last_run"]

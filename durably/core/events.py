@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -171,6 +172,18 @@ class Event:
                                f"{MAX_TS_MS} (9999-12-31), got {self.ts!r}")
         else:
             self.ts = int(self.ts)
+
+    @functools.cached_property
+    def model(self) -> Any:
+        """The data parsed with the schema its function declared (``on_event(name, schema=Model)``):
+        a ``Model`` instance, on ``ctx.event`` and ``ctx.events`` inside a run; None where no schema
+        applies (an untyped trigger, an event not received by a run). ``data`` stays the dict."""
+        adapter = self.__dict__.get("_adapter")
+        if adapter is None:
+            return None
+        from .eventschema import check_model
+
+        return check_model(adapter, self.name, self.data)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "data": self.data, "id": self.id, "ts": self.ts}

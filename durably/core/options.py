@@ -15,6 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
+from . import eventschema
 from .durations import parse_duration
 from .events import name_problem
 from ..errors import ExpressionError, InvalidInput
@@ -38,9 +39,16 @@ def _cel(expr: str | None, what: str) -> str | None:
 class EventTrigger:
     event: str
     if_: str | None = None
+    # Typed events: the JSON Schema of the event's data (registered), and, where the code is
+    # loaded, the pydantic TypeAdapter it came from (``app.send`` validates, ``ctx.event.model``).
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
+    adapter: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "if": self.if_}
+        d: dict[str, Any] = {"event": self.event, "if": self.if_}
+        if self.json_schema is not None:
+            d["schema"] = self.json_schema
+        return d
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,28 @@ class CronTrigger:
         return d
 
 
-def on_event(name: str, if_: str | None = None) -> EventTrigger:
-    """Trigger on every event called ``name`` (``if_``: a CEL filter over ``event``)."""
+RESERVED_PREFIX = "durably/"  # durably's own events (cron ticks, Run now, failures): no schema
+
+
+def on_event(name: str, if_: str | None = None, schema: Any = None) -> EventTrigger:
+    """Trigger on every event called ``name`` (``if_``: a CEL filter over ``event``).
+
+    ``schema``: the type of the event's data (a pydantic model, a TypedDict, a dataclass:
+    anything pydantic's ``TypeAdapter`` takes). Its JSON Schema is registered with the
+    function, and an event of that name whose data does not validate is refused where it
+    is sent (``durably.InvalidEvent``); ``ctx.event.model`` is the parsed data.
+    """
     problem = name_problem(name)
     if problem is not None:  # an event of that name could never be sent
         raise InvalidInput(f"on_event: {problem}")
-    return EventTrigger(name, _cel(if_, f"on_event({name!r}) if_"))
+    if_ = _cel(if_, f"on_event({name!r}) if_")
+    if schema is None:
+        return EventTrigger(name, if_)
+    what = f"on_event({name!r})"
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidInput(f"{what}: events named {RESERVED_PREFIX}... are durably's own and take no schema")
+    adapter = eventschema.adapter_of(schema, what)
+    return EventTrigger(name, if_, eventschema.json_schema_of(adapter, what), adapter)
 
 
 OVERLAPS = ("allow", "skip", "buffer_one")
@@ -291,7 +315,20 @@ def _cancel_on(d: Mapping[str, Any]) -> CancelOn:
 def _trigger(d: Mapping[str, Any]) -> EventTrigger | CronTrigger:
     if "cron" in d:
         return CronTrigger(d["cron"], d.get("tz", "UTC"), d.get("overlap", "allow"))
-    return EventTrigger(d["event"], d.get("if"))
+    schema = d.get("schema")
+    return EventTrigger(d["event"], d.get("if"), schema if isinstance(schema, dict) else None)
+
+
+def event_schema_of(triggers: Any) -> dict[str, Any] | None:
+    """A function's event schema: the JSON Schema of its first typed event trigger, or None."""
+    return next((t.json_schema for t in triggers if isinstance(t, EventTrigger) and t.json_schema is not None), None)
+
+
+def _schema_of(d: Mapping[str, Any]) -> dict[str, Any] | None:
+    schema = d.get("event_schema")
+    if isinstance(schema, dict):
+        return schema
+    return event_schema_of(_trigger(t) for t in d.get("triggers") or [])  # entries written before the field
 
 
 @dataclass(frozen=True)
@@ -316,6 +353,9 @@ class FunctionConfig:
     fairness: Fairness | None = None
     has_on_failure: bool = False
     internal: bool = False
+    # The JSON Schema of the function's event data (its first typed trigger's), or None: what
+    # GET /api/v1/functions shows, what Run now validates against and builds its form from.
+    event_schema: dict[str, Any] | None = field(default=None, hash=False)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "FunctionConfig":
@@ -334,6 +374,7 @@ class FunctionConfig:
                 timeouts=_opt(Timeouts, d.get("timeouts")), tenant=d.get("tenant"),
                 fairness=_opt(Fairness, d.get("fairness")),
                 has_on_failure=bool(d.get("has_on_failure")), internal=bool(d.get("internal")),
+                event_schema=_schema_of(d),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidInput(f"function config {d.get('id')!r}: not a registry entry ({exc})") from None
@@ -363,6 +404,7 @@ class FunctionConfig:
             "fairness": opt(self.fairness),
             "has_on_failure": self.has_on_failure,
             "internal": self.internal,
+            "event_schema": self.event_schema,
         }
 
     def flow_control(self) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..context import Context
 from ..core.durations import parse_duration
-from ..errors import (InvalidInput, LeaseLost, NonRetriableError, StepError, StepMismatch,
+from ..errors import (InvalidEvent, InvalidInput, LeaseLost, NonRetriableError, StepError, StepMismatch,
                       StoreUnavailable, error_dict)
 from ..core.events import FUNCTION_INVOKED, Event, failure_event
 from ..core.expressions import compile_expr
@@ -29,7 +29,7 @@ from ..core.jsonutil import STEP_OUTPUT_MAX_BYTES, dumps, loads
 from ..steps import Interrupt, Steps, SyncSteps, in_parallel
 from ..core.records import ClaimedRun, NewRun, StepWrite, WaitWrite
 from ..store.base import aw
-from ..core import flow
+from ..core import eventschema, flow
 from . import tracing
 from .outage import Outage
 from .replay import Memo, StepIds, retry_delay
@@ -344,6 +344,12 @@ class Execution:
             raise StepError(sid, err)
         if data is not None and not isinstance(data, dict):
             raise InvalidInput(f"invoke({id!r}): data must be a dict")
+        try:
+            eventschema.check_config(config, data)  # a typed function: the data must fit its schema
+        except InvalidEvent as exc:
+            err = error_dict(NonRetriableError(f"invoke {fid!r}: {exc}"))
+            await self._checkpoint(StepWrite(sid, "invoke", "failed", seq, 1, None, dumps(err), None, now, now))
+            raise StepError(sid, err) from None
         ev = Event(FUNCTION_INVOKED, dict(data or {}))
         ev.encode()
         planned = flow.plan(config, ev.to_dict(), None, now, trigger="invoke")

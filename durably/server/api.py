@@ -436,14 +436,6 @@ async def bulk_cancel(c: Call) -> Response:
     return JSON(res)
 
 
-async def backfill(c: Call) -> Response:
-    b: schemas.BackfillIn = c.body
-    now = time.time()
-    res = await admin.backfill(await c.api.store(), c.path("id"), admin.parse_time(b.from_, name="from", now=now),
-                               admin.parse_time(b.to, name="to", now=now), dry_run=b.dry_run, actor=c.actor())
-    return JSON(res, status_code=200 if b.dry_run else 201)
-
-
 # --- functions, status -----------------------------------------------------------------------
 
 
@@ -477,6 +469,7 @@ def function_json(f: dict, now: float, paused: dict | None = None) -> dict:
         "last_status": last["status"] if last else None, "last_cron_run": _last(f.get("last_cron_run")),
         "stats_24h": f.get("stats_24h") or {}, "config": config, "updated_at": iso(f.get("updated_at")),
         "paused": f["id"] in (paused or {}), "paused_mode": (paused or {}).get(f["id"], {}).get("mode"),
+        "event_schema": config.get("event_schema") if isinstance(config.get("event_schema"), dict) else None,
     }
 
 
@@ -568,7 +561,10 @@ OPS: list[Op] = [
     Op("send_events", "POST", "/api/v1/events", post_events, "event", "Send one event or a list", "events",
        [_ok(200, schemas.SendOut)], body="events", errors=[413, 503],
        description="A list is recorded in one transaction. An event id seen within 24 h is accepted and "
-                   "triggers nothing again. Each event is at most 1 MiB; names starting with 'durably/' are reserved."),
+                   "triggers nothing again. Each event is at most 1 MiB; names starting with 'durably/' are reserved. "
+                   "An event whose data does not validate against the JSON Schema its functions registered "
+                   "(event_schema in GET /api/v1/functions) is refused with 400 invalid_event naming the field; "
+                   "a list with one such event stores nothing."),
     Op("list_events", "GET", "/api/v1/events", list_events, "admin", "Events, newest first", "events",
        [_ok(200, schemas.EventsPage)], query=schemas.EventsQuery),
     Op("get_event", "GET", "/api/v1/events/{id}", get_event, "admin", "One event with the runs it triggered",
@@ -607,21 +603,13 @@ OPS: list[Op] = [
        [_ok(200, schemas.BulkCancelOut, "Runs cancelled, or, with dry_run, the runs that match")],
        body=schemas.BulkCancelIn, errors=[404, 413, 503],
        description="Filters: status, created since/until, tenant, and a CEL 'if' over the run's event; newest "
-                   "first, at most limit. Each run is cancelled in its own transaction, as POST "
-                   "/api/v1/runs/{id}/cancel does."),
+                   "first, at most limit; the runs are cancelled in one transaction, with one audit row."),
     Op("list_functions", "GET", "/api/v1/functions", list_functions, "admin",
        "The registry, with next and last cron run and last status", "functions", [_ok(200, schemas.FunctionsOut)]),
     Op("invoke_function", "POST", "/api/v1/functions/{id}/invoke", invoke_function, "admin",
        "Run now: a new run with a manual trigger event", "functions", [_ok(201, schemas.InvokeOut)],
        body=schemas.InvokeIn, body_required=False, errors=[404, 413, 503], path_params={"id": "Function id."},
        path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/invoke"),
-    Op("backfill", "POST", "/api/v1/functions/{id}/backfill", backfill, "admin",
-       "Fire each cron tick of a time range once", "functions",
-       [_ok(201, schemas.BackfillOut, "Ticks fired"), _ok(200, schemas.BackfillOut, "Dry run")],
-       body=schemas.BackfillIn, errors=[404, 413, 503], path_params={"id": "Function id."},
-       path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/backfill",
-       description="Each tick is fired under the key the scheduler uses (its event id), so ticks already fired "
-                   "are skipped; at most 1000 ticks per call."),
     Op("get_status", "GET", "/api/v1/status/{tenant}/{function}", get_status, "admin",
        "The status blob of (tenant, function)", "status", [_ok(200, schemas.StatusOut)], errors=[404, 503],
        path_params={"tenant": "Tenant ('global' by default).", "function": "Function id."},
@@ -632,7 +620,7 @@ OPS: list[Op] = [
     Op("metrics", "GET", "/metrics", metrics, "admin", "Prometheus metrics", "health",
        [_ok(200, None, "Prometheus text exposition format")], errors=[], media_type=CONTENT_TYPE_LATEST),
 ]
-OPS.extend(controls.ops(Op, _ok, TEXT))  # pause, resume, the audit log
+OPS.extend(controls.ops(Op, _ok, TEXT))  # pause, resume, backfill, the audit log
 
 
 def create_app(settings: Settings, *, runtime: LazyRuntime | None = None,

@@ -224,7 +224,8 @@ class NoQuery(_Query):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(description="Stable: invalid_input, invalid_event (data that does not fit the event's "
+                                  "schema), payload_too_large, unauthorized, not_found, store_unavailable, ...")
     message: str
 
 
@@ -424,6 +425,10 @@ class FunctionOut(_Out):
     updated_at: str | None
     paused: bool = Field(False, description="Paused: none of its runs is claimed.")
     paused_mode: Literal["queue", "skip"] | None = Field(None, description="How it is paused.")
+    event_schema: dict[str, Any] | None = Field(
+        default=None, description="The JSON Schema of the function's event data (on_event(name, schema=...)), or null. "
+                                  "POST /api/v1/events refuses an event of that name whose data does not validate "
+                                  "(400 invalid_event), as does Run now.")
 
 
 class FunctionsOut(_Out):

@@ -1,5 +1,7 @@
 """An app for the dashboard tests."""
 
+import pydantic
+
 import durably
 
 app = durably.App("dash")
@@ -45,6 +47,17 @@ async def trace(ctx):
 @app.function(id="sync", trigger=durably.on_event("sync.requested"), tenant="event.data.client", retries=0)
 async def sync(ctx):
     return f"synced {ctx.event.data['client']}"
+
+
+class Reindex(pydantic.BaseModel):
+    clientId: str
+    folders: list[str] = ["inbox"]
+    full: bool
+
+
+@app.function(id="reindex", trigger=durably.on_event("reindex.requested", schema=Reindex), retries=0)
+async def reindex(ctx):
+    return f"reindexed {ctx.event.model.clientId} ({'full' if ctx.event.model.full else 'partial'})"
 
 
 @app.function(id="charge", trigger=durably.on_event("charge"), retries=0)

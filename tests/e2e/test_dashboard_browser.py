@@ -137,6 +137,32 @@ def test_run_now_asks_for_data_prefilled_from_the_last_event(browser, dev):
     assert "synced c8" in page.inner_text("main")
 
 
+def test_run_now_of_a_typed_function_starts_from_its_schema_and_shows_a_refusal(browser, dev):
+    url = dev
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("dialog", lambda d: d.accept())
+    page.goto(url + "/")
+    page.click("tr[data-function=reindex] [data-testid=run-now-data]")
+    page.wait_for_url("**/functions/reindex/run")
+    area = page.locator("textarea[name=data]")
+    assert json.loads(area.input_value()) == {"clientId": "", "folders": ["inbox"], "full": False}
+    assert "reindex.requested" in page.inner_text("[data-testid=run-now-typed]")
+    area.fill('{"clientId": "c3"}')
+    page.click("main button[type=submit]")
+    assert "data.full: Field required" in page.inner_text("[data-testid=run-now-error]")
+    assert json.loads(page.locator("textarea[name=data]").input_value()) == {"clientId": "c3"}
+    page.screenshot(path=f"{SHOTS}/run-now-typed-error.png", full_page=True)
+    page.locator("textarea[name=data]").fill('{"clientId": "c3", "full": true}')
+    page.click("main button[type=submit]")
+    link = page.locator("[data-testid=started-run]")
+    link.wait_for()
+    with page.expect_navigation():
+        link.click()
+    page.wait_for_function("document.querySelector('h1 .badge').textContent.trim() === 'completed'",
+                           timeout=30_000)
+    assert "reindexed c3 (full)" in page.inner_text("main")
+
+
 def test_failures_refresh_live_and_group_by_masked_message(browser, dev):
     url = dev
     page = browser.new_page(viewport={"width": 1280, "height": 800})

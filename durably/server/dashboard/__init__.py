@@ -17,7 +17,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ... import admin
-from ...errors import DurablyError, InvalidInput
+from ...errors import DurablyError, InvalidEvent, InvalidInput
+from ...core import eventschema
 from ...core.events import MANUAL_EVENT, Event
 from ...serialize import event_json, run_json
 from ...core.blobs import iso
@@ -193,6 +194,7 @@ class Dashboard:
             j["last_at"] = f["last_run"]["created_at"] if f.get("last_run") else None
             j["next_at"] = _ts(j["next_run_at"])
             j["data_keys"] = data_keys(j["config"])
+            j["typed"] = j["event_schema"] is not None  # Run now asks for data built from the schema
             fns.append(j)
         started = request.query_params.get("started")
         return self.render(request, session, "functions.html", functions=fns, started=started,
@@ -218,15 +220,21 @@ class Dashboard:
         fid = request.path_params["id"]
         config = await admin.function_config(await self.store(), fid)
         keys = data_keys(config)
+        schema = config.get("event_schema") if isinstance(config.get("event_schema"), dict) else None
         source = None
         if data_text is None:
             last = await self._last_data(fid, config)
             if last is not None:
                 data_text, source = json.dumps(last, indent=2, ensure_ascii=False), "last"
+            elif schema is not None:  # typed: an example of the schema, with the keys' paths too
+                example = eventschema.example(schema)
+                example = {**data_skeleton(keys), **example} if isinstance(example, dict) else data_skeleton(keys)
+                data_text, source = json.dumps(example, indent=2, ensure_ascii=False), "schema"
             else:
                 data_text, source = json.dumps(data_skeleton(keys), indent=2), "keys"
         return self.render(request, session, "run_now.html", status=400 if error else 200, fid=fid, keys=keys,
-                           data_text=data_text, source=source, error=error)
+                           data_text=data_text, source=source, error=error,
+                           typed_event=admin.typed_event(config) if schema is not None else None)
 
     async def run_now(self, request: Request, session: dict) -> Response:
         from ...core.flow import plan
@@ -235,10 +243,11 @@ class Dashboard:
         data_text = str(request.state.form.get("data") or "").strip()
         store = await self.api.within_deadline(self.api.registered_store)
         config = await self.api.within_deadline(lambda: admin.function_config(store, fid))
-        if not data_text and data_keys(config):
+        if not data_text and (data_keys(config) or isinstance(config.get("event_schema"), dict)):
             return await self.run_now_form(request, session)
         try:
             data = _json_object(data_text, "data") if data_text else None
+            admin.check_run_now_data(config, data)  # typed: the data must fit the event's schema
         except InvalidInput as exc:
             return await self.run_now_form(request, session, data_text=data_text, error=str(exc))
         # A key that cannot be read from this data would make a run that fails at once: ask again.
@@ -248,7 +257,10 @@ class Dashboard:
         if plan_error:
             return await self.run_now_form(request, session, data_text=data_text,
                                            error="This data cannot start a run: " + _plan_error_text(plan_error))
-        res = await self.api.within_deadline(lambda: admin.run_now(store, fid, data, actor=_actor(request, session)))
+        try:
+            res = await self.api.within_deadline(lambda: admin.run_now(store, fid, data, actor=_actor(request, session)))
+        except InvalidEvent as exc:  # the schema registered meanwhile refuses it: shown on the form
+            return await self.run_now_form(request, session, data_text=data_text, error=str(exc))
         q = urlencode({"started": res["id"], "fn": fid})
         return RedirectResponse(f"{self._base(request)}/?{q}", status_code=303)
 

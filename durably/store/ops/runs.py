@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core import blobs as status_mod
-from ...core import flow
+from ...core import eventschema, flow
 from ...core.jsonutil import dumps, loads
 from ...core.records import ClaimedRun, IngestResult, NewRun, Skip
 from ...core.types import SkipReason
@@ -21,6 +21,15 @@ from .tx import stage_blob as _status
 def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     """Record events (duplicates ignored), create the runs they trigger, resolve waits."""
     res = IngestResult(ids=[], runs=[], duplicates=[])
+    triggers: dict[str, list[tuple[Any, dict]]] = {}
+    schemas: dict[str, list[Any]] = {}
+    for i, e in enumerate(events):  # typed events are refused before anything is written
+        name = e["name"]
+        if name not in triggers:
+            triggers[name] = [(row, loads(row["config"])) for row in tx.all("triggers_for", env=tx.env, name=name)]
+            schemas[name] = _schemas(name, triggers[name])
+        for check in schemas[name]:
+            check(name, e.get("data"), f"events[{i}]: " if len(events) > 1 else "")
     fresh = []
     for e in events:
         res.ids.append(e["id"])
@@ -31,14 +40,9 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
             res.duplicates.append(e["id"])
     if not fresh:
         return res
-    triggers: dict[str, list] = {}
     paused: set[str] | None = None  # functions paused in skip mode, read once per transaction
     for e in fresh:
-        name = e["name"]
-        if name not in triggers:
-            triggers[name] = tx.all("triggers_for", env=tx.env, name=name)
-        for row in triggers[name]:
-            config = loads(row["config"])
+        for row, config in triggers[e["name"]]:
             planned = flow.plan(config, e, row["if_expr"], tx.now)
             if planned is None:
                 res.filtered.append({"event_id": e["id"], "function_id": config["id"],
@@ -57,6 +61,19 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
                 res.runs.append(created)
     _match_waits(tx, fresh)
     return res
+
+
+def _schemas(name: str, rows: list[tuple[Any, dict]]) -> list[Any]:
+    """A check for each distinct schema registered for event ``name`` (compiled once)."""
+    seen: list[dict] = []
+    out: list[Any] = []
+    for _row, config in rows:
+        for t in config.get("triggers") or []:
+            schema = t.get("schema")
+            if t.get("event") == name and isinstance(schema, dict) and schema not in seen:
+                seen.append(schema)
+                out.append(eventschema.checker(config["id"], schema))
+    return out
 
 
 def _skip(tx: Tx, event_id: str, function_id: str, reason: str) -> Skip:
