@@ -9,17 +9,26 @@ the same checkpoint under the run's lease (fencing), the same suspension and ret
 
 Answers: 206 ``StepRun`` (a step's result), ``StepError`` (a step failed: retried with the
 function's retry policy), ``StepFailed`` (failed for good: the SDK gets the error as memo),
-``Sleep``, ``WaitForEvent`` (with its CEL ``if`` and timeout) and ``InvokeFunction``; 200 the
-function's output; an error answer with ``x-inngest-no-retry: true`` fails the run, with
-``retry-after`` sets the delay; other errors, 5xx and connection failures retry the call.
+``Sleep``, ``WaitForEvent`` (with its CEL ``if`` and timeout) and ``InvokeFunction``, several
+of them in order; ``RunComplete`` among them, or 200, the function's output; an error answer
+with ``x-inngest-no-retry: true`` fails the run, with ``retry-after`` sets the delay; other
+errors, 5xx and connection failures retry the call.
+
+Checkpointing (the TypeScript SDK v4's default): a call to a JS app carries ``ctx.fn_id`` and
+a ``ctx.qi_id`` of its own, so the SDK runs step after step in that one call and reports each
+to ``POST /v1/checkpoint/{run}/async`` (``api.py``) before it goes on. ``CHECKPOINTS`` hands
+those steps to the call in flight in this process, which records them as it records a 206's
+(in order, under the run's lease) before the endpoint answers. A report for a call this
+process is not making is refused; the SDK then reports the steps in its answer instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import httpx
 import orjson
@@ -44,6 +53,32 @@ REFRESH_SECONDS = 2.0  # how often a driver looks for functions synced through a
 
 
 
+class Checkpoints:
+    """The calls in flight in this process that the SDK may report steps to, by ``qi_id``."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[str, Callable[[list[dict]], Awaitable[None]]]] = {}
+
+    def open(self, run_id: str, record: Callable[[list[dict]], Awaitable[None]]) -> str:
+        qi_id = uuid.uuid4().hex
+        self._open[qi_id] = (run_id, record)
+        return qi_id
+
+    def close(self, qi_id: str) -> None:
+        self._open.pop(qi_id, None)
+
+    async def report(self, run_id: str, qi_id: str, steps: list[dict]) -> bool:
+        """Record the steps of the call ``qi_id`` of run ``run_id``; False if it is not in flight here."""
+        entry = self._open.get(qi_id)
+        if entry is None or entry[0] != run_id:
+            return False
+        await entry[1](steps)
+        return True
+
+
+CHECKPOINTS = Checkpoints()
+
+
 class SdkCallFailed(Exception):
     """The app's serve endpoint could not be reached or answered an error: the call is retried."""
 
@@ -65,6 +100,7 @@ class SdkExecution(Execution):
         return self._memo.lookup(sid, kind, strict=False)
 
 
+_ORDER = {"StepRun": 0, "StepFailed": 0, "RunComplete": 0, "WaitForEvent": 1}
 _ERROR_TYPES: dict[tuple[str, bool], type] = {}
 
 
@@ -196,33 +232,60 @@ class Driver:
                             "disable_immediate_execution": targeted, "use_api": False,
                             "stack": {"stack": stack, "current": len(stack)}}}
 
-        async def record_all(ops: list[dict]) -> None:
-            ops.sort(key=lambda op: op.get("op") != "WaitForEvent")  # waits first, as Inngest does
-            for op in ops:
-                sid = step_id(op)
-                value = await self._record(ex, sid, op)
-                memo[hashed(sid)] = value
-                stack.append(hashed(sid))
+        checkpointing = str(inn.get("sdk") or "").startswith("js:")  # the TypeScript SDK (v4) checkpoints
+        fn_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, fn_id))
+        lock = asyncio.Lock()
+        done: list[Any] = []  # a RunComplete op's output
+
+        async def record_all(ops: list[dict], *, waits_first: bool = True) -> None:
+            if waits_first:  # results first, then waits, as Inngest does, then what suspends the run
+                ops = sorted(ops, key=lambda op: _ORDER.get(str(op.get("op")), 2))
+            async with lock:
+                for op in ops:
+                    if op.get("op") == "RunComplete":
+                        done.append(op.get("data"))
+                        continue
+                    if op.get("op") == "DiscoveryRequest":  # the SDK ran out of time: call it again
+                        continue
+                    sid = step_id(op)
+                    value = await self._record(ex, sid, op)
+                    memo[hashed(sid)] = value
+                    stack.append(hashed(sid))
+
+        async def reported(ops: list[dict]) -> None:
+            await record_all(ops, waits_first=False)
+
+        async def call(att: int, targeted: bool, step: str = "step") -> tuple[int, httpx.Headers, Any]:
+            b = body(att, targeted)
+            if not checkpointing or targeted:
+                return await self._call(url, fn_id, b, run.id, step=step)
+            qi_id = CHECKPOINTS.open(run.id, reported)
+            b["ctx"].update(fn_id=fn_uuid, qi_id=qi_id)
+            try:
+                return await self._call(url, fn_id, b, run.id, step=step)
+            finally:
+                CHECKPOINTS.close(qi_id)
 
         async def run_planned(op: dict) -> None:
             sid = step_id(op)
-            status, headers, answer = await self._call(url, fn_id, body(retrying.get(sid, 0), True), run.id,
-                                                       step=str(op.get("id")))
+            status, headers, answer = await call(retrying.get(sid, 0), True, step=str(op.get("id")))
             if status != 206:
                 self._raise_call_error(status, headers, answer, url)
             await record_all(answer if isinstance(answer, list) else [answer])
 
         while True:
-            status, headers, answer = await self._call(url, fn_id, body(attempt, planned_mode), run.id)
+            status, headers, answer = await call(attempt, planned_mode)
             if status == 200:
                 return answer
             if status != 206:
                 self._raise_call_error(status, headers, answer, url)
             ops = answer if isinstance(answer, list) else [answer]
             planned = [op for op in ops if op.get("op") == "StepPlanned"]
+            # steps reported in the answer (several with checkpointing), in order, then the plan
+            await record_all([op for op in ops if op.get("op") != "StepPlanned"])
+            if done:
+                return done[0]
             if planned:
-                if len(planned) != len(ops):
-                    raise SdkUnsupported("a plan of parallel steps mixed with other opcodes is not supported yet")
                 if any((op.get("opts") or {}).get("parallelMode") == "race" for op in planned):
                     raise SdkUnsupported("parallel steps in race mode are not supported yet")
                 planned_mode = True
@@ -233,8 +296,6 @@ class Driver:
                 failures.sort(key=lambda r: not isinstance(r, Interrupt))
                 if failures:
                     raise failures[0]
-            else:
-                await record_all(ops)
             attempt = 0
 
     async def _record(self, ex: SdkExecution, sid: str, op: dict) -> Any:

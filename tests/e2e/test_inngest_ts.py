@@ -139,3 +139,19 @@ def test_ts_signed_mode_on_durably_server(tmp_path, procs):
     [pid] = _send(s, "test/parent", {"x": 1})
     parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
     assert parent["status"] == "completed" and parent["output"] == {"parent_got": {"child": 2}, "par": [1, 2]}, parent
+
+
+def test_ts_checkpointing_reports_several_steps_in_one_call(ts_stack):
+    """The v4 SDK's checkpointing: the function runs step after step in one call, reporting them
+    to /v1/checkpoint two at a time; each is a durably step, in order, run once."""
+    s = ts_stack
+    [eid] = _send(s, "test/checkpointed", {})
+    run = _wait_run(s, eid, lambda r: r["status"] in ("completed", "failed"), "the checkpointed run to finish")
+    assert run["status"] == "completed" and run["output"] == {"sum": 10}, run
+    assert [(st["id"], st["status"], st["attempts"]) for st in run["steps"]] == [
+        ("c1", "completed", 1), ("c2", "completed", 1), ("c3", "completed", 1), ("c-nap", "completed", 1),
+        ("c4", "completed", 1)]
+    assert [st["output"] for st in run["steps"] if st["id"] != "c-nap"] == [1, 2, 3, 4]
+    ran = [e["step"] for e in _effects(s) if e["run_id"] == run["id"]]
+    # two calls of the function (up to the sleep, then after it), not one per step
+    assert ran == ["checkpointed-body", "c1", "c2", "c3", "checkpointed-body", "c4"], ran

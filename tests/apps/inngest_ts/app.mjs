@@ -38,9 +38,25 @@ const parent = inngest.createFunction({ id: "parent", triggers: [{ event: "test/
 const doomed = inngest.createFunction({ id: "doomed", triggers: [{ event: "test/doomed" }] },
   async ({ runId }) => { effect("doomed", { run_id: runId }); throw new NonRetriableError("doomed gives up"); });
 
+// Checkpointing (the v4 default) with two steps per report: the SDK runs the steps one after
+// another in one call and reports them to durably's /v1/checkpoint two at a time.
+const checkpointed = inngest.createFunction(
+  { id: "checkpointed", checkpointing: { bufferedSteps: 2 }, triggers: [{ event: "test/checkpointed" }] },
+  async ({ step, runId }) => {
+    effect("checkpointed-body", { run_id: runId });  // once per call of the function
+    const run = (id, value) => step.run(id, () => { effect(id, { run_id: runId }); return value; });
+    const a = await run("c1", 1);
+    const b = await run("c2", 2);
+    const c = await run("c3", 3);
+    await step.sleep("c-nap", "1s");
+    const d = await run("c4", 4);
+    return { sum: a + b + c + d };
+  },
+);
+
 const app = express();
 app.use(express.json({ limit: "10mb" }));
-app.use("/api/inngest", serve({ client: inngest, functions: [flow, child, parent, doomed] }));
+app.use("/api/inngest", serve({ client: inngest, functions: [flow, child, parent, doomed, checkpointed] }));
 app.post("/send", async (req, res) => {
   const out = await inngest.send({ name: req.body.name, data: req.body.data || {} });
   res.json({ ids: out.ids });
