@@ -1,9 +1,11 @@
 """A 3-step function of an Inngest SDK app driven by `durably dev` over loopback.
 
-    python bench/inngest_sdk.py [--sdk py|ts] [--latency 50] [--n 500] [--concurrency 8]
+    python bench/inngest_sdk.py [--sdk py|ts] [--no-checkpointing] [--latency 50] [--n 500] [--concurrency 8]
 
 `--sdk py`: bench/inngest_py_app.py (FastAPI under uvicorn); `--sdk ts`: bench/inngest_ts_app.mjs
-(express under node, with tests/apps/inngest_ts's node_modules: npm install there first).
+(express under node, with tests/apps/inngest_ts's node_modules: npm install there first), with the
+v4 SDK's default checkpointing (the steps of a call reported to /v1/checkpoint as they finish), or
+with `--no-checkpointing` the classic protocol (a call per step).
 
 `latency`: sequential runs, one at a time; end to end = the run's finished_at - its event's ts
 (the ledger's own times). `throughput`: --n events in one POST /e/, runs/s = n / (last
@@ -49,11 +51,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--sdk", choices=("py", "ts"), default="py")
+    ap.add_argument("--no-checkpointing", action="store_true", help="ts: the classic protocol, a call per step")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         dport, aport = _port(), _port()
         base, app_base = f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{aport}"
-        env = dict(os.environ, PYTHONPATH=ROOT, INNGEST_DEV="1", INNGEST_BASE_URL=base, PORT=str(aport))
+        env = dict(os.environ, PYTHONPATH=ROOT, INNGEST_DEV="1", INNGEST_BASE_URL=base, PORT=str(aport),
+                   CHECKPOINTING="0" if args.no_checkpointing else "1")
+        label = args.sdk + (" classic" if args.sdk == "ts" and args.no_checkpointing else "")
         if args.sdk == "py":
             app = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.inngest_py_app:app", "--host",
                                     "127.0.0.1", "--port", str(aport), "--log-level", "warning"], env=env, cwd=ROOT)
@@ -98,7 +103,7 @@ def main() -> None:
                 run = _wait(lambda: run_of(eid), 30, "a run")
                 lat.append((ts(run["finished_at"]) - sent) * 1000)
             lat.sort()
-            print(f"[{args.sdk}] latency 3-step SDK run, end to end: p50 {statistics.median(lat):.1f} ms, "
+            print(f"[{label}] latency 3-step SDK run, end to end: p50 {statistics.median(lat):.1f} ms, "
                   f"p90 {lat[int(len(lat) * 0.9) - 1]:.1f} ms (n={len(lat)})")
 
             events = [{"name": "bench/three", "data": {"i": i}} for i in range(args.n)]
@@ -107,7 +112,7 @@ def main() -> None:
             last = _wait(lambda: run_of(ids[-1]), 300, "the last run")
             _wait(lambda: all(run_of(e) for e in ids[:: max(1, len(ids) // 20)]), 300, "the runs")
             t1 = ts(last["finished_at"])
-            print(f"[{args.sdk}] throughput 3-step SDK runs, 1 driver x{args.concurrency}: {args.n / (t1 - t0):.0f} runs/s "
+            print(f"[{label}] throughput 3-step SDK runs, 1 driver x{args.concurrency}: {args.n / (t1 - t0):.0f} runs/s "
                   f"(n={args.n})")
         finally:
             dev.terminate()

@@ -5,7 +5,9 @@ import { Inngest } from "inngest";
 import { serve } from "inngest/express";
 
 const inngest = new Inngest({ id: "bench" });
-const three = inngest.createFunction({ id: "three", retries: 0, triggers: [{ event: "bench/three" }] },
+// CHECKPOINTING=0: the classic protocol, a call per step (v4 checkpoints by default)
+const checkpointing = process.env.CHECKPOINTING !== "0";
+const three = inngest.createFunction({ id: "three", retries: 0, checkpointing, triggers: [{ event: "bench/three" }] },
   async ({ step }) => {
     const a = await step.run("a", () => 1);
     const b = await step.run("b", () => a + 1);

@@ -16,6 +16,11 @@ def run_dev(app_spec: str | None, *, host: str, port: int | None, concurrency: i
     from .server.run import bind
 
     port = port or settings.port
+    if sdk_urls:
+        from .inngest.apps import check_url
+
+        for url in sdk_urls:  # a URL that cannot be an app's fails here, before anything starts
+            check_url(url)
     sock = bind(host, port)  # a port taken or out of range fails here, before anything starts
     try:
         _run(app_spec, host, port, sock, concurrency, settings, sdk_urls)

@@ -9,6 +9,10 @@
   SDKs' dev mode sends ``NO_EVENT_KEY_SET``).
 - ``GET /v0/runs/{id}/batch`` and ``/actions``: a run's events and its memoized steps, for the
   SDK's ``use_api`` requests.
+- ``POST /v1/checkpoint/{id}/async``: the TypeScript SDK's checkpointing, the steps one call
+  ran so far, recorded by that call's driver (``driver.CHECKPOINTS``) before the answer. A
+  call not in flight in this process is a 404 (the SDK then reports the steps in its answer);
+  a run whose lease this process lost, a 409 (the SDK stops that call).
 
 With ``DURABLY_INNGEST_SIGNING_KEY`` the app's requests must carry its key's bearer hash;
 without it, outside dev, syncs are refused.
@@ -27,7 +31,9 @@ from starlette.routing import Route
 
 from ..core.events import Event
 from ..core.jsonutil import dumps
-from ..errors import DurablyError, InvalidInput
+from ..errors import DurablyError, InvalidInput, LeaseLost
+from ..steps import Interrupt
+from .driver import CHECKPOINTS
 from ..store.base import aw
 from .signing import bearer_ok
 from .sync import SyncError, translate
@@ -127,7 +133,35 @@ def routes(api: "Api") -> list[Route]:
                 memo[hashed(st["step_id"])] = value
         return _json(memo)
 
+    async def checkpoint(request: Request) -> Response:
+        """The steps a call of the TypeScript SDK ran so far (checkpointing)."""
+        if signing_key is not None and not bearer_ok(request.headers.get("authorization"), signing_key):
+            return _json({"error": "unauthorized"}, 401)
+        if signing_key is None and api.settings.env != "dev":
+            return _json({"error": "set DURABLY_INNGEST_SIGNING_KEY to serve SDK apps outside dev"}, 401)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"malformed JSON: {exc}"}, 400)
+        steps = body.get("steps") if isinstance(body, dict) else None
+        if not isinstance(steps, list) or not all(isinstance(st, dict) for st in steps) or \
+                not isinstance(body.get("qi_id"), str):
+            return _json({"error": "a checkpoint is {run_id, qi_id, steps: [ops]}"}, 400)
+        try:
+            found = await CHECKPOINTS.report(request.path_params["run_id"], body["qi_id"], steps)
+        except LeaseLost as exc:
+            return _json({"error": str(exc)}, 409)
+        except Interrupt:  # the run suspends (a step to retry, a sleep): its call's answer says the rest
+            found = True
+        except Exception as exc:  # noqa: BLE001 - not recorded: the SDK reports the steps in its answer
+            log.warning("checkpoint of run %s not recorded: %s", request.path_params["run_id"], exc)
+            return _json({"error": f"not recorded: {exc}"}, 503)
+        if not found:
+            return _json({"error": "no call of this run is in flight on this server"}, 404)
+        return _json({})
+
     return [Route("/fn/register", register, methods=["POST"]),
+            Route("/v1/checkpoint/{run_id}/async", checkpoint, methods=["POST"]),
             Route("/e/{event_key}", send, methods=["POST"]),
             Route("/v0/runs/{run_id}/{what:str}", run_data, methods=["GET"])]
 

@@ -9,17 +9,29 @@ the same checkpoint under the run's lease (fencing), the same suspension and ret
 
 Answers: 206 ``StepRun`` (a step's result), ``StepError`` (a step failed: retried with the
 function's retry policy), ``StepFailed`` (failed for good: the SDK gets the error as memo),
-``Sleep``, ``WaitForEvent`` (with its CEL ``if`` and timeout) and ``InvokeFunction``; 200 the
-function's output; an error answer with ``x-inngest-no-retry: true`` fails the run, with
-``retry-after`` sets the delay; other errors, 5xx and connection failures retry the call.
+``Sleep``, ``WaitForEvent`` (with its CEL ``if`` and timeout) and ``InvokeFunction``, several
+of them in order; ``RunComplete`` among them, or 200, the function's output; an error answer
+with ``x-inngest-no-retry: true`` fails the run, with ``retry-after`` sets the delay; other
+errors, 5xx and connection failures retry the call.
+
+Checkpointing (the TypeScript SDK v4's default): a call to a JS app carries ``ctx.fn_id`` and
+a ``ctx.qi_id`` of its own, so the SDK runs step after step in that one call and reports each
+to ``POST /v1/checkpoint/{run}/async`` (``api.py``) before it goes on. ``CHECKPOINTS`` hands
+those steps to the call in flight in this process, which records them as it records a 206's
+(in order, under the run's lease) before the endpoint answers. A report for a call this
+process is not making is refused; the SDK then reports the steps in its answer instead.
+
+Calls to plain-http apps go through ``calls.Connections`` (a lean keep-alive HTTP/1.1 client:
+httpx's own cost per request was most of the driver's CPU), https ones through httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import httpx
 import orjson
@@ -31,6 +43,7 @@ from ..errors import NonRetriableError, RetryAfterError, StepError
 from ..functions import FunctionConfig, FunctionDef
 from ..steps import Interrupt
 from ..store.base import aw
+from .calls import CallError, Connections
 from .signing import canonical, sign, verify
 from .wire import hashed, memo_value, sdk_event, step_id
 
@@ -42,6 +55,32 @@ log = logging.getLogger("durably.inngest")
 REQUEST_TIMEOUT = 300.0
 REFRESH_SECONDS = 2.0  # how often a driver looks for functions synced through another server
 
+
+
+class Checkpoints:
+    """The calls in flight in this process that the SDK may report steps to, by ``qi_id``."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[str, Callable[[list[dict]], Awaitable[None]]]] = {}
+
+    def open(self, run_id: str, record: Callable[[list[dict]], Awaitable[None]]) -> str:
+        qi_id = uuid.uuid4().hex
+        self._open[qi_id] = (run_id, record)
+        return qi_id
+
+    def close(self, qi_id: str) -> None:
+        self._open.pop(qi_id, None)
+
+    async def report(self, run_id: str, qi_id: str, steps: list[dict]) -> bool:
+        """Record the steps of the call ``qi_id`` of run ``run_id``; False if it is not in flight here."""
+        entry = self._open.get(qi_id)
+        if entry is None or entry[0] != run_id:
+            return False
+        await entry[1](steps)
+        return True
+
+
+CHECKPOINTS = Checkpoints()
 
 
 class SdkCallFailed(Exception):
@@ -65,6 +104,7 @@ class SdkExecution(Execution):
         return self._memo.lookup(sid, kind, strict=False)
 
 
+_ORDER = {"StepRun": 0, "StepFailed": 0, "RunComplete": 0, "WaitForEvent": 1}
 _ERROR_TYPES: dict[tuple[str, bool], type] = {}
 
 
@@ -103,6 +143,7 @@ class Driver:
         self.functions = SdkFunctions()
         self.registry = Registry(store, self.functions)
         self._client: httpx.AsyncClient | None = None
+        self.connections = Connections()  # plain-http apps: the lean client of calls.py
         self._changed = asyncio.Event()
         httpx_log = logging.getLogger("httpx")
         if httpx_log.level == logging.NOTSET:  # one INFO line per call to the app is noise here
@@ -150,6 +191,7 @@ class Driver:
             if task is not None:
                 await task
         finally:
+            await self.connections.aclose()
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
@@ -196,33 +238,60 @@ class Driver:
                             "disable_immediate_execution": targeted, "use_api": False,
                             "stack": {"stack": stack, "current": len(stack)}}}
 
-        async def record_all(ops: list[dict]) -> None:
-            ops.sort(key=lambda op: op.get("op") != "WaitForEvent")  # waits first, as Inngest does
-            for op in ops:
-                sid = step_id(op)
-                value = await self._record(ex, sid, op)
-                memo[hashed(sid)] = value
-                stack.append(hashed(sid))
+        checkpointing = str(inn.get("sdk") or "").startswith("js:")  # the TypeScript SDK (v4) checkpoints
+        fn_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, fn_id))
+        lock = asyncio.Lock()
+        done: list[Any] = []  # a RunComplete op's output
+
+        async def record_all(ops: list[dict], *, waits_first: bool = True) -> None:
+            if waits_first:  # results first, then waits, as Inngest does, then what suspends the run
+                ops = sorted(ops, key=lambda op: _ORDER.get(str(op.get("op")), 2))
+            async with lock:
+                for op in ops:
+                    if op.get("op") == "RunComplete":
+                        done.append(op.get("data"))
+                        continue
+                    if op.get("op") == "DiscoveryRequest":  # the SDK ran out of time: call it again
+                        continue
+                    sid = step_id(op)
+                    value = await self._record(ex, sid, op)
+                    memo[hashed(sid)] = value
+                    stack.append(hashed(sid))
+
+        async def reported(ops: list[dict]) -> None:
+            await record_all(ops, waits_first=False)
+
+        async def call(att: int, targeted: bool, step: str = "step") -> tuple[int, Mapping[str, str], Any]:
+            b = body(att, targeted)
+            if not checkpointing or targeted:
+                return await self._call(url, fn_id, b, run.id, step=step)
+            qi_id = CHECKPOINTS.open(run.id, reported)
+            b["ctx"].update(fn_id=fn_uuid, qi_id=qi_id)
+            try:
+                return await self._call(url, fn_id, b, run.id, step=step)
+            finally:
+                CHECKPOINTS.close(qi_id)
 
         async def run_planned(op: dict) -> None:
             sid = step_id(op)
-            status, headers, answer = await self._call(url, fn_id, body(retrying.get(sid, 0), True), run.id,
-                                                       step=str(op.get("id")))
+            status, headers, answer = await call(retrying.get(sid, 0), True, step=str(op.get("id")))
             if status != 206:
                 self._raise_call_error(status, headers, answer, url)
             await record_all(answer if isinstance(answer, list) else [answer])
 
         while True:
-            status, headers, answer = await self._call(url, fn_id, body(attempt, planned_mode), run.id)
+            status, headers, answer = await call(attempt, planned_mode)
             if status == 200:
                 return answer
             if status != 206:
                 self._raise_call_error(status, headers, answer, url)
             ops = answer if isinstance(answer, list) else [answer]
             planned = [op for op in ops if op.get("op") == "StepPlanned"]
+            # steps reported in the answer (several with checkpointing), in order, then the plan
+            await record_all([op for op in ops if op.get("op") != "StepPlanned"])
+            if done:
+                return done[0]
             if planned:
-                if len(planned) != len(ops):
-                    raise SdkUnsupported("a plan of parallel steps mixed with other opcodes is not supported yet")
                 if any((op.get("opts") or {}).get("parallelMode") == "race" for op in planned):
                     raise SdkUnsupported("parallel steps in race mode are not supported yet")
                 planned_mode = True
@@ -233,8 +302,6 @@ class Driver:
                 failures.sort(key=lambda r: not isinstance(r, Interrupt))
                 if failures:
                     raise failures[0]
-            else:
-                await record_all(ops)
             attempt = 0
 
     async def _record(self, ex: SdkExecution, sid: str, op: dict) -> Any:
@@ -269,7 +336,7 @@ class Driver:
         raise SdkUnsupported(f"step {sid!r}: opcode {code!r} is not supported yet")
 
     async def _call(self, url: str, fn_id: str, body: dict, run_id: str,
-                    step: str = "step") -> tuple[int, httpx.Headers, Any]:
+                    step: str = "step") -> tuple[int, Mapping[str, str], Any]:
         # Signed, the body is sent in canonical form (RFC 8785): the SDKs check the signature
         # against the canonical form of what they parsed.
         raw = canonical(body) if self.signing_key else orjson.dumps(body)
@@ -277,21 +344,34 @@ class Driver:
                    "x-inngest-server-kind": "cloud" if self.signing_key else "dev"}
         if self.signing_key:
             headers["x-inngest-signature"] = sign(raw, self.signing_key)
-        try:
-            resp = await self.client.post(url, params={"fnId": fn_id, "stepId": step}, content=raw, headers=headers)
-        except httpx.HTTPError as exc:
-            raise SdkCallFailed(f"the app at {url} could not be reached: {type(exc).__name__}: {exc}") from None
-        if self.signing_key and resp.status_code != 401 and not verify(
-                resp.content, resp.headers.get("x-inngest-signature"), self.signing_key):
-            raise SdkCallFailed(f"the app at {url} answered {resp.status_code} without a valid signature: "
+        status: int
+        answer_headers: Mapping[str, str]
+        if url.startswith("http://"):
+            try:
+                status, answer_headers, content = await self.connections.post(url, fn_id, step, raw, headers,
+                                                                               REQUEST_TIMEOUT)
+            except CallError as exc:
+                raise SdkCallFailed(f"the app at {url} could not be reached: {exc}") from None
+        else:
+            try:
+                resp = await self.client.post(url, params={"fnId": fn_id, "stepId": step}, content=raw,
+                                              headers=headers)
+            except httpx.HTTPError as exc:
+                raise SdkCallFailed(f"the app at {url} could not be reached: {type(exc).__name__}: {exc}") from None
+            status, answer_headers, content = resp.status_code, resp.headers, resp.content
+        if self.signing_key and status != 401 and not verify(
+                content, answer_headers.get("x-inngest-signature"), self.signing_key):
+            raise SdkCallFailed(f"the app at {url} answered {status} without a valid signature: "
                                 "its INNGEST_SIGNING_KEY is not DURABLY_INNGEST_SIGNING_KEY (answer refused)")
-        try:
-            answer = resp.json() if resp.content else None
-        except ValueError:
-            answer = resp.text
-        return resp.status_code, resp.headers, answer
+        answer: Any = None
+        if content:
+            try:
+                answer = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                answer = content.decode("utf-8", "replace")
+        return status, answer_headers, answer
 
-    def _raise_call_error(self, status: int, headers: httpx.Headers, answer: Any, url: str) -> None:
+    def _raise_call_error(self, status: int, headers: Mapping[str, str], answer: Any, url: str) -> None:
         err = answer if isinstance(answer, dict) else {"message": str(answer)[:500]}
         name = str(err.get("name") or err.get("code") or f"HTTP {status}")
         message = f"{name}: {err.get('message') or err.get('error') or ''}".rstrip(": ")

@@ -26,6 +26,12 @@ MAX_RETRIES = 20
 # The fields of an SDK function config this adapter understands (each one mapped below).
 KNOWN_FIELDS = {"id", "name", "triggers", "steps", "concurrency", "throttle", "rateLimit", "debounce",
                 "batchEvents", "priority", "idempotency", "cancel", "timeouts", "singleton"}
+# The fields of each option's object (as Inngest's server reads them): any other one is refused.
+OPTION_FIELDS = {"throttle": {"limit", "period", "burst", "key"}, "rateLimit": {"limit", "period", "key"},
+                 "debounce": {"period", "key", "timeout"}, "batchEvents": {"maxSize", "timeout", "key", "if"},
+                 "priority": {"run"}, "singleton": {"key", "mode"}, "timeouts": {"start", "finish"}}
+CONCURRENCY_FIELDS = {"limit", "key", "scope"}
+STEP_FIELDS = {"id", "name", "retries", "runtime"}
 KNOWN_TOP = {"appname", "appName", "appVersion", "capabilities", "deploy_type", "deployType", "deployId",
              "framework", "functions", "sdk", "url", "v", "featureObservations"}
 
@@ -80,13 +86,26 @@ def _function(f: Mapping[str, Any], app_id: str, url: str, sdk: str, problems: l
     where = f"function {fid!r}"
     for k in sorted(set(f) - KNOWN_FIELDS):
         problems.append(f"{where}: option {k!r} is not supported")
+    for name, allowed in OPTION_FIELDS.items():
+        v = f.get(name)
+        if v is not None and not isinstance(v, dict):
+            raise InvalidInput(f"option {name!r} must be an object, got {v!r}")
+        for k in sorted(set(v or {}) - allowed):
+            problems.append(f"{where}: option {name}.{k} is not supported")
     steps = f.get("steps") or {}
     if set(steps) != {"step"}:
         problems.append(f"{where}: steps must be the single 'step' entry the SDKs send, got {sorted(steps)}")
     step = steps.get("step") or {}
+    for k in sorted(set(step) - STEP_FIELDS):
+        problems.append(f"{where}: step field {k!r} is not supported")
+    for k in sorted(set(step.get("retries") or {}) - {"attempts"}):
+        problems.append(f"{where}: retries.{k} is not supported")
     runtime = step.get("runtime") or {}
+    for k in sorted(set(runtime) - {"type", "url"}):
+        problems.append(f"{where}: runtime.{k} is not supported")
     if runtime.get("type", "http") != "http":
-        problems.append(f"{where}: runtime {runtime.get('type')!r} is not supported (only http)")
+        problems.append(f"{where}: runtime {runtime.get('type')!r} is not supported (only http; the SDKs' "
+                        "Connect transport over WebSocket is not served)")
     retries = (step.get("retries") or {}).get("attempts", DEFAULT_RETRIES)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
         raise InvalidInput(f"retries.attempts must be an integer from 0 to {MAX_RETRIES}, got {retries!r}")
@@ -102,6 +121,9 @@ def _function(f: Mapping[str, Any], app_id: str, url: str, sdk: str, problems: l
                 name = FUNCTION_FAILED
             triggers.append(EventTrigger(name, t.get("expression")))
         elif "cron" in t:
+            extra = set(t) - {"cron", "jitter"}
+            if extra:
+                problems.append(f"{where}: trigger fields {sorted(extra)} are not supported")
             if t.get("jitter"):
                 problems.append(f"{where}: cron jitter is not supported")
             expr, tz = _cron(t["cron"])
@@ -114,6 +136,8 @@ def _function(f: Mapping[str, Any], app_id: str, url: str, sdk: str, problems: l
         conc = [conc]
     concurrency = []
     for c in conc:
+        for k in sorted(set(c) - CONCURRENCY_FIELDS):
+            problems.append(f"{where}: concurrency field {k!r} is not supported")
         scope = c.get("scope") or "fn"
         if scope not in ("fn", "env", "account"):
             problems.append(f"{where}: concurrency scope {scope!r} is not supported")

@@ -53,6 +53,7 @@ from .auth import Kind
 from .http import JSON, MAX_BODY_BYTES, BodyLimit, DurablyStarlette, error, error_response
 from .metrics import Metrics
 from .cron import post_cron
+from .apps import post_app
 
 log = logging.getLogger("durably.server")
 
@@ -610,6 +611,12 @@ OPS: list[Op] = [
        "Run now: a new run with a manual trigger event", "functions", [_ok(201, schemas.InvokeOut)],
        body=schemas.InvokeIn, body_required=False, errors=[404, 413, 503], path_params={"id": "Function id."},
        path_schemas={"id": TEXT}, route="/api/v1/functions/{id:path}/invoke"),
+    Op("add_app", "POST", "/api/v1/apps", post_app, "admin", "Sync an Inngest SDK app by its serve URL", "functions",
+       [_ok(200, schemas.AppOut, "The app synced: its functions are in the registry")], body=schemas.AppIn,
+       errors=[413, 502, 503],
+       description="Sends the app the PUT that makes it sync (as durably dev -u URL does); the app must point its "
+                   "INNGEST_BASE_URL at this server. Idempotent. 502 when the app cannot be reached or its sync "
+                   "is refused, with the reason."),
     Op("get_status", "GET", "/api/v1/status/{tenant}/{function}", get_status, "admin",
        "The status blob of (tenant, function)", "status", [_ok(200, schemas.StatusOut)], errors=[404, 503],
        path_params={"tenant": "Tenant ('global' by default).", "function": "Function id."},

@@ -22,7 +22,7 @@ REF = "#/components/schemas/{model}"
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Invalid request (the message names the field)",
            401: "Missing or wrong credentials", 404: "Not found", 409: "Conflict (another env, or the run's state)",
            403: "Forbidden: the viewer token may only read", 413: "Payload too large",
-           503: "Store (or Redis) unreachable"}
+           502: "The app could not be reached or refused the sync", 503: "Store (or Redis) unreachable"}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {"event": [{"eventKey": []}, {"eventKeyHeader": []}], "cron": [{"cronSecret": []}],
             "admin": [{"adminToken": []}]}
 

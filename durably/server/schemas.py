@@ -19,6 +19,8 @@ from ..core.flow import TENANT_MAX
 from ..core.events import EVENT_NAME_MAX, MAX_TS_MS, name_problem
 from ..core.events import NAME_PATTERN as EVENT_NAME_GRAMMAR
 from ..core.types import REPLAYABLE, RUN_STATUSES
+from ..errors import InvalidInput
+from ..inngest.apps import URL_MAX, URL_PATTERN, check_url
 
 RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
 Replayable = Literal["failed", "completed", "cancelled"]
@@ -86,6 +88,19 @@ EventName = Annotated[str, AfterValidator(_event_name), WithJsonSchema({
     "examples": ["inbox.counts.dirty", "app/user.created"]})]
 
 
+def _app_url(value: str) -> str:
+    try:
+        return check_url(value)
+    except InvalidInput as exc:
+        raise ValueError(str(exc).removeprefix("url ").removeprefix("url: ")) from None
+
+
+AppUrl = Annotated[str, AfterValidator(_app_url), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": URL_MAX, "pattern": URL_PATTERN,
+    "description": "The app's serve URL: http or https, a host name or address, an optional port and path.",
+    "examples": ["http://127.0.0.1:3000/api/inngest"]})]
+
+
 # Event data and user: a JSON object in which no key and no string holds a NUL character (no
 # store can hold one; see core/events.py). Documented by a recursive schema (``JsonValue``,
 # added to the document's components by openapi.py); checked where the event is encoded.
@@ -144,6 +159,12 @@ class InvokeIn(_Body):
     """"Run now": the data of the manual trigger event (``durably/function.run``)."""
 
     data: OptionalJsonObject = Field(None, description="No key or string in it may hold a NUL character.")
+
+
+class AppIn(_Body):
+    """An Inngest SDK app to sync, by its serve URL."""
+
+    url: AppUrl
 
 
 class BulkReplayIn(_Body):
@@ -383,6 +404,14 @@ class BulkReplayOut(_Out):
     runs: list[BulkReplayItem]
     batch_id: str | None = Field(description="The concurrency key of this batch is 'replay:{batch_id}'.")
     concurrency: int | None
+
+
+class AppOut(_Out):
+    url: str
+    synced: bool = Field(description="Always true: a sync that failed is a 502.")
+    app_id: str
+    modified: bool = Field(description="Whether the sync changed the registry (false when the app was synced as it is).")
+    functions: list[str] = Field(description="The ids of the app's functions in the registry.")
 
 
 class InvokeOut(_Out):

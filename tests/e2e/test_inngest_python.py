@@ -340,3 +340,62 @@ def test_kill9_of_the_server_driving_a_run_the_other_one_finishes_it(store_url, 
     assert done["status"] == "completed" and done["output"] == "123", done
     ran = [e["step"] for e in _effects(s) if e["run_id"] == done["id"]]
     assert ran.count("one") == 1 and ran.count("three") == 1 and ran.count("two") == 2 and two, ran
+
+
+# --- apps added by URL: POST /api/v1/apps -----------------------------------------------------
+
+
+def test_an_app_added_by_url_through_the_api(tmp_path, procs):
+    """`POST /api/v1/apps {"url"}` sends the app the PUT that makes it sync (what `durably dev -u`
+    sends) and answers with its functions; again, it changes nothing; a bad URL is a 400, an app
+    that cannot be reached or refuses the sync a 502, with the reason."""
+    dev_port = free_port()
+    base = f"http://127.0.0.1:{dev_port}"
+    app, app_base, _ = _start_app(tmp_path, procs, {"INNGEST_DEV": "1", "INNGEST_BASE_URL": base})
+    denv = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT))
+    dev = procs.start(["dev", "--port", str(dev_port)], denv, cwd=str(tmp_path))
+
+    def add(url):
+        for p in (dev, app):
+            assert p.poll() is None, procs.log(p)[-3000:]
+        try:
+            return httpx.post(base + "/api/v1/apps", json={"url": url}, timeout=30)
+        except httpx.TransportError:
+            return None
+
+    first = wait_for(lambda: (r := add(app_base + "/api/inngest")) is not None and r.status_code != 502 and r,
+                     timeout=60, interval=0.1, what="the app to sync through the API")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["synced"] is True and body["url"] == app_base + "/api/inngest" and body["app_id"] == "pyapp"
+    assert {"pyapp-flow", "pyapp-child", "pyapp-always-fails", "pyapp-always-fails-failure"} <= set(body["functions"])
+    assert body["modified"] is True
+    ids = {f["id"] for f in httpx.get(base + "/api/v1/functions", timeout=5).json()["functions"]}
+    assert set(body["functions"]) <= ids
+    again = add(app_base + "/api/inngest")
+    assert again.status_code == 200 and again.json() == {**body, "modified": False}, again.text
+    # the synced app runs
+    [eid] = _send(Stack(app_base=app_base), "test/child", {"x": 1})
+    s = Stack(base=base, dev=dev, app=app, procs=procs, headers={})
+    assert _wait_run(s, eid, lambda r: r["status"] == "completed", "the child to run")["output"] == {"child": 2}
+
+    for bad in ("ftp://127.0.0.1/x", "127.0.0.1:3000", "http://exa mple/", "http://host:70000/", "", 42):
+        r = httpx.post(base + "/api/v1/apps", json={"url": bad}, timeout=5)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input", (bad, r.text)
+        assert "url" in r.json()["error"]["message"]
+    r = httpx.post(base + "/api/v1/apps", json={}, timeout=5)
+    assert r.status_code == 400 and "'url' is required" in r.json()["error"]["message"], r.text
+    closed = f"http://127.0.0.1:{free_port()}/api/inngest"
+    r = add(closed)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "app_sync_failed", r.text
+    assert "could not be reached" in r.json()["error"]["message"]
+    r = add(base + "/api/v1/health")  # answers the PUT with an error (405)
+    assert r.status_code == 502 and "405" in r.json()["error"]["message"], r.text
+
+
+def test_dev_refuses_a_url_that_cannot_be_an_app(tmp_path):
+    from tests.helpers import run_cli
+
+    env = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT))
+    out = run_cli(["dev", "--port", str(free_port()), "-u", "localhost:3000/api/inngest"], env, cwd=str(tmp_path))
+    assert out.returncode != 0 and "must be an http:// or https:// URL" in out.stderr, out.stderr

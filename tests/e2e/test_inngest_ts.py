@@ -11,11 +11,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.server import free_port
 from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced
-from tests.helpers import cli_env
+from tests.helpers import cli_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "tests" / "apps" / "inngest_ts"
@@ -139,3 +140,75 @@ def test_ts_signed_mode_on_durably_server(tmp_path, procs):
     [pid] = _send(s, "test/parent", {"x": 1})
     parent = _wait_run(s, pid, lambda r: r["status"] in ("completed", "failed"), "the parent to finish")
     assert parent["status"] == "completed" and parent["output"] == {"parent_got": {"child": 2}, "par": [1, 2]}, parent
+
+
+def test_ts_checkpointing_reports_several_steps_in_one_call(ts_stack):
+    """The v4 SDK's checkpointing: the function runs step after step in one call, reporting them
+    to /v1/checkpoint two at a time; each is a durably step, in order, run once."""
+    s = ts_stack
+    [eid] = _send(s, "test/checkpointed", {})
+    run = _wait_run(s, eid, lambda r: r["status"] in ("completed", "failed"), "the checkpointed run to finish")
+    assert run["status"] == "completed" and run["output"] == {"sum": 10}, run
+    assert [(st["id"], st["status"], st["attempts"]) for st in run["steps"]] == [
+        ("c1", "completed", 1), ("c2", "completed", 1), ("c3", "completed", 1), ("c-nap", "completed", 1),
+        ("c4", "completed", 1)]
+    assert [st["output"] for st in run["steps"] if st["id"] != "c-nap"] == [1, 2, 3, 4]
+    ran = [e["step"] for e in _effects(s) if e["run_id"] == run["id"]]
+    # two calls of the function (up to the sleep, then after it), not one per step
+    assert ran == ["checkpointed-body", "c1", "c2", "c3", "checkpointed-body", "c4"], ran
+
+
+def test_ts_concurrency_with_a_key(ts_stack):
+    s = ts_stack
+    ids = [_send(s, "test/keyed", {"k": k})[0] for k in ("a", "a", "a", "b")]
+    for eid in ids:
+        _wait_run(s, eid, lambda r: r["status"] == "completed", "the keyed runs to finish")
+    marks = [e for e in _effects(s) if e["step"].startswith("hold-")]
+    open_by_key: dict[str, int] = {}
+    overlapped = set()
+    for e in marks:  # effects are appended in the order they happened
+        open_by_key[e["k"]] = open_by_key.get(e["k"], 0) + (1 if e["step"] == "hold-start" else -1)
+        if open_by_key[e["k"]] > 1:
+            overlapped.add(e["k"])
+    assert not overlapped and len(marks) == 8, marks
+    config = next(f for f in httpx.get(s.base + "/api/v1/functions", timeout=5).json()["functions"]
+                  if f["id"] == "tsapp-one-per-key")["config"]
+    assert [(c["limit"], c["key"]) for c in config["concurrency"]] == [(1, "event.data.k")]
+
+
+def test_ts_cancel_on_and_on_failure(ts_stack):
+    s = ts_stack
+    [cid] = _send(s, "test/cancellable", {"id": "c-1"})
+    [fid] = _send(s, "test/always-fails", {})
+    _wait_run(s, cid, lambda r: r["status"] == "sleeping", "the cancellable run to sleep")
+    _send(s, "test/cancel", {"id": "c-other"})  # another id: does not cancel it
+    _send(s, "test/cancel", {"id": "c-1"})
+    cancelled = _wait_run(s, cid, lambda r: r["status"] == "cancelled", "the run to be cancelled")
+    assert [st["id"] for st in cancelled["steps"]] == ["long-nap"]
+
+    failed = _wait_run(s, fid, lambda r: r["status"] == "failed", "always-fails to fail")
+    assert failed["attempts"] == 1 and "always fails" in str(failed["error"])
+    handled = wait_for(lambda: [e for e in _effects(s) if e["step"] == "on_failure"], timeout=30,
+                       what="the failure handler to run")
+    assert handled == [{"step": "on_failure", "run_id": handled[0]["run_id"], "failed_run": failed["id"],
+                        "function_id": "tsapp-always-fails", "event_name": "inngest/function.failed",
+                        "message": "always fails"}], handled
+    handler = httpx.get(s.base + "/api/v1/runs", params={"function": "tsapp-always-fails-failure"},
+                        timeout=5).json()["runs"]
+    assert [r["status"] for r in handler] == ["completed"]
+    assert [e["step"] for e in _effects(s)].count("always-fails") == 1
+    assert not [e for e in _effects(s) if e["step"] == "cancellable-woke"]
+
+
+@pytest.mark.slow
+def test_ts_a_cron_trigger_with_a_time_zone_fires(ts_stack):
+    """The next minute's tick (at most a minute away) runs the SDK function once."""
+    s = ts_stack
+    ticks = wait_for(lambda: [e for e in _effects(s) if e["step"] == "tick"], timeout=90, interval=0.2,
+                     what="the cron tick")
+    assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
+    runs = httpx.get(s.base + "/api/v1/runs", params={"function": "tsapp-tick"}, timeout=5).json()["runs"]
+    assert runs and runs[0]["id"] == ticks[0]["run_id"] and runs[0]["status"] == "completed"
+    config = next(f for f in httpx.get(s.base + "/api/v1/functions", timeout=5).json()["functions"]
+                  if f["id"] == "tsapp-tick")["config"]
+    assert [(t["cron"], t["tz"]) for t in config["triggers"]] == [("* * * * *", "Europe/Paris")]

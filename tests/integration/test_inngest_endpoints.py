@@ -103,3 +103,40 @@ async def test_outside_dev_the_signing_key_and_the_event_key_are_required(store_
         assert (await c.get("/v0/runs/nope/batch")).status_code == 401
         assert (await c.get("/v0/runs/nope/batch", headers=BEARER)).status_code == 404
     signed.state.durably.runtime.close()
+
+
+async def test_a_checkpoint_reaches_only_the_call_in_flight_and_is_checked(store_url):
+    """``POST /v1/checkpoint/{run}/async``: steps for a call this process is not making are a
+    404 (the SDK then reports them in its answer), a malformed body a 400, and outside dev the
+    app's bearer is required."""
+    from durably.inngest.driver import CHECKPOINTS
+
+    got: list[list[dict]] = []
+
+    async def record(steps: list[dict]) -> None:
+        got.append(steps)
+
+    signed = asgi_for(store_url, env="production", DURABLY_INNGEST_SIGNING_KEY=KEY)
+    qi_id = CHECKPOINTS.open("run-1", record)
+    try:
+        async with client(signed) as c:
+            steps = [{"op": "StepRun", "id": "a"}, {"op": "StepRun", "id": "b"}]
+            body = {"run_id": "run-1", "fn_id": "f", "qi_id": qi_id, "steps": steps}
+            assert (await c.post("/v1/checkpoint/run-1/async", json=body)).status_code == 401
+            r = await c.post("/v1/checkpoint/run-1/async", json=body, headers=BEARER)
+            assert r.status_code == 200 and got == [steps], r.text
+            other = await c.post("/v1/checkpoint/run-2/async", json=body, headers=BEARER)
+            assert other.status_code == 404 and got == [steps]
+            gone = await c.post("/v1/checkpoint/run-1/async", json={**body, "qi_id": "another"}, headers=BEARER)
+            assert gone.status_code == 404
+            for bad in ({"qi_id": qi_id}, {"qi_id": qi_id, "steps": [1]}, {"steps": []}, [1]):
+                r = await c.post("/v1/checkpoint/run-1/async", json=bad, headers=BEARER)
+                assert r.status_code == 400, (bad, r.text)
+            assert got == [steps]
+    finally:
+        CHECKPOINTS.close(qi_id)
+        signed.state.durably.runtime.close()
+    unsigned = asgi_for(store_url, env="production")
+    async with client(unsigned) as c:  # no signing key outside dev
+        assert (await c.post("/v1/checkpoint/run-1/async", json={})).status_code == 401
+    unsigned.state.durably.runtime.close()

@@ -74,6 +74,23 @@ def test_the_failure_handler_listens_to_durably_s_failure_event():
     ({"triggers": [{"cron": "* * * * *", "jitter": "10s"}]}, "cron jitter is not supported"),
     ({"concurrency": [{"limit": 1, "scope": "galaxy", "key": "k"}]}, "concurrency scope 'galaxy'"),
     ({"priority": {"run": "event.data.("}}, "invalid CEL expression"),
+    # a field of an option's object that durably does not read is refused, never dropped
+    ({"throttle": {"limit": 1, "period": "1s", "burts": 2}}, "option throttle.burts is not supported"),
+    ({"rateLimit": {"limit": 1, "period": "1m", "hash": "x"}}, "option rateLimit.hash is not supported"),
+    ({"debounce": {"period": "5s", "max": "1m"}}, "option debounce.max is not supported"),
+    ({"priority": {"run": "1", "boost": 2}}, "option priority.boost is not supported"),
+    ({"singleton": {"key": "k", "mode": "skip", "ttl": "1m"}}, "option singleton.ttl is not supported"),
+    ({"timeouts": {"start": "1m", "run": "1h"}}, "option timeouts.run is not supported"),
+    ({"batchEvents": {"maxSize": 10, "timeout": "5s", "window": "1s"}}, "option batchEvents.window is not supported"),
+    ({"concurrency": [{"limit": 1, "key": "k", "weight": 2}]}, "concurrency field 'weight' is not supported"),
+    ({"throttle": 5}, "option 'throttle' must be an object"),
+    ({"triggers": [{"cron": "* * * * *", "timezone": "UTC"}]}, "trigger fields ['timezone'] are not supported"),
+    ({"steps": {"step": {"id": "step", "name": "step", "runtime": {"type": "ws", "url": "x"}}}},
+     "runtime 'ws' is not supported"),
+    ({"steps": {"step": {"id": "step", "name": "step", "retries": {"attempts": 1, "backoff": "2s"},
+                         "runtime": {"type": "http", "url": "x"}}}}, "retries.backoff is not supported"),
+    ({"steps": {"step": {"id": "step", "name": "step", "concurrency": 2, "runtime": {"type": "http", "url": "x"}}}},
+     "step field 'concurrency' is not supported"),
 ])
 def test_what_durably_cannot_run_refuses_the_sync(extra, message):
     with pytest.raises(SyncError, match="durably cannot run this app yet") as e:
