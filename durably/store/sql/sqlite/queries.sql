@@ -654,3 +654,55 @@ SELECT data FROM durably_events
 WHERE env = :env AND name = :name AND received_at >= :since
 ORDER BY received_at, id
 LIMIT 1000;
+
+-- name: delete_env_steps
+-- Deleting an env (durably chaos's throwaway env): its runs' steps first (steps carry no env).
+DELETE FROM durably_steps WHERE run_id IN (SELECT id FROM durably_runs WHERE env = :env);
+
+-- name: delete_env_waits
+DELETE FROM durably_waits WHERE env = :env;
+
+-- name: delete_env_slots
+DELETE FROM durably_slots WHERE env = :env;
+
+-- name: delete_env_keys
+DELETE FROM durably_keys WHERE env = :env;
+
+-- name: delete_env_gcra
+DELETE FROM durably_gcra WHERE env = :env;
+
+-- name: delete_env_debounce
+DELETE FROM durably_debounce WHERE env = :env;
+
+-- name: delete_env_batches
+DELETE FROM durably_batches WHERE env = :env;
+
+-- name: delete_env_cron
+DELETE FROM durably_cron WHERE env = :env;
+
+-- name: delete_env_status
+DELETE FROM durably_status WHERE env = :env;
+
+-- name: delete_env_workers
+DELETE FROM durably_workers WHERE env = :env;
+
+-- name: delete_env_leaders
+DELETE FROM durably_leaders WHERE env = :env;
+
+-- name: delete_env_skips
+DELETE FROM durably_skips WHERE env = :env;
+
+-- name: delete_env_dispatches
+DELETE FROM durably_dispatches WHERE env = :env;
+
+-- name: delete_env_triggers
+DELETE FROM durably_triggers WHERE env = :env;
+
+-- name: delete_env_functions
+DELETE FROM durably_functions WHERE env = :env;
+
+-- name: delete_env_runs
+DELETE FROM durably_runs WHERE env = :env;
+
+-- name: delete_env_events
+DELETE FROM durably_events WHERE env = :env;
