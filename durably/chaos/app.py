@@ -39,7 +39,9 @@ def effect(ctx: durably.Context, key: Any = None) -> str:
     """One execution of a step: its attempt row, its effect (once per step key), a pause."""
     side = _side_store()
     attempt = uuid.uuid4().hex
-    side.begin(attempt, ctx.step_key, ctx.run_id, None if key is None else str(key))
+    step_key = ctx.step_key
+    assert step_key is not None  # inside ctx.step.run
+    side.begin(attempt, step_key, ctx.run_id, None if key is None else str(key))
     time.sleep(float(os.environ.get("DURABLY_CHAOS_STEP_SECONDS", "0.1")))
     side.end(attempt)
     return attempt
@@ -56,7 +58,7 @@ def build(settings: Any = None) -> durably.App:
     @app.function(id="chaos-keyed", trigger=durably.on_event(KEYED), retries=20,
                   concurrency=[durably.Concurrency(limit=1, key="event.data.key")])
     def chaos_keyed(ctx: durably.Context) -> list:
-        key = ctx.event.data["key"]
+        key = (ctx.event.data or {})["key"]
         return [ctx.step.run(name, effect, ctx, key) for name in STEPS]
 
     @app.function(id="chaos-cron", trigger=durably.on_event(CRON))

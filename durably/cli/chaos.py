@@ -49,7 +49,7 @@ def chaos(scenarios: tuple[str, ...], runs: int, workers: int, outage: float, pi
 
     battery = Battery(settings(), Options(scenarios=scenarios, runs=runs, workers=workers, outage=outage,
                                           pings=pings),
-                      say=lambda m: sys.stderr.write(f"chaos: {m}\n"))
+                      say=_say)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.stderr.write(f"chaos: env {battery.env} on {_where(battery)}\n")
@@ -62,6 +62,10 @@ def chaos(scenarios: tuple[str, ...], runs: int, workers: int, outage: float, pi
         _table(rows)
     if not all(r.ok for r in rows):
         sys.exit(1)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"chaos: {message}\n")
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
