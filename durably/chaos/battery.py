@@ -248,13 +248,16 @@ class Battery:
             self._send([Event(chaos_app.GO, {"n": i}) for i in range(o.runs)])
             while len(self.side.read()[0]) < max(1, o.runs * 3 // 4) and time.monotonic() < deadline:
                 time.sleep(0.05)  # mid-load: a quarter of the steps applied
-            self.say(f"store-outage: the store is unreachable for the workers for {o.outage:g}s")
+            before = self._ended("chaos")
+            self.say(f"store-outage: the store is unreachable for the workers for {o.outage:g}s "
+                     f"({before} of {o.runs} runs ended)")
             if proxy is not None:
                 proxy.cut()
                 time.sleep(o.outage)
                 proxy.restore()
             else:
                 self._lock_sqlite(o.outage)
+            self.say(f"store-outage: the store is back ({self._ended('chaos')} of {o.runs} runs ended)")
             while self._ended("chaos") < o.runs:
                 if time.monotonic() > deadline:
                     row.problems.append(f"not finished within {deadline - started:.0f}s")
@@ -338,6 +341,9 @@ class Battery:
             sent = await asyncio.wait_for(asyncio.gather(*[
                 http.post("/api/v1/events", json=event, headers={"Authorization": f"Bearer {keys['DURABLY_EVENT_KEY']}"})
                 for _ in range(o.pings)]), max(1.0, deadline - time.monotonic()))
+        codes = sorted({p.status_code for p in pings} | {s.status_code for s in sent})
+        self.say(f"duplicates: {len(pings)} cron pings ({sum(p.status_code == 202 for p in pings)} answered 202), "
+                 f"{len(sent)} sends of one event id; answers {', '.join(map(str, codes))}")
         judge_duplicates(row, [(p.status_code, _json(p)) for p in pings], [(s.status_code, _json(s)) for s in sent],
                          self._runs("chaos-cron"), self._runs("chaos-dup"))
 
