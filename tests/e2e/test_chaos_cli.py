@@ -5,13 +5,16 @@ rows are exactly as they were."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
 from collections import Counter
 
 import pytest
 
 import durably
-from tests.helpers import cli_env, make_app, run_cli, running_worker, wait_run
+from tests.helpers import cli_env, durably_cmd, make_app, run_cli, running_worker, wait_for, wait_run
 
 pytestmark = pytest.mark.slow
 TABLES = ("durably_runs", "durably_events", "durably_functions", "durably_triggers", "durably_workers",
@@ -100,3 +103,35 @@ def test_chaos_refuses_an_unknown_scenario_and_a_missing_store(tmp_path):
     r = run_cli(["chaos", "--scenarios", "kill9", "--runs", "1"], cli_env(url))
     assert r.returncode == 1 and "no store at" in r.stderr, r.stderr
     assert not (tmp_path / "nothing.db").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_kills_its_workers_and_deletes_its_env(store_url, tmp_path):
+    _neighbour(store_url)
+    before = _rows_by_env(store_url)
+    with open(tmp_path / "chaos.err", "wb") as err:
+        p = subprocess.Popen(durably_cmd("chaos", "--scenarios", "kill9", "--runs", "2000"),
+                             env=cli_env(store_url, env="neighbour"), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # Its workers are up (their rows are in the chaos env) and runs are executing: interrupt.
+        pids = wait_for(lambda: [r[0] for r in _query(store_url, "SELECT pid FROM durably_workers "
+                                                                  "WHERE env LIKE 'chaos-%'")], 60,
+                        what="the battery's workers")
+        wait_for(lambda: _query(store_url, "SELECT COUNT(*) FROM durably_runs WHERE env LIKE 'chaos-%' "
+                                           "AND status = 'completed'")[0][0] > 0, 60, what="runs completing")
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 1, (tmp_path / "chaos.err").read_text()
+        assert "aborted" in (tmp_path / "chaos.err").read_text()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert not [pid for pid in pids if _alive(pid)]
+    assert _rows_by_env(store_url) == before
