@@ -11,7 +11,7 @@ import click
 
 from ..errors import DurablyError
 from .base import _state, cli
-from . import ledger, operations, processes  # noqa: F401 - they add their commands to ``cli``
+from . import chaos, ledger, operations, processes  # noqa: F401 - they add their commands to ``cli``
 
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; before, help and Exit(0)
 

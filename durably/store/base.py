@@ -351,6 +351,11 @@ class Store(Protocol):
         """Delete one batch of data past retention; counts by kind (``audit``: recorded with it)."""
         ...
 
+    def delete_env(self) -> cf.Future[dict[str, int]]:
+        """Delete every row of the store's env, in one transaction (a throwaway env such as
+        ``durably chaos``'s); other envs are untouched. Rows deleted, by table."""
+        ...
+
 
 class Wakeups(Protocol):
     """Being told when runs may have become ready."""

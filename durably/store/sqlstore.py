@@ -300,6 +300,9 @@ class SqlStore:
     def prune(self, older_than: float, limit: int = 1000, audit: Audit | None = None) -> cf.Future:
         return self._write(ops.audited(ops.prune, audit, lambda _counts: True), older_than, limit)
 
+    def delete_env(self) -> cf.Future:
+        return self._write(ops.delete_env)
+
     def fire_cron(self, function_id: str, expr: str, tz: str) -> cf.Future:
         return self._write(ops.fire_cron, function_id, expr, tz)
 

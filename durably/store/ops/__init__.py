@@ -7,7 +7,7 @@ the registry's configs by ``core.flow``.
 """
 
 from .claim import claim
-from .maintenance import (acquire_leadership, hand_back, heartbeat, prune, recover, release, release_leadership,
+from .maintenance import (acquire_leadership, delete_env, hand_back, heartbeat, prune, recover, release, release_leadership,
                           remove_worker)
 from .runs import (backfill_cron, cancel, create_run, create_runs, dispatch, expire, finish, fire_cron, ingest, record_dispatch,
                    register, watch_end)
@@ -18,4 +18,4 @@ from .tx import KEY_TTL, Tx
 __all__ = ["Tx", "KEY_TTL", "ingest", "create_run", "create_runs", "claim", "checkpoint", "suspend", "finish",
            "cancel", "expire", "register", "fire_cron", "backfill_cron", "dispatch", "record_dispatch", "heartbeat", "hand_back",
            "remove_worker", "release", "recover", "acquire_leadership", "release_leadership", "prune", "watch_end",
-           "audited", "record", "pause", "resume", "cancel_many"]
+           "audited", "record", "pause", "resume", "cancel_many", "delete_env"]

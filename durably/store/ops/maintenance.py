@@ -105,3 +105,18 @@ def prune(tx: Tx, older_than: float, limit: int) -> dict[str, int]:
     out["workers"] = tx.exec("prune_workers", env=tx.env, before=before)
     out["audit"] = tx.exec("prune_audit", env=tx.env, before=before, limit=limit)
     return out
+
+
+_ENV_TABLES = ("waits", "slots", "keys", "gcra", "debounce", "batches", "cron", "status", "workers", "leaders",
+               "skips", "dispatches", "triggers", "functions", "paused", "audit", "fair_keys", "runs", "events")
+
+
+def delete_env(tx: Tx) -> dict[str, int]:
+    """Delete every row of this env (and nothing of another): rows deleted, by table.
+
+    For a throwaway env (``durably chaos``); no process of the env should be running.
+    """
+    out = {"steps": tx.exec("delete_env_steps", env=tx.env)}
+    for table in _ENV_TABLES:
+        out[table] = tx.exec(f"delete_env_{table}", env=tx.env)
+    return out

@@ -728,3 +728,64 @@ SELECT CAST(:run_id AS text), step_id, kind, status, seq, attempts, output, erro
     wake_at
 FROM durably_steps
 WHERE run_id = :from_run_id AND seq < CAST(:before_seq AS integer) AND status IN ('completed', 'failed');
+
+-- name: delete_env_steps
+-- Deleting an env (durably chaos's throwaway env): its runs' steps first (steps carry no env).
+DELETE FROM durably_steps WHERE run_id IN (SELECT id FROM durably_runs WHERE env = :env);
+
+-- name: delete_env_waits
+DELETE FROM durably_waits WHERE env = :env;
+
+-- name: delete_env_slots
+DELETE FROM durably_slots WHERE env = :env;
+
+-- name: delete_env_keys
+DELETE FROM durably_keys WHERE env = :env;
+
+-- name: delete_env_gcra
+DELETE FROM durably_gcra WHERE env = :env;
+
+-- name: delete_env_debounce
+DELETE FROM durably_debounce WHERE env = :env;
+
+-- name: delete_env_batches
+DELETE FROM durably_batches WHERE env = :env;
+
+-- name: delete_env_cron
+DELETE FROM durably_cron WHERE env = :env;
+
+-- name: delete_env_status
+DELETE FROM durably_status WHERE env = :env;
+
+-- name: delete_env_workers
+DELETE FROM durably_workers WHERE env = :env;
+
+-- name: delete_env_leaders
+DELETE FROM durably_leaders WHERE env = :env;
+
+-- name: delete_env_skips
+DELETE FROM durably_skips WHERE env = :env;
+
+-- name: delete_env_dispatches
+DELETE FROM durably_dispatches WHERE env = :env;
+
+-- name: delete_env_triggers
+DELETE FROM durably_triggers WHERE env = :env;
+
+-- name: delete_env_functions
+DELETE FROM durably_functions WHERE env = :env;
+
+-- name: delete_env_paused
+DELETE FROM durably_paused WHERE env = :env;
+
+-- name: delete_env_audit
+DELETE FROM durably_audit WHERE env = :env;
+
+-- name: delete_env_fair_keys
+DELETE FROM durably_fair_keys WHERE env = :env;
+
+-- name: delete_env_runs
+DELETE FROM durably_runs WHERE env = :env;
+
+-- name: delete_env_events
+DELETE FROM durably_events WHERE env = :env;
