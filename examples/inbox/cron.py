@@ -109,6 +109,7 @@ async def _record_when_back(name: str, window_start: int, window: int) -> None:
     while time.time() < window_start + window:
         try:
             await jobs.app.record_dispatch_async(name, window_start)
+            log.info(json.dumps({"event": "inbox.cron.inline_recorded", "dispatchKey": f"{name}:{window_start}"}))
             return
         except StoreUnavailable:
             await asyncio.sleep(pause)

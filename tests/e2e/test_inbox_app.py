@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
 
-from tests.e2e.inbox_procs import ROOT, AppSchema, InboxProc, call, new_env
+from tests.e2e.inbox_procs import REDIS_URL, ROOT, AppSchema, InboxProc, call, new_env
 from tests.helpers import durably_cmd, wait_for
 
 WINDOW = "3600"  # one window for the whole test: two pings of a test never straddle two
@@ -141,8 +142,7 @@ def test_analytics_within_the_slo_send_nothing(inbox, store_url):
 
 
 def test_preview_keys_carry_the_env_and_production_keys_the_seeds_names(inbox, pg_url, tmp_path):
-    r = redis.Redis.from_url(__import__("tests.e2e.inbox_procs", fromlist=["REDIS_URL"]).REDIS_URL,
-                             decode_responses=True)
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     client = f"k{new_env()}"
     preview = inbox(pg_url, "preview-" + new_env())
     status, _, _ = call("POST", preview.base + "/api/messages", {"clientId": client, "folder": "inbox"})
@@ -190,3 +190,67 @@ def test_the_flag_command_shows_and_refuses(schema):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "invalid choice" in p.stderr
     assert durably_cmd("worker")  # the recipe's worker command exists
+
+
+def _through(proxy, pg_url: str) -> str:
+    return pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+
+
+def test_a_black_holed_store_is_a_503_within_the_dispatch_timeout(inbox, pg_url):
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(5432)
+    proxy.start()
+    try:
+        app = inbox(_through(proxy, pg_url), None, DURABLY_DISPATCH_TIMEOUT="1")
+        assert app.cron()[0] == 202
+        proxy.black_hole()
+        t0 = time.monotonic()
+        status, body, headers = app.cron()
+        took = time.monotonic() - t0
+        assert status == 503 and body["error"]["code"] == "store_unavailable", body
+        assert took < 1.5, took
+        assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "5"
+        lines = [x for x in app.log().splitlines() if "inbox.cron.dispatch_failed" in x]
+        assert len(lines) == 1, app.log()
+        fields = json.loads(lines[0][lines[0].index("{"):])
+        assert fields["dispatchKeys"] and all(k.startswith("background/") for k in fields["dispatchKeys"])
+        assert fields["error"] and fields["fallback"] == "none"
+    finally:
+        proxy.cut()
+
+
+def test_the_emergency_fallback_runs_a_window_inline_once_across_processes(inbox, pg_url):
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(5432)
+    proxy.start()
+    env = new_env()
+    try:
+        url = _through(proxy, pg_url)
+        a = inbox(url, env, DURABLY_DISPATCH_TIMEOUT="1", BACKGROUND_JOBS_INLINE_EMERGENCY_FALLBACK="true")
+        b = inbox(url, env, DURABLY_DISPATCH_TIMEOUT="1", BACKGROUND_JOBS_INLINE_EMERGENCY_FALLBACK="true")
+        proxy.black_hole()
+        t0 = time.monotonic()
+        status, body, _ = a.cron()
+        assert time.monotonic() - t0 < 1.5 + 1.0  # the deadline, then the (tiny) inline work
+        assert status == 200 and body["mode"] == "inline" and body["duplicate"] is False, body
+        assert sorted(body["ran"]) == ["background/maintenance.requested", "background/process.requested"]
+        assert "budgetLeftSeconds" in body
+        status, again, _ = a.cron()
+        assert status == 200 and again["duplicate"] is True, again
+        status, other, _ = b.cron()  # another process, the same window: Redis says it ran
+        assert status == 200 and other["duplicate"] is True and other.get("ran", []) == [], other
+        lines = [x for x in a.log().splitlines() + b.log().splitlines() if "inbox.cron.dispatch_failed" in x]
+        assert len(lines) == 1, lines
+        assert json.loads(lines[0][lines[0].index("{"):])["dispatchKeys"] == body["dispatchKeys"]
+        proxy.restore()
+        wait_for(lambda: a.log().count("inbox.cron.inline_recorded") == 2, timeout=30, interval=0.2,
+                 what="the inline windows recorded in the ledger")
+        status, d, _ = b.durably_cron("background/process.requested", int(WINDOW))
+        assert status == 200 and d["duplicate"] is True, d  # never dispatched once the store is back
+        status, again, _ = b.cron()
+        assert again["duplicate"] is True
+        assert a.runs("process-background-jobs") == [] and a.runs("background-maintenance") == []
+    finally:
+        proxy.cut()
