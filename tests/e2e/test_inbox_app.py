@@ -217,6 +217,8 @@ def test_a_black_holed_store_is_a_503_within_the_dispatch_timeout(inbox, pg_url)
         assert fields["dispatchKeys"] and all(k.startswith("background/") for k in fields["dispatchKeys"])
         assert fields["error"] and fields["fallback"] == "none"
     finally:
+        proxy.restore()  # the app stops with its store back, then the proxy goes
+        app.stop()
         proxy.cut()
 
 
@@ -253,4 +255,7 @@ def test_the_emergency_fallback_runs_a_window_inline_once_across_processes(inbox
         assert again["duplicate"] is True
         assert a.runs("process-background-jobs") == [] and a.runs("background-maintenance") == []
     finally:
+        proxy.restore()
+        for p in (a, b):
+            p.stop()
         proxy.cut()
