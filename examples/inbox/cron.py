@@ -12,6 +12,8 @@ pinged second in a window answers ``duplicate: true``.
   ``BACKGROUND_JOBS_INLINE_EMERGENCY_FALLBACK=true``, the window's work inline, once per window
   (per process, and across processes through Redis, under durably's own inline key), and the
   window recorded in the ledger as soon as the store answers, so it is never dispatched too.
+  A dispatched window is remembered in Redis beside the ledger (the same key), so a ping later
+  in that window that finds the store gone does not run it inline as well.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def _redis_key(key: str) -> str:
 
 
 def _ran_inline(key: str) -> bool:
+    """Whether window ``key``'s work is done already, inline or dispatched (this process, or
+    any process through Redis): then the ping is a duplicate, whatever the store says."""
     with _claimed_lock:
         if key in _claimed:
             return True
@@ -103,6 +107,17 @@ def _claim(key: str, window: int) -> bool:
         return True
 
 
+def _mark_dispatched(key: str, window: int) -> None:
+    with _claimed_lock:
+        _claimed[key] = time.time()
+        while len(_claimed) > 1024:
+            _claimed.popitem(last=False)
+    try:
+        jobs.res().redis.set(_redis_key(key), "dispatched", ex=window + 3600)
+    except Exception as exc:  # noqa: BLE001 - this process still knows; others ask the ledger
+        log.warning(json.dumps({"event": "inbox.cron.mark_failed", "dispatchKey": key, "error": str(exc)}))
+
+
 async def _record_when_back(name: str, window_start: int, window: int) -> None:
     """Until the window ends: record it in the ledger as soon as the store answers."""
     pause = 0.5
@@ -124,12 +139,16 @@ _background: set[asyncio.Task] = set()
 
 async def _dispatch(name: str, window: int) -> dict:
     key, start = _window(name, window)
-    if _ran_inline(key):  # ran inline while the store was away: not dispatched again
-        return {"dispatchKey": key, "eventId": f"cron:{key}", "duplicate": True, "mode": "inline", "runs": []}
+    if _ran_inline(key):  # done already: ran inline while the store was away, or dispatched
+        return {"dispatchKey": key, "eventId": f"cron:{key}", "duplicate": True, "mode": "known", "runs": []}
     try:
         d = await jobs.app.dispatch_async(name, window=window, data={"source": "cron"})
     except StoreUnavailable as exc:
         return {"dispatchKey": key, "windowStart": start, "error": str(exc)}
+    if d["dispatchKey"] == key:
+        # Remember the window as done beside the ledger: a ping later in the window that finds
+        # the store gone must not run the work inline as well.
+        await asyncio.to_thread(_mark_dispatched, key, window)
     return {**d, "mode": "dispatch"}
 
 

@@ -11,6 +11,9 @@ sweep; sends bursts of writes across many clients, re-delivers every dirty event
 4. at most one recompute per client per 5-minute bucket came from ``inbox.counts.dirty``.
 
 Exits 0 when all hold, 1 otherwise. Options: --clients, --writes, --fail-rate, --timeout.
+
+``--processes N`` (N > 1) runs the README's multi-process recipe instead, with kill -9, a store
+outage and a preview process beside production (``load_multi.py``).
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(method: str, url: str, body: dict | list | None = None, timeout: float = 10) -> tuple[int, dict]:
+def call(method: str, url: str, body: dict | list | None = None, timeout: float = 10,
+         headers: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -122,7 +127,17 @@ def main() -> int:
     p.add_argument("--writes", type=int, default=8, help="writes per client, in bursts")
     p.add_argument("--fail-rate", type=float, default=0.2)
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--processes", type=int, default=1,
+                   help="1: the app in one process; N > 1: N app processes (--no-worker), a durably worker and a "
+                        "preview process on PostgreSQL + Redis, with kill -9 and a store outage")
+    p.add_argument("--outage", type=float, default=10, help="(--processes > 1) seconds the store is cut")
+    p.add_argument("--window", type=int, default=5, help="(--processes > 1) the cron dispatch window, seconds")
+    p.add_argument("--spread", type=float, default=20, help="(--processes > 1) seconds the writes are spread over")
     a = p.parse_args()
+    if a.processes > 1:
+        from .load_multi import main as multi
+
+        return multi(a)
 
     schema = f"inbox_load_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(BASE_DSN, autocommit=True)
