@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +42,17 @@ def write_message(m: MessageIn, event: durably.Event) -> tuple[int, bool]:
     is in the same PostgreSQL database, ``event`` is sent in that transaction too (so the
     message, its dirty marker and the recompute commit together or not at all). Returns the
     message id and whether the event was sent."""
-    with jobs.res().pool.connection() as conn, conn.transaction():
+    with jobs.res().pool.connection() as conn:
+        conn.autocommit = False  # the pool's connections autocommit; this write is one transaction
+        try:
+            return _write(conn, m, event)
+        finally:
+            conn.rollback()  # nothing left open (a no-op after the commit)
+            conn.autocommit = True
+
+
+def _write(conn: Any, m: MessageIn, event: durably.Event) -> tuple[int, bool]:
+    with conn.transaction():
         conn.execute("INSERT INTO workspaces (client_id) VALUES (%s) ON CONFLICT DO NOTHING", (m.clientId,))
         mid = conn.execute("INSERT INTO messages (client_id, folder, unread) VALUES (%s, %s, %s) RETURNING id",
                            (m.clientId, m.folder, m.unread)).fetchone()[0]
