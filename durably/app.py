@@ -293,6 +293,36 @@ class App:
             runtime = await aw_within(self._runtime.opening())
             return SendResult(await aw_within(runtime.ingest(dicts)))
 
+    async def dispatch_async(self, name: str, *, window: int = 60, data: dict | None = None) -> dict[str, Any]:
+        """One ping of the dispatch window of event ``name`` (DESIGN §4), through the same
+        window ledger as ``POST /api/v1/cron/{name}?window=...``: so a web app's own cron route
+        and durably's agree on a window. The window's first ping sends ``name`` with id
+        ``cron:{name}:{window_start}`` (``data`` plus ``dispatch_key``, ``window_start``,
+        ``window``); later pings of it, from either route, are duplicates. Returns
+        ``{"dispatchKey", "eventId", "duplicate", "windowStart", "pings", "runs"}``; gives up
+        after ``DURABLY_DISPATCH_TIMEOUT`` with ``durably.StoreUnavailable`` (nothing sent)."""
+        if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 86400:
+            raise InvalidInput(f"window: an integer number of seconds from 1 to 86400, got {window!r}")
+        event = Event(name, dict(data or {})).to_dict()  # the name checked as any event's
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = await aw_within(self._runtime.opening())
+            registering = runtime.registry.register()
+            if registering is not None:
+                await aw_within(registering)
+            d = await aw_within(runtime.store.dispatch(name, window, {"name": name, "data": event["data"]}))
+        return {"dispatchKey": f"{name}:{d['window_start']}", "eventId": d["event_id"], "duplicate": d["duplicate"],
+                "windowStart": d["window_start"], "pings": d["pings"], "runs": d["runs"]}
+
+    async def record_dispatch_async(self, name: str, window_start: int) -> bool:
+        """Record the window of ``name`` that starts at ``window_start`` as dispatched without
+        sending anything (its work ran inline while the store was unreachable), so that no
+        later ping of that window, from any route or process, dispatches it again. False if
+        the window was recorded already; ``StoreUnavailable`` after the dispatch deadline."""
+        with give_up_after(self.settings.dispatch_timeout):
+            runtime = await aw_within(self._runtime.opening())
+            return bool(await aw_within(runtime.store.record_dispatch(name, window_start,
+                                                                      f"cron:{name}:{window_start}")))
+
     # --- results ---------------------------------------------------------------------------
 
     def result(self, run_id: str, timeout: float | None = None) -> RunResult:

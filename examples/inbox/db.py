@@ -54,11 +54,57 @@ CREATE TABLE IF NOT EXISTS recompute_log (
     finished_at  timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS recompute_log_by_client ON recompute_log (client_id, started_at);
+-- What the app learnt about leads and workspaces, until it expires (pruned by maintenance).
+CREATE TABLE IF NOT EXISTS inferred_memory (
+    id          bigserial PRIMARY KEY,
+    scope       text NOT NULL CHECK (scope IN ('lead', 'workspace')),
+    client_id   text NOT NULL,
+    subject     text NOT NULL,
+    value       jsonb NOT NULL DEFAULT '{}',
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inferred_memory_by_expiry ON inferred_memory (expires_at);
+-- The app's own feature flags (the cutover lever: background-jobs-use-durably).
+CREATE TABLE IF NOT EXISTS flags (
+    name        text PRIMARY KEY,
+    enabled     boolean NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Every execution of a cron window's work (durable or inline), to show each ran once.
+CREATE TABLE IF NOT EXISTS cron_work_log (
+    dispatch_key  text NOT NULL,
+    mode          text NOT NULL,          -- durable inline
+    executor      text NOT NULL,          -- the run id, or the inline process and its pid
+    at            timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS cron_work_log_by_key ON cron_work_log (dispatch_key);
 """
 
+USE_DURABLY = "background-jobs-use-durably"
 
-def open_pool(url: str) -> ConnectionPool:
+
+def open_pool(url: str, use_durably: bool = True) -> ConnectionPool:
+    """The app's pool; creates the tables and seeds the cutover flag (from
+    BACKGROUND_JOBS_USE_DURABLY) if it has no row yet: a flag flipped since is kept."""
     pool = ConnectionPool(url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True)
     with pool.connection() as conn:
-        conn.execute(SCHEMA)
+        conn.execute("SELECT pg_advisory_lock(hashtext('inbox-schema'))")  # processes starting together
+        try:
+            conn.execute(SCHEMA)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('inbox-schema'))")
+        conn.execute("INSERT INTO flags (name, enabled) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                     (USE_DURABLY, use_durably))
     return pool
+
+
+def get_flag(pool: ConnectionPool, name: str, default: bool = True) -> bool:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT enabled FROM flags WHERE name = %s", (name,)).fetchone()
+    return default if row is None else bool(row[0])
+
+
+def set_flag(pool: ConnectionPool, name: str, enabled: bool) -> None:
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO flags (name, enabled) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                     "SET enabled = excluded.enabled, updated_at = now()", (name, enabled))

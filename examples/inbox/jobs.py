@@ -8,7 +8,11 @@
   clients fan out as ``inbox.counts.recompute`` with ids deterministic per (client, dirty_at),
   so a client written during its recompute is recomputed by the next sweep.
 - ``analytics-recompute``: the last N days of ``analytics_daily`` for active workspaces.
-- ``process-background-jobs`` and ``background-maintenance``: the cron route's work.
+- ``process-background-jobs`` and ``background-maintenance``: the cron route's work;
+  the first stops taking new work after ``BACKGROUND_JOBS_TIME_BUDGET`` seconds.
+
+Every function has a finish timeout. Redis keys (the versions here, the status blobs in
+durably) carry the seeds' exact names in production and ``{env}:`` before them elsewhere.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import logging
 import os
 import random
 import threading
+import time
 from datetime import datetime, timezone
 
 import redis
 
 import durably
 
+from . import events as ev
 from .db import open_pool
 from .settings import InboxSettings
 
@@ -41,7 +47,7 @@ class TransientError(Exception):
 class Resources:
     def __init__(self, settings: InboxSettings):
         self.settings = settings
-        self.pool = open_pool(settings.database_url)
+        self.pool = open_pool(settings.database_url, settings.use_durably)
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self.bump = self.redis.register_script(_BUMP)
 
@@ -72,11 +78,23 @@ def res() -> Resources:
     return _res
 
 
+def app_key(key: str) -> str:
+    """A Redis key of the app as this env writes it: the seeds' exact name in production
+    (``DURABLY_PRODUCTION_ENV``), ``{env}:`` before it in any other env, as durably does for
+    status blobs (DESIGN §5): a preview process never writes a key production reads."""
+    s = app.settings
+    return key if s.env == s.production_env else f"{s.env}:{key}"
+
+
+def version_key(kind: str, client_id: str) -> str:
+    return app_key(f"{kind}:v1:ver:{client_id}")
+
+
 def bump_version(kind: str, client_id: str, step_key: str) -> int:
     r = res()
     now = datetime.now(timezone.utc).isoformat()
-    return int(r.bump(keys=[f"{kind}:v1:ver:{client_id}", f"{kind}:v1:bumped:{step_key}",
-                            f"{kind}:v1:ver_at:{client_id}"], args=[now]))
+    return int(r.bump(keys=[version_key(kind, client_id), app_key(f"{kind}:v1:bumped:{step_key}"),
+                            app_key(f"{kind}:v1:ver_at:{client_id}")], args=[now]))
 
 
 # --- inbox counts ------------------------------------------------------------------------------
@@ -121,13 +139,15 @@ def clear_dirty(client_id: str, seen_dirty_at: str | None) -> bool:
 
 @app.function(
     id="inbox-counts-recompute",
-    trigger=[durably.on_event("inbox.counts.dirty"), durably.on_event("inbox.counts.recompute")],
+    # schema=ev.InboxCountsDirty / ev.InboxCountsRecompute here once on_event takes a schema.
+    trigger=[durably.on_event(ev.INBOX_COUNTS_DIRTY), durably.on_event(ev.INBOX_COUNTS_RECOMPUTE)],
     retries=durably.Retry(attempts=6, initial="500ms", max="30s"),
     concurrency=[durably.Concurrency(limit=1, key="event.data.clientId"), durably.Concurrency(limit=20)],
     idempotency=("event.name == 'inbox.counts.dirty' ? "
                  "event.data.clientId + ':' + string(int(event.ts / 300000)) : event.id"),
     priority=durably.Priority(run="has(event.data.priority) ? int(event.data.priority) : 0"),
     tenant="event.data.clientId",
+    timeouts=durably.Timeouts(finish="5m"),
 )
 async def inbox_counts_recompute(ctx: durably.Context) -> dict:
     client_id = ctx.event.data["clientId"]
@@ -144,14 +164,14 @@ def pull_dirty(limit: int) -> list[dict]:
 
 
 @app.function(id="recompute-inbox-counts", trigger=durably.on_cron(os.environ.get("INBOX_SWEEP_CRON", "* * * * *")),
-              singleton=durably.Singleton(mode="skip"))
+              singleton=durably.Singleton(mode="skip"), timeouts=durably.Timeouts(finish="2m"))
 async def sweep(ctx: durably.Context) -> dict:
     dirty = await ctx.step.run("pull-dirty", pull_dirty, res().settings.sweep_batch)
     if dirty:
         await ctx.step.send_event("fan-out", [
-            durably.Event("inbox.counts.recompute", {"clientId": d["clientId"], "requestId": ctx.run_id,
-                                                     "source": "sweep"},
-                          id=f"recompute:{d['clientId']}:{d['dirtyMs']}")
+            ev.event(ev.INBOX_COUNTS_RECOMPUTE, {"clientId": d["clientId"], "requestId": ctx.run_id,
+                                                 "source": "sweep"},
+                     id=f"recompute:{d['clientId']}:{d['dirtyMs']}")
             for d in dirty
         ])
     return {"dirty": len(dirty)}
@@ -175,9 +195,14 @@ def recompute_analytics(days: int, client_id: str | None) -> list[str]:
     return clients
 
 
-@app.function(id="analytics-recompute", trigger=durably.on_event("analytics.aggregates.recompute"),
+# schema=ev.AnalyticsRecompute in on_event once it takes a schema.
+@app.function(id="analytics-recompute", trigger=durably.on_event(ev.ANALYTICS_RECOMPUTE),
               retries=4, concurrency=[durably.Concurrency(limit=2)],
-              tenant="has(event.data.clientId) ? event.data.clientId : 'global'")
+              # one recompute per client and 5-minute bucket, however many stale reads asked
+              idempotency=("has(event.data.clientId) ? event.data.clientId + ':' + string(int(event.ts / 300000))"
+                           " : event.id"),
+              tenant="has(event.data.clientId) ? event.data.clientId : 'global'",
+              timeouts=durably.Timeouts(finish="10m"))
 async def analytics_recompute(ctx: durably.Context) -> dict:
     client_id = ctx.event.data.get("clientId")
     clients = await ctx.step.run("recompute", recompute_analytics, res().settings.analytics_days, client_id)
@@ -188,8 +213,10 @@ async def analytics_recompute(ctx: durably.Context) -> dict:
 
 # --- background work (the cron route's parity) --------------------------------------------------
 
+DRAFT_BATCH = 100
 
-def process_drafts(limit: int = 100) -> int:
+
+def process_drafts(limit: int = DRAFT_BATCH) -> int:
     with res().pool.connection() as conn:
         cur = conn.execute(
             "UPDATE draft_runs SET status = 'done', updated_at = now() WHERE id IN ("
@@ -198,11 +225,46 @@ def process_drafts(limit: int = 100) -> int:
         return cur.rowcount
 
 
-@app.function(id="process-background-jobs", trigger=durably.on_event("background/process.requested"),
-              retries=3, concurrency=[durably.Concurrency(limit=1)])
+def process_within_budget(budget: float, started: float | None = None) -> dict:
+    """Drain pending drafts batch by batch; take no new batch once ``budget`` seconds have
+    passed since ``started`` (now by default). The summary says how much of it is left."""
+    started = time.monotonic() if started is None else started
+    processed = batches = 0
+    stopped_by = "empty"
+    while True:
+        if time.monotonic() - started >= budget:
+            stopped_by = "budget"
+            break
+        n = process_drafts()
+        if n == 0:
+            break
+        processed += n
+        batches += 1
+    left = max(0.0, budget - (time.monotonic() - started))
+    return {"processed": processed, "batches": batches, "budgetSeconds": budget,
+            "budgetLeftSeconds": round(left, 3), "stoppedBy": stopped_by}
+
+
+def log_cron_work(dispatch_key: str | None, mode: str, executor: str) -> None:
+    """One row per execution of a cron window's work (the load check counts them per window)."""
+    if not dispatch_key:
+        return
+    with res().pool.connection() as conn:
+        conn.execute("INSERT INTO cron_work_log (dispatch_key, mode, executor) VALUES (%s, %s, %s)",
+                     (dispatch_key, mode, executor))
+
+
+def _process(dispatch_key: str | None, run_id: str) -> dict:
+    log_cron_work(dispatch_key, "durable", run_id)
+    return process_within_budget(res().settings.time_budget)
+
+
+# schema=ev.ProcessRequested in on_event once it takes a schema.
+@app.function(id="process-background-jobs", trigger=durably.on_event(ev.PROCESS_REQUESTED),
+              retries=3, concurrency=[durably.Concurrency(limit=1)],
+              timeouts=durably.Timeouts(finish=f"{int(InboxSettings().time_budget) + 60}s"))
 async def process_background_jobs(ctx: durably.Context) -> dict:
-    processed = await ctx.step.run("process", process_drafts)
-    return {"processed": processed}
+    return await ctx.step.run("process", _process, ctx.event.data.get("dispatch_key"), ctx.run_id)
 
 
 def recover_stale(minutes: int) -> int:
@@ -217,6 +279,15 @@ def prune_drafts(days: int) -> int:
                             "AND updated_at < now() - make_interval(days => %s)", (days,)).rowcount
 
 
+def prune_inferred_memory() -> dict:
+    """Delete lead and workspace memory entries past their expiry; how many of each."""
+    with res().pool.connection() as conn:
+        rows = conn.execute("WITH gone AS (DELETE FROM inferred_memory WHERE expires_at < now() RETURNING scope) "
+                            "SELECT scope, count(*) FROM gone GROUP BY scope").fetchall()
+    counts = dict(rows)
+    return {"lead": int(counts.get("lead", 0)), "workspace": int(counts.get("workspace", 0))}
+
+
 def queue_health() -> dict:
     from durably.health import collect
 
@@ -228,11 +299,18 @@ def queue_health() -> dict:
     return summary
 
 
-@app.function(id="background-maintenance", trigger=durably.on_event("background/maintenance.requested"),
-              retries=3, singleton=durably.Singleton(mode="skip"))
+def _recover(dispatch_key: str | None, run_id: str) -> int:
+    log_cron_work(dispatch_key, "durable", run_id)
+    return recover_stale(res().settings.stale_draft_minutes)
+
+
+# schema=ev.MaintenanceRequested in on_event once it takes a schema.
+@app.function(id="background-maintenance", trigger=durably.on_event(ev.MAINTENANCE_REQUESTED),
+              retries=3, singleton=durably.Singleton(mode="skip"), timeouts=durably.Timeouts(finish="5m"))
 async def background_maintenance(ctx: durably.Context) -> dict:
     s = res().settings
-    recovered = await ctx.step.run("recover-stale-drafts", recover_stale, s.stale_draft_minutes)
+    recovered = await ctx.step.run("recover-stale-drafts", _recover, ctx.event.data.get("dispatch_key"), ctx.run_id)
     pruned = await ctx.step.run("prune-draft-runs", prune_drafts, s.prune_draft_days)
+    memory = await ctx.step.run("prune-inferred-memory", prune_inferred_memory)
     health = await ctx.step.run("queue-health", queue_health)
-    return {"recovered": recovered, "pruned": pruned, "health": health}
+    return {"recovered": recovered, "pruned": pruned, "prunedMemory": memory, "health": health}

@@ -16,3 +16,14 @@ def test_inbox_load_check_passes(tmp_path):
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout
+
+
+def test_inbox_multi_process_load_check_passes():
+    """The README's recipe: two API processes, a durably worker, a preview process; kill -9 of
+    the worker and of an API process, a store outage; every invariant holds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    proc = subprocess.run([sys.executable, "-m", "examples.inbox.load", "--processes", "2", "--clients", "8",
+                           "--writes", "3", "--spread", "6", "--outage", "4", "--timeout", "60"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS" in proc.stdout and "kills 2" in proc.stdout, proc.stdout
