@@ -139,8 +139,8 @@ def clear_dirty(client_id: str, seen_dirty_at: str | None) -> bool:
 
 @app.function(
     id="inbox-counts-recompute",
-    # schema=ev.InboxCountsDirty / ev.InboxCountsRecompute here once on_event takes a schema.
-    trigger=[durably.on_event(ev.INBOX_COUNTS_DIRTY), durably.on_event(ev.INBOX_COUNTS_RECOMPUTE)],
+    trigger=[durably.on_event(ev.INBOX_COUNTS_DIRTY, schema=ev.InboxCountsDirty),
+             durably.on_event(ev.INBOX_COUNTS_RECOMPUTE, schema=ev.InboxCountsRecompute)],
     retries=durably.Retry(attempts=6, initial="500ms", max="30s"),
     concurrency=[durably.Concurrency(limit=1, key="event.data.clientId"), durably.Concurrency(limit=20)],
     idempotency=("event.name == 'inbox.counts.dirty' ? "
@@ -195,8 +195,7 @@ def recompute_analytics(days: int, client_id: str | None) -> list[str]:
     return clients
 
 
-# schema=ev.AnalyticsRecompute in on_event once it takes a schema.
-@app.function(id="analytics-recompute", trigger=durably.on_event(ev.ANALYTICS_RECOMPUTE),
+@app.function(id="analytics-recompute", trigger=durably.on_event(ev.ANALYTICS_RECOMPUTE, schema=ev.AnalyticsRecompute),
               retries=4, concurrency=[durably.Concurrency(limit=2)],
               # one recompute per client and 5-minute bucket, however many stale reads asked
               idempotency=("has(event.data.clientId) ? event.data.clientId + ':' + string(int(event.ts / 300000))"
@@ -259,8 +258,7 @@ def _process(dispatch_key: str | None, run_id: str) -> dict:
     return process_within_budget(res().settings.time_budget)
 
 
-# schema=ev.ProcessRequested in on_event once it takes a schema.
-@app.function(id="process-background-jobs", trigger=durably.on_event(ev.PROCESS_REQUESTED),
+@app.function(id="process-background-jobs", trigger=durably.on_event(ev.PROCESS_REQUESTED, schema=ev.ProcessRequested),
               retries=3, concurrency=[durably.Concurrency(limit=1)],
               timeouts=durably.Timeouts(finish=f"{int(InboxSettings().time_budget) + 60}s"))
 async def process_background_jobs(ctx: durably.Context) -> dict:
@@ -304,8 +302,8 @@ def _recover(dispatch_key: str | None, run_id: str) -> int:
     return recover_stale(res().settings.stale_draft_minutes)
 
 
-# schema=ev.MaintenanceRequested in on_event once it takes a schema.
-@app.function(id="background-maintenance", trigger=durably.on_event(ev.MAINTENANCE_REQUESTED),
+@app.function(id="background-maintenance",
+              trigger=durably.on_event(ev.MAINTENANCE_REQUESTED, schema=ev.MaintenanceRequested),
               retries=3, singleton=durably.Singleton(mode="skip"), timeouts=durably.Timeouts(finish="5m"))
 async def background_maintenance(ctx: durably.Context) -> dict:
     s = res().settings

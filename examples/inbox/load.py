@@ -189,7 +189,7 @@ def main() -> int:
             for ids in pool.map(write, clients):
                 dirty_events.extend(ids)
         # Duplicate deliveries: every dirty event again, with its id, through durably's event API.
-        events = [{"name": "inbox.counts.dirty", "id": eid, "data": {"clientId": "duplicate", "source": "redelivery"}}
+        events = [{"name": "inbox.counts.dirty", "id": eid, "data": {"clientId": "duplicate", "requestId": eid, "source": "redelivery"}}
                   for eid in dirty_events]
         for i in range(0, len(events), 200):
             status, body = call("POST", f"{base}/durably/api/v1/events", events[i:i + 200])

@@ -231,7 +231,7 @@ def main(a: argparse.Namespace) -> int:
         writes_done = time.monotonic() - t0
         apps[0].wait_up()
         # Duplicate deliveries: every dirty event again, with its id, through durably's event API.
-        events = [{"name": "inbox.counts.dirty", "id": eid, "data": {"clientId": "duplicate", "source": "redelivery"}}
+        events = [{"name": "inbox.counts.dirty", "id": eid, "data": {"clientId": "duplicate", "requestId": eid, "source": "redelivery"}}
                   for eid in dirty_events]
         for i in range(0, len(events), 200):
             status, body = call("POST", apps[1].base + "/durably/api/v1/events", events[i:i + 200],
