@@ -308,7 +308,10 @@ class SqliteStore(SqlStore):
             if connection.isolation_level is None:
                 raise InvalidInput("connection=: the connection is in autocommit mode and has no open transaction; "
                                    "BEGIN one (or use sqlite3's default mode) and commit it after the send")
-            connection.execute("BEGIN")  # what sqlite3's default mode would do at the first write
+            # What sqlite3's default mode would do at the first write, but IMMEDIATE: ingest reads
+            # (the registry, the schemas) before it writes, and a deferred transaction whose
+            # read snapshot another writer overtook cannot upgrade (SQLITE_BUSY at once, no wait).
+            connection.execute("BEGIN IMMEDIATE")
         tx = SqliteTx(_Rows(connection), self.q, self.env, self.status_in_store, self.clock)
         try:
             if register is not None:  # functions not in the registry yet: in this transaction too

@@ -304,7 +304,7 @@ def _recover(dispatch_key: str | None, run_id: str) -> int:
 
 @app.function(id="background-maintenance",
               trigger=durably.on_event(ev.MAINTENANCE_REQUESTED, schema=ev.MaintenanceRequested),
-              retries=3, singleton=durably.Singleton(mode="skip"), timeouts=durably.Timeouts(finish="5m"))
+              retries=3, concurrency=[durably.Concurrency(limit=1)], timeouts=durably.Timeouts(finish="5m"))
 async def background_maintenance(ctx: durably.Context) -> dict:
     s = res().settings
     recovered = await ctx.step.run("recover-stale-drafts", _recover, ctx.event.data.get("dispatch_key"), ctx.run_id)
