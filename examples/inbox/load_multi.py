@@ -31,7 +31,7 @@ import psycopg
 import redis
 
 from .load import BASE_DSN, call, check_invariants, key_prefix, runs_of, with_schema
-from .proxy import TcpProxy, free_port
+from durably.chaos.proxy import TcpProxy, free_port  # the one durably chaos cuts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TERMINAL = ("completed", "failed", "cancelled")
@@ -119,7 +119,7 @@ def main(a: argparse.Namespace) -> int:
         admin.execute(f'CREATE SCHEMA "{s}"')
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    proxy = TcpProxy(int(os.environ.get("INBOX_PG_PORT", "5432")))
+    proxy = TcpProxy("127.0.0.1", int(os.environ.get("INBOX_PG_PORT", "5432")))
     proxy.start()
     prod_env, preview_env = f"production-{tag}", f"preview-{tag}"
     secrets = {"DURABLY_ADMIN_TOKEN": uuid.uuid4().hex, "DURABLY_EVENT_KEY": uuid.uuid4().hex,
