@@ -6,7 +6,11 @@ compiled when a function is declared, so a typo fails at import time, not at 3 a
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import os
 import re
+import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +24,34 @@ if TYPE_CHECKING:
 def compile_expr(source: str) -> "cel.Program":
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError(f"invalid CEL expression {source!r}: must be a non-empty string")
-    # Imported on first use: the binding's package also loads its own CLI (prompt_toolkit),
-    # about a second that commands such as `durably send` or `durably runs` never need.
-    import cel
-
     try:
-        return cel.compile(source)
+        program: "cel.Program" = _binding().compile(source)
     except Exception as exc:  # the binding raises ValueError with a caret diagram
         raise ExpressionError(f"invalid CEL expression {source!r}: {_parse_error(exc)}") from None
+    return program
+
+
+@lru_cache(maxsize=1)
+def _binding() -> Any:
+    """The binding's compiled module, loaded on first use and on its own: the package's
+    ``__init__`` also imports its command-line shell (prompt_toolkit, rich), about 0.1 s of
+    every worker's and command's start that durably never uses. Registered as ``cel.cel``, so
+    a later ``import cel`` by the application reuses it rather than loading it twice."""
+    if "cel.cel" in sys.modules:
+        return sys.modules["cel.cel"]
+    spec = importlib.util.find_spec("cel")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "cel" + suffix)
+            ext = importlib.util.spec_from_file_location("cel.cel", path) if os.path.exists(path) else None
+            if ext is not None and ext.loader is not None:
+                module = importlib.util.module_from_spec(ext)
+                ext.loader.exec_module(module)
+                sys.modules["cel.cel"] = module
+                return module
+    import cel  # a layout other than the wheel's: the package as it is
+
+    return cel
 
 
 _PARSE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (?:Syntax error: )?(.*)")

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from durably.errors import ExpressionError, InvalidInput
@@ -81,3 +84,16 @@ def test_a_parse_error_is_one_short_line(src, where, what):
     msg = str(e.value)
     assert msg == f"invalid CEL expression {src!r}: syntax error at {where}: {what}"
     assert "\n" not in msg and "expecting" not in msg and "<input>" not in msg and "NUM_FLOAT" not in msg
+
+
+def test_the_binding_loads_without_its_shell_and_is_shared_with_the_application():
+    """Compiling an expression loads the binding's compiled module alone (not the package's
+    command-line shell); an application's own ``import cel`` afterwards gets that module."""
+    code = ("import sys\n"
+            "from durably.core.expressions import evaluate\n"
+            "assert evaluate('event.data.n * 2', {'event': {'data': {'n': 21}}}) == 42\n"
+            "assert 'prompt_toolkit' not in sys.modules and 'cel.cli' not in sys.modules, sorted(sys.modules)\n"
+            "import cel\n"
+            "assert cel.compile is sys.modules['cel.cel'].compile\n"
+            "assert cel.compile('1 + 2').execute({}) == 3\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
