@@ -21,26 +21,24 @@ from .tx import stage_blob as _status
 def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     """Record events (duplicates ignored), create the runs they trigger, resolve waits."""
     res = IngestResult(ids=[], runs=[], duplicates=[])
+    tx.now  # noqa: B018 - read with BEGIN, in the transaction's first round trip
     triggers: dict[str, list[tuple[Any, dict]]] = {}
     schemas: dict[str, list[Any]] = {}
+    paused: set[str] = set()  # the triggered functions paused in skip mode
     for i, e in enumerate(events):  # typed events are refused before anything is written
         name = e["name"]
         if name not in triggers:
-            triggers[name] = [(row, loads(row["config"])) for row in tx.all("triggers_for", env=tx.env, name=name)]
+            rows = tx.all("triggers_for", env=tx.env, name=name)
+            triggers[name] = [(row, loads(row["config"])) for row in rows]
+            paused.update(row["function_id"] for row in rows if row["skip_paused"])
             schemas[name] = _schemas(name, triggers[name])
         for check in schemas[name]:
             check(name, e.get("data"), f"events[{i}]: " if len(events) > 1 else "")
-    fresh = []
-    for e in events:
-        res.ids.append(e["id"])
-        n = tx.exec("insert_event", env=tx.env, id=e["id"], name=e["name"], data=dumps(e), ts=e["ts"], now=tx.now)
-        if n:
-            fresh.append(e)
-        else:
-            res.duplicates.append(e["id"])
+    fresh = _record_events(tx, events, res)
     if not fresh:
         return res
-    paused: set[str] | None = None  # functions paused in skip mode, read once per transaction
+    made: set[str] = set(res.runs)
+    plain: list[NewRun] = []  # runs that need no flow control at creation: inserted together
     for e in fresh:
         for row, config in triggers[e["name"]]:
             planned = flow.plan(config, e, row["if_expr"], tx.now)
@@ -52,15 +50,64 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
                 _skip(tx, e["id"], planned.function_id, planned.reason)
                 res.skipped.append({"event_id": e["id"], "function_id": planned.function_id, "reason": planned.reason})
                 continue
-            if paused is None:
-                paused = paused_skip(tx)
+            if len(fresh) > 1 and _is_plain(planned, paused):
+                plain.append(planned)
+                res.runs.append(planned.id)
+                made.add(planned.id)
+                continue
             created = _create(tx, planned, paused)
             if isinstance(created, Skip):
                 res.skipped.append({"event_id": e["id"], "function_id": created.function_id, "reason": created.reason})
-            elif created not in res.runs:
+            elif created not in made:  # a debounce or batch run that took an earlier event too
                 res.runs.append(created)
+                made.add(created)
+    if plain:
+        _insert_plain(tx, plain)
     _match_waits(tx, fresh)
     return res
+
+
+def _record_events(tx: Tx, events: list[dict], res: IngestResult) -> list[dict]:
+    """Record the events; the ones new here, in order (an id seen within 24 h, or earlier
+    in this call, is a duplicate). A list of events is written by one statement."""
+    if len(events) == 1:
+        e = events[0]
+        res.ids.append(e["id"])
+        if tx.exec("insert_event", env=tx.env, id=e["id"], name=e["name"], data=dumps(e), ts=e["ts"], now=tx.now):
+            return [e]
+        res.duplicates.append(e["id"])
+        return []
+    first: dict[str, dict] = {}
+    for e in events:
+        first.setdefault(e["id"], e)
+    rows = dumps([[e["id"], e["name"], dumps(e), int(e["ts"])] for e in first.values()])
+    new = {r["id"] for r in tx.all("insert_events", env=tx.env, rows=rows, now=tx.now)}
+    fresh = []
+    for e in events:
+        res.ids.append(e["id"])
+        if e["id"] in new and first[e["id"]] is e:
+            fresh.append(e)
+        else:
+            res.duplicates.append(e["id"])
+    return fresh
+
+
+def _is_plain(run: NewRun, paused: set[str]) -> bool:
+    """A run whose creation reads nothing: no keys to take, no window to join, no budget."""
+    return not (run.rate_limit or run.unique_keys or run.singleton or run.debounce or run.batch or run.cancel_on
+                or run.memo_of is not None or run.plan_error or run.function_id in paused)
+
+
+def _insert_plain(tx: Tx, runs: list[NewRun]) -> None:
+    """Insert runs that need no flow control at creation, all in one statement."""
+    now = tx.now
+    rows = [[r.id, r.function_id, r.tenant or "global", r.trigger, r.event.get("id") or None, dumps(r.event),
+             dumps(r.events) if r.events is not None else None, now + r.delay, now + r.delay - r.priority,
+             r.priority, dumps([s.to_json() for s in r.slots]) if r.slots else None, r.idempotency_key,
+             r.parent_run_id, r.parent_step_id, r.replay_of, now + r.start_timeout if r.start_timeout else None,
+             r.finish_timeout, dumps(r.throttle.to_json()) if r.throttle else None, r.fair_key] for r in runs]
+    tx.exec("insert_runs", env=tx.env, rows=dumps(rows), now=now)
+    tx.woke = True
 
 
 def _schemas(name: str, rows: list[tuple[Any, dict]]) -> list[Any]:

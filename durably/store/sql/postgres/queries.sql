@@ -18,8 +18,24 @@ ON CONFLICT (env, id) DO UPDATE SET name = excluded.name, data = excluded.data, 
     received_at = excluded.received_at
 WHERE durably_events.received_at < CAST(:now AS double precision) - 86400;
 
+-- name: insert_events
+-- Record a list of events (:rows, a JSON array of [id, name, data, ts], ids distinct) in one
+-- statement, as insert_event does one; returns the ids recorded as new. A concurrent writer
+-- of the same id waits for this one's commit, then sees the conflict.
+INSERT INTO durably_events (env, id, name, data, ts, received_at)
+SELECT :env, x->>0, x->>1, x->>2, CAST(x->>3 AS bigint), :now
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS x
+ON CONFLICT (env, id) DO UPDATE SET name = excluded.name, data = excluded.data, ts = excluded.ts,
+    received_at = excluded.received_at
+WHERE durably_events.received_at < CAST(:now AS double precision) - 86400
+RETURNING id;
+
 -- name: triggers_for
-SELECT t.function_id, t.if_expr, f.config
+-- Functions triggered by an event name, with their stored config, and whether each is paused
+-- in skip mode (paused_skip).
+SELECT t.function_id, t.if_expr, f.config,
+    EXISTS (SELECT 1 FROM durably_paused p
+            WHERE p.env = t.env AND p.function_id = t.function_id AND p.mode = 'skip') AS skip_paused
 FROM durably_triggers t JOIN durably_functions f ON f.env = t.env AND f.id = t.function_id
 WHERE t.env = :env AND t.event_name = :name;
 
@@ -33,6 +49,18 @@ INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_i
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
     :available_at, :sort_at, :priority, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
     :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering, :fair_key);
+
+-- name: insert_runs
+-- Insert queued runs that need no flow control at creation (:rows, a JSON array of arrays in
+-- the column order below) in one statement.
+INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
+    available_at, sort_at, priority, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
+    replay_of, start_deadline, finish_timeout, throttle, gathering, fair_key)
+SELECT x->>0, :env, x->>1, 'queued', x->>2, x->>3, x->>4, x->>5, x->>6,
+    CAST(x->>7 AS double precision), CAST(x->>8 AS double precision), CAST(x->>9 AS double precision), :now,
+    x->>10, x->>11, x->>12, x->>13, x->>14, CAST(x->>15 AS double precision), CAST(x->>16 AS double precision),
+    x->>17, 0, x->>18
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS x;
 
 -- name: take_key
 -- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.

@@ -10,9 +10,28 @@ ON CONFLICT (env, id) DO UPDATE SET name = excluded.name, data = excluded.data, 
     received_at = excluded.received_at
 WHERE durably_events.received_at < :now - 86400;
 
+-- name: insert_events
+-- Record a list of events (:rows, a JSON array of [id, name, data, ts], ids distinct) as
+-- insert_event does one; returns the ids recorded as new (read before the write, which the
+-- writer's lock on the database keeps true until the commit).
+SELECT json_group_array(json_object('id', x.id)) AS packed
+FROM (SELECT json_extract(value, '$[0]') AS id FROM json_each(:rows)) AS x
+WHERE NOT EXISTS (SELECT 1 FROM durably_events e
+                  WHERE e.env = :env AND e.id = x.id AND e.received_at >= :now - 86400);
+INSERT INTO durably_events (env, id, name, data, ts, received_at)
+SELECT :env, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+    json_extract(value, '$[3]'), :now
+FROM json_each(:rows) WHERE true
+ON CONFLICT (env, id) DO UPDATE SET name = excluded.name, data = excluded.data, ts = excluded.ts,
+    received_at = excluded.received_at
+WHERE durably_events.received_at < :now - 86400;
+
 -- name: triggers_for
--- Functions triggered by an event name, with their stored config.
-SELECT t.function_id, t.if_expr, f.config
+-- Functions triggered by an event name, with their stored config, and whether each is paused
+-- in skip mode (paused_skip).
+SELECT t.function_id, t.if_expr, f.config,
+    EXISTS (SELECT 1 FROM durably_paused p
+            WHERE p.env = t.env AND p.function_id = t.function_id AND p.mode = 'skip') AS skip_paused
 FROM durably_triggers t JOIN durably_functions f ON f.env = t.env AND f.id = t.function_id
 WHERE t.env = :env AND t.event_name = :name;
 
@@ -26,6 +45,21 @@ INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_i
 VALUES (:id, :env, :function_id, 'queued', :tenant, :trigger, :event_id, :event, :events,
     :available_at, :sort_at, :priority, :now, :ckeys, :idempotency_key, :parent_run_id, :parent_step_id,
     :replay_of, :start_deadline, :finish_timeout, :throttle, :singleton_key, :gathering, :fair_key);
+
+-- name: insert_runs
+-- Insert queued runs that need no flow control at creation (:rows, a JSON array of arrays in
+-- the column order below) in one statement.
+INSERT INTO durably_runs (id, env, function_id, status, tenant, trigger, event_id, event, events,
+    available_at, sort_at, priority, created_at, ckeys, idempotency_key, parent_run_id, parent_step_id,
+    replay_of, start_deadline, finish_timeout, throttle, gathering, fair_key)
+SELECT json_extract(value, '$[0]'), :env, json_extract(value, '$[1]'), 'queued', json_extract(value, '$[2]'),
+    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+    json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+    json_extract(value, '$[9]'), :now, json_extract(value, '$[10]'), json_extract(value, '$[11]'),
+    json_extract(value, '$[12]'), json_extract(value, '$[13]'), json_extract(value, '$[14]'),
+    json_extract(value, '$[15]'), json_extract(value, '$[16]'), json_extract(value, '$[17]'), 0,
+    json_extract(value, '$[18]')
+FROM json_each(:rows);
 
 -- name: take_key
 -- Take a unique key (idempotency, singleton, ...) unless a live holder has it. rowcount 1 = taken.
