@@ -67,3 +67,8 @@ async def tenant_plain(ctx: durably.Context) -> None:
               fairness=durably.Fairness())
 async def tenant_fair(ctx: durably.Context) -> None:
     return None
+
+
+@app.function(id="once", trigger=durably.on_event("bench.once"), idempotency="event.data.k")
+async def once(ctx: durably.Context) -> None:
+    return None

@@ -240,6 +240,26 @@ def drain(kind: str, event: str, n: int, procs: int, concurrency: int, history: 
     }
 
 
+# --- bulk intake --------------------------------------------------------------------------
+
+
+def intake(kind: str, event: str, n: int, reps: int = 3) -> dict:
+    """One ``app.send`` of a list of ``n`` events on a fresh store: events/s of the call."""
+    rates = []
+    for _ in range(reps):
+        with fresh_store(kind) as url:
+            app = open_app(url)
+            app.register()
+            events = [durably.Event(event, {"i": i, "k": f"key-{i}"}) for i in range(n)]
+            t0 = time.perf_counter()
+            res = app.send(events)
+            rates.append(n / (time.perf_counter() - t0))
+            assert len(res.runs) == n, f"sent {n} events, created {len(res.runs)} runs"
+            app.close()
+    rates.sort()
+    return {"n": n, "events_per_s": rates[len(rates) // 2], "min": rates[0], "max": rates[-1]}
+
+
 # --- latency ------------------------------------------------------------------------------
 
 
@@ -335,13 +355,14 @@ def fmt(v: Any) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
-    ap.add_argument("--only", default="drain,steps,latency", help="comma list of drain, steps, latency, growth")
+    ap.add_argument("--only", default="drain,steps,latency", help="comma list of drain, steps, latency, growth, intake")
     ap.add_argument("--ledger", type=int, default=1_000_000, help="finished runs already in the ledger (growth)")
     ap.add_argument("--procs", default="1,2", help="worker processes for drain and steps (default 1,2)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--n-noop", type=int, default=5000)
     ap.add_argument("--n-steps", type=int, default=1000)
     ap.add_argument("--n-ping", type=int, default=200)
+    ap.add_argument("--n-intake", type=int, default=20000)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     a = ap.parse_args()
     stores = ["sqlite", "postgres"] if a.store == "both" else [a.store]
@@ -373,6 +394,9 @@ def main() -> None:
             report({"store": kind, "what": f"drain 1x{a.concurrency}, {a.ledger:,} runs", **grown,
                     "ratio_to_empty": grown["per_s"] / empty["per_s"],
                     "steady_ratio": grown["steady_per_s"] / empty["steady_per_s"]})
+        if "intake" in only:
+            report({"store": kind, "what": "bulk send, plain", **intake(kind, "bench.noop", a.n_intake)})
+            report({"store": kind, "what": "bulk send, idempotency", **intake(kind, "bench.once", a.n_intake)})
         if "latency" in only:
             report({"store": kind, "what": "latency in-process", **latency_in_process(kind, a.n_ping, a.concurrency)})
             report({"store": kind, "what": "latency worker process", **latency_process(kind, a.n_ping, a.concurrency)})

@@ -10,7 +10,7 @@ from ...core import eventschema, flow
 from ...core.jsonutil import dumps, loads
 from ...core.records import ClaimedRun, IngestResult, NewRun, Skip
 from ...core.types import SkipReason
-from ...errors import LeaseLost
+from ...errors import LeaseLost, UnstorableInput
 from ..writer import Rejected
 from .tx import Tx
 from .tx import stage_blob as _status
@@ -80,6 +80,8 @@ def _record_events(tx: Tx, events: list[dict], res: IngestResult) -> list[dict]:
     first: dict[str, dict] = {}
     for e in events:
         first.setdefault(e["id"], e)
+        if not _INT64_MIN <= e["ts"] <= _INT64_MAX:  # JSON carries it; the store's integer does not
+            raise UnstorableInput(f"the store cannot hold this input: a number out of range (event ts {e['ts']})")
     rows = dumps([[e["id"], e["name"], dumps(e), int(e["ts"])] for e in first.values()])
     new = {r["id"] for r in tx.all("insert_events", env=tx.env, rows=rows, now=tx.now)}
     fresh = []
@@ -90,6 +92,9 @@ def _record_events(tx: Tx, events: list[dict], res: IngestResult) -> list[dict]:
         else:
             res.duplicates.append(e["id"])
     return fresh
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _is_plain(run: NewRun, paused: set[str]) -> bool:
