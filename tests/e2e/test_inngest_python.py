@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.procs import Procs
 from tests.e2e.server import free_port
 from tests.helpers import cli_env, get_run, make_app, wait_for
 
@@ -62,8 +63,7 @@ def _wait_synced(procs, base: str, dev, app, headers: dict | None = None, expect
     return wait_for(synced, timeout=60, interval=0.1, what="the SDK app to sync with durably")
 
 
-@pytest.fixture
-def stack(tmp_path, procs):
+def _dev_stack(tmp_path, procs) -> Stack:
     """durably dev on a fresh SQLite file, the SDK app (dev mode) pointed at it, synced with -u."""
     dev_port = free_port()
     base = f"http://127.0.0.1:{dev_port}"
@@ -75,6 +75,23 @@ def stack(tmp_path, procs):
     return Stack(base=base, app_base=app_base, effects=effects, ids=ids, dev=dev, app=app, procs=procs, headers={},
                  dev_args=["dev", "--port", str(dev_port), "-u", app_base + "/api/inngest"], dev_env=denv,
                  tmp=tmp_path)
+
+
+@pytest.fixture
+def stack(tmp_path, procs):
+    return _dev_stack(tmp_path, procs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cron_stack(tmp_path_factory):
+    """A stack of its own, up from the module's start: its wait for the next minute's cron tick
+    passes while the other tests run (the test that reads it is the module's last)."""
+    tmp = tmp_path_factory.mktemp("cron")
+    procs = Procs(tmp)
+    try:
+        yield _dev_stack(tmp, procs)
+    finally:
+        procs.cleanup()
 
 
 def _effects(s) -> list[dict]:
@@ -217,15 +234,6 @@ def test_concurrency_with_a_key(stack):
 
 
 @pytest.mark.slow
-def test_a_cron_trigger_with_a_time_zone_fires(stack):
-    """The next minute's tick (at most a minute away) runs the SDK function once."""
-    ticks = wait_for(lambda: [e for e in _effects(stack) if e["step"] == "tick"], timeout=90, interval=0.2,
-                     what="the cron tick")
-    assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
-    runs = httpx.get(stack.base + "/api/v1/runs", params={"function": "pyapp-tick"}, timeout=5).json()["runs"]
-    assert runs and runs[0]["id"] == ticks[0]["run_id"]
-
-
 def test_kill9_of_the_driving_process_reruns_no_committed_step(stack):
     [eid] = _send(stack, "test/gated", {})
     wait_for(lambda: [e for e in _effects(stack) if e["step"] == "two"], timeout=30,
@@ -399,3 +407,13 @@ def test_dev_refuses_a_url_that_cannot_be_an_app(tmp_path):
     env = cli_env(f"sqlite:///{tmp_path / 'durably.db'}", env="dev", PYTHONPATH=str(ROOT))
     out = run_cli(["dev", "--port", str(free_port()), "-u", "localhost:3000/api/inngest"], env, cwd=str(tmp_path))
     assert out.returncode != 0 and "must be an http:// or https:// URL" in out.stderr, out.stderr
+
+
+def test_a_cron_trigger_with_a_time_zone_fires(cron_stack):
+    """The next minute's tick (at most a minute after the module started) runs the SDK function once."""
+    stack = cron_stack
+    ticks = wait_for(lambda: [e for e in _effects(stack) if e["step"] == "tick"], timeout=90, interval=0.2,
+                     what="the cron tick")
+    assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
+    runs = httpx.get(stack.base + "/api/v1/runs", params={"function": "pyapp-tick"}, timeout=5).json()["runs"]
+    assert runs and runs[0]["id"] == ticks[0]["run_id"]

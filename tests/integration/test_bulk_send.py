@@ -61,13 +61,15 @@ def test_a_list_writes_the_rows_that_single_sends_write(app_factory, store_url):
                      timeouts=durably.Timeouts(start="5m", finish="1h"))(lambda ctx: None)
         app.function(id=f"{prefix}-if", trigger=durably.on_event(f"{prefix}.go", if_="event.data.p > 20"))(
             lambda ctx: None)
+        app.function(id=f"{prefix}-once", trigger=durably.on_event(f"{prefix}.go"),
+                     idempotency="event.data.t + '/' + string(event.data.p)")(lambda ctx: None)
     data = [{"t": f"tenant-{i % 3}", "p": i * 10, "x": "é\n\"" * i} for i in range(6)]
     for i, d in enumerate(data):
         app.send(durably.Event("one.go", d, id=f"one:{i}"))
     res = app.send([durably.Event("many.go", d, id=f"many:{i}") for i, d in enumerate(data)])
-    assert len(res.runs) == 15 and len(set(res.runs)) == 15 and res.duplicates == []
-    one = raw_runs(store_url, ["one-plain", "one-flow", "one-if"])
-    many = raw_runs(store_url, ["many-plain", "many-flow", "many-if"])
+    assert len(res.runs) == 21 and len(set(res.runs)) == 21 and res.duplicates == []
+    one = raw_runs(store_url, ["one-plain", "one-flow", "one-if", "one-once"])
+    many = raw_runs(store_url, ["many-plain", "many-flow", "many-if", "many-once"])
     assert sorted(one) == sorted(many) == [str(i) for i in range(6)]
     for key in one:
         for a, b in zip(sorted(one[key], key=lambda r: r["function_id"]),
@@ -107,7 +109,15 @@ def test_flow_control_in_a_list_keeps_its_order(app_factory):
         by_fn[r["function_id"]] = by_fn.get(r["function_id"], 0) + 1
     assert by_fn == {"plain": 5, "once": 2, "gather": 2}
     assert len(res.runs) == len(set(res.runs)) == 9
-    assert [s["reason"] for s in res.skipped].count("duplicate idempotency key 'a'") == 2
+    assert [s["reason"] for s in res.skipped] == ["duplicate idempotency key 'a'", "duplicate idempotency key 'a'",
+                                                  "duplicate idempotency key 'b'"]
+    assert [s["event_id"] for s in res.skipped] == ["e1", "e3", "e4"]
+    # A key a live run holds skips its run; a new key in the same list takes its own.
+    again = app.send([durably.Event("job", {"k": k}, id=f"f{i}") for i, k in enumerate("ca")])
+    assert [s["event_id"] for s in again.skipped if s["function_id"] == "once"] == ["f1"]
+    # (the open debounce window of "a" takes f1 as its latest event)
+    assert sorted(r["function_id"] for r in runs_of(app) if r["event_id"] in ("f0", "f1")) == \
+        ["gather", "gather", "once", "plain", "plain"]
 
 
 @pytest.mark.parametrize("bad", [{"id": "x\x00y"}, {"data": {"s": "\ud800"}}])

@@ -62,7 +62,7 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
                 res.runs.append(created)
                 made.add(created)
     if plain:
-        _insert_plain(tx, plain)
+        _insert_plain(tx, _take_keys(tx, plain, res))
     _match_waits(tx, fresh)
     return res
 
@@ -98,9 +98,36 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _is_plain(run: NewRun, paused: set[str]) -> bool:
-    """A run whose creation reads nothing: no keys to take, no window to join, no budget."""
-    return not (run.rate_limit or run.unique_keys or run.singleton or run.debounce or run.batch or run.cancel_on
-                or run.memo_of is not None or run.plan_error or run.function_id in paused)
+    """A run created with no more than one key to take: no window to join, no budget."""
+    return not (run.rate_limit or len(run.unique_keys) > 1 or run.singleton or run.debounce or run.batch
+                or run.cancel_on or run.memo_of is not None or run.plan_error or run.function_id in paused)
+
+
+def _take_keys(tx: Tx, runs: list[NewRun], res: IngestResult) -> list[NewRun]:
+    """Take the idempotency keys of a list's runs in one statement; the runs that may be
+    created. A key held by a live run, or taken by an earlier run of the list, skips its run."""
+    first: dict[tuple[str, str], NewRun] = {}
+    lost: list[NewRun] = []
+    for r in runs:
+        if r.unique_keys:
+            uk = r.unique_keys[0]
+            if first.setdefault((uk.scope, uk.key), r) is not r:
+                lost.append(r)
+    if not first:
+        return runs
+    rows = dumps([[scope, key, r.id, tx.now + r.unique_keys[0].ttl] for (scope, key), r in first.items()])
+    taken = {row["run_id"] for row in tx.all("take_keys", env=tx.env, rows=rows, now=tx.now)}
+    lost.extend(r for r in first.values() if r.id not in taken)
+    if not lost:
+        return runs
+    gone = {r.id for r in lost}
+    at = {rid: i for i, rid in enumerate(res.runs)}
+    for r in sorted(lost, key=lambda r: at[r.id]):
+        uk = r.unique_keys[0]
+        skip = _skip(tx, r.event.get("id", ""), r.function_id, f"duplicate {uk.kind} key {uk.key!r}")
+        res.skipped.append({"event_id": r.event.get("id", ""), "function_id": skip.function_id, "reason": skip.reason})
+    res.runs[:] = [rid for rid in res.runs if rid not in gone]
+    return [r for r in runs if r.id not in gone]
 
 
 def _insert_plain(tx: Tx, runs: list[NewRun]) -> None:

@@ -70,6 +70,16 @@ VALUES (:env, :scope, :key, :run_id, :expires_at)
 ON CONFLICT (env, scope, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
 WHERE durably_keys.expires_at <= :now;
 
+-- name: take_keys
+-- Take unique keys (:rows, a JSON array of [scope, key, run_id, expires_at], keys distinct) as
+-- take_key does one; returns the run_id of each key taken.
+INSERT INTO durably_keys (env, scope, key, run_id, expires_at)
+SELECT :env, x->>0, x->>1, x->>2, CAST(x->>3 AS double precision)
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS x
+ON CONFLICT (env, scope, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE durably_keys.expires_at <= CAST(:now AS double precision)
+RETURNING run_id;
+
 -- name: insert_skip
 INSERT INTO durably_skips (env, event_id, function_id, reason, created_at)
 VALUES (:env, :event_id, :function_id, :reason, :now);

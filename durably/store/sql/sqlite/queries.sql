@@ -68,6 +68,22 @@ VALUES (:env, :scope, :key, :run_id, :expires_at)
 ON CONFLICT (env, scope, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
 WHERE durably_keys.expires_at <= :now;
 
+-- name: take_keys
+-- Take unique keys (:rows, a JSON array of [scope, key, run_id, expires_at], keys distinct) as
+-- take_key does one; returns the run_id of each key taken (read before the write, which the
+-- writer's lock on the database keeps true until the commit).
+SELECT json_group_array(json_object('run_id', json_extract(value, '$[2]'))) AS packed
+FROM json_each(:rows)
+WHERE NOT EXISTS (SELECT 1 FROM durably_keys k
+                  WHERE k.env = :env AND k.scope = json_extract(value, '$[0]')
+                    AND k.key = json_extract(value, '$[1]') AND k.expires_at > :now);
+INSERT INTO durably_keys (env, scope, key, run_id, expires_at)
+SELECT :env, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+    json_extract(value, '$[3]')
+FROM json_each(:rows) WHERE true
+ON CONFLICT (env, scope, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE durably_keys.expires_at <= :now;
+
 -- name: insert_skip
 INSERT INTO durably_skips (env, event_id, function_id, reason, created_at)
 VALUES (:env, :event_id, :function_id, :reason, :now);
