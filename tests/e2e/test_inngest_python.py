@@ -82,16 +82,21 @@ def stack(tmp_path, procs):
     return _dev_stack(tmp_path, procs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cron_stack(tmp_path_factory):
-    """A stack of its own, up from the module's start: its wait for the next minute's cron tick
-    passes while the other tests run (the test that reads it is the module's last)."""
+def module_stack(tmp_path_factory, build):
+    """A stack of its own for a module-scoped fixture, up from the module's start: its wait for
+    the next minute's cron tick passes while the other tests run (the test that reads it is the
+    module's last)."""
     tmp = tmp_path_factory.mktemp("cron")
     procs = Procs(tmp)
     try:
-        yield _dev_stack(tmp, procs)
+        yield build(tmp, procs)
     finally:
         procs.cleanup()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cron_stack(tmp_path_factory):
+    yield from module_stack(tmp_path_factory, _dev_stack)
 
 
 def _effects(s) -> list[dict]:

@@ -14,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.procs import Procs
 from tests.e2e.server import free_port
-from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced
+from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced, module_stack
 from tests.helpers import cli_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,14 +55,7 @@ def ts_stack(tmp_path, procs):
 
 @pytest.fixture(scope="module", autouse=True)
 def ts_cron_stack(tmp_path_factory):
-    """A stack of its own, up from the module's start: its wait for the next minute's cron tick
-    passes while the other tests run (the test that reads it is the module's last)."""
-    tmp = tmp_path_factory.mktemp("ts-cron")
-    procs = Procs(tmp)
-    try:
-        yield _ts_stack(tmp, procs)
-    finally:
-        procs.cleanup()
+    yield from module_stack(tmp_path_factory, _ts_stack)
 
 
 def test_ts_steps_retry_sleep_and_wait_for_event_with_match(ts_stack):
