@@ -93,6 +93,9 @@ def test_duplicates_in_a_list_and_across_sends(app_factory):
         outputs = sorted(wait_run(app, rid)["output"] for rid in first.runs + again.runs)
     assert outputs == [1, 2, 3, 6]  # the first of each id is the one recorded
     assert app.store.get_event("c").result()["event"]["data"] == {"n": 3}
+    same = {"name": "pay", "id": "e", "ts": 1_700_000_000_000, "data": {"n": 7}}
+    twice = app.store.ingest([same, same]).result(10)  # one object twice: still one event, one run
+    assert twice.ids == ["e", "e"] and twice.duplicates == ["e"] and len(twice.runs) == 1
 
 
 def test_flow_control_in_a_list_keeps_its_order(app_factory):

@@ -38,7 +38,7 @@ def ingest(tx: Tx, events: list[dict]) -> IngestResult:
     if not fresh:
         return res
     made: set[str] = set(res.runs)
-    plain: list[NewRun] = []  # runs that need no flow control at creation: inserted together
+    plain: list[NewRun] = []  # runs created with at most a key to take: keys, then rows, taken together
     for e in fresh:
         for row, config in triggers[e["name"]]:
             planned = flow.plan(config, e, row["if_expr"], tx.now)
@@ -87,7 +87,8 @@ def _record_events(tx: Tx, events: list[dict], res: IngestResult) -> list[dict]:
     fresh = []
     for e in events:
         res.ids.append(e["id"])
-        if e["id"] in new and first[e["id"]] is e:
+        if e["id"] in new:
+            new.discard(e["id"])  # the first of an id in the list is the one recorded
             fresh.append(e)
         else:
             res.duplicates.append(e["id"])
@@ -131,7 +132,7 @@ def _take_keys(tx: Tx, runs: list[NewRun], res: IngestResult) -> list[NewRun]:
 
 
 def _insert_plain(tx: Tx, runs: list[NewRun]) -> None:
-    """Insert runs that need no flow control at creation, all in one statement."""
+    """Insert runs that need nothing more at creation (keys taken), all in one statement."""
     now = tx.now
     rows = [[r.id, r.function_id, r.tenant or "global", r.trigger, r.event.get("id") or None, dumps(r.event),
              dumps(r.events) if r.events is not None else None, now + r.delay, now + r.delay - r.priority,
