@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import core  # noqa: E402  (bench/core.py)
 
 PAGES = ["/", "/runs", "/runs?status=failed", "/runs?function=noop", "/runs?tenant=t7", "/failures", "/events",
+         "/runs?function=ping", "/runs?status=cancelled", "/runs?tenant=nobody",  # filters that match no run
          "/runs/{run}", "/events/{event}", "/audit",
          "/api/v1/runs?limit=50", "/api/v1/runs?status=failed&limit=50", "/api/v1/functions"]
 

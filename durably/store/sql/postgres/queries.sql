@@ -432,9 +432,13 @@ WHERE env = :env AND created_at >= :since
 GROUP BY function_id, status;
 
 -- name: last_run_of
+-- A range of one value and the index's own order, not `function_id = :function_id ORDER BY
+-- created_at`: the plan of a prepared statement is generic, and on a ledger where most runs
+-- belong to a few functions it walked durably_runs_by_time backwards through every run
+-- looking for a function that has none (26 ms at 10^5 runs, per function on the page).
 SELECT id, status, created_at, started_at, finished_at FROM durably_runs
-WHERE env = :env AND function_id = :function_id
-ORDER BY created_at DESC LIMIT 1;
+WHERE env = :env AND function_id >= :function_id AND function_id <= :function_id
+ORDER BY function_id DESC, created_at DESC LIMIT 1;
 
 -- name: cron_of
 SELECT schedule, last_tick FROM durably_cron WHERE env = :env AND function_id = :function_id;
