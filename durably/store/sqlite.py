@@ -112,6 +112,22 @@ class _Rows:
         return cur.execute(sql, params)
 
 
+def _journal_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting out another connection that is creating or
+    migrating the same new file: SQLite answers "database is locked" there at once, without
+    its busy handler (two processes, or two apps, opening a fresh store together)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if not _retryable(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)  # a back-off while another connection holds the lock
+            pause = min(pause * 2, 0.05)
+
+
 def path_from_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
@@ -189,7 +205,7 @@ class SqliteStore(SqlStore):
                                    timeout=BUSY_TIMEOUT_MS / 1000)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_wal(conn)
             if mode.lower() != "wal":
                 raise StoreUnavailable(f"SQLite store {self.path!r}: cannot enable WAL (journal_mode is {mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")

@@ -3,6 +3,7 @@ another: the rows they write are the rows that sending the events one by one wri
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sqlite3
 from urllib.parse import parse_qs, urlsplit
@@ -132,3 +133,22 @@ def test_bad_input_in_a_list_writes_nothing(app_factory, bad):
         events.append(durably.Event("go", bad.get("data", {"i": 2}), id=bad.get("id")))
         app.send(events)
     assert runs_of(app) == [] and app.store.get_event("fine").result() is None
+
+
+def test_concurrent_lists_sharing_ids_and_keys_record_each_once(app_factory):
+    """Two processes' worth of writers (two apps, two connections) send overlapping lists in
+    opposite orders at once: every id is recorded once and every key starts one run."""
+    apps = [app_factory(), app_factory()]
+    for a in apps:
+        a.function(id="plain", trigger=durably.on_event("job"))(lambda ctx: None)
+        a.function(id="once", trigger=durably.on_event("job"), idempotency="event.data.k")(lambda ctx: None)
+    ids = [f"e{i}" for i in range(300)]
+    lists = [[durably.Event("job", {"k": f"k{i % 100}"}, id=ids[i]) for i in order]
+             for order in (range(300), range(299, -1, -1))]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda pair: pair[0].send(pair[1]), zip(apps, lists)))
+    assert sorted(results[0].duplicates + results[1].duplicates) == sorted(ids)  # each id: new once, duplicate once
+    runs = runs_of(apps[0])
+    assert sum(r["function_id"] == "plain" for r in runs) == 300
+    assert sum(r["function_id"] == "once" for r in runs) == 100
+    assert len(results[0].runs) + len(results[1].runs) == 400

@@ -82,7 +82,8 @@ def _record_events(tx: Tx, events: list[dict], res: IngestResult) -> list[dict]:
         first.setdefault(e["id"], e)
         if not _INT64_MIN <= e["ts"] <= _INT64_MAX:  # JSON carries it; the store's integer does not
             raise UnstorableInput(f"the store cannot hold this input: a number out of range (event ts {e['ts']})")
-    rows = dumps([[e["id"], e["name"], dumps(e), int(e["ts"])] for e in first.values()])
+    # In id order: concurrent lists that share ids lock their rows in one order (no deadlock).
+    rows = dumps([[e["id"], e["name"], dumps(e), int(e["ts"])] for _id, e in sorted(first.items())])
     new = {r["id"] for r in tx.all("insert_events", env=tx.env, rows=rows, now=tx.now)}
     fresh = []
     for e in events:
@@ -116,7 +117,8 @@ def _take_keys(tx: Tx, runs: list[NewRun], res: IngestResult) -> list[NewRun]:
                 lost.append(r)
     if not first:
         return runs
-    rows = dumps([[scope, key, r.id, tx.now + r.unique_keys[0].ttl] for (scope, key), r in first.items()])
+    rows = dumps([[scope, key, r.id, tx.now + r.unique_keys[0].ttl]  # in key order, as the events above
+                  for (scope, key), r in sorted(first.items(), key=lambda kv: kv[0])])
     taken = {row["run_id"] for row in tx.all("take_keys", env=tx.env, rows=rows, now=tx.now)}
     lost.extend(r for r in first.values() if r.id not in taken)
     if not lost:
