@@ -8,7 +8,7 @@ from typing import Any
 from ...core import blobs as status_mod
 from ...core import eventschema, flow
 from ...core.jsonutil import dumps, loads
-from ...core.records import ClaimedRun, IngestResult, NewRun, Skip
+from ...core.records import ClaimedRun, IngestResult, NewRun, Skip, UniqueKey
 from ...core.types import SkipReason
 from ...errors import LeaseLost, UnstorableInput
 from ..writer import Rejected
@@ -105,6 +105,11 @@ def _is_plain(run: NewRun, paused: set[str]) -> bool:
                 or run.cancel_on or run.memo_of is not None or run.plan_error or run.function_id in paused)
 
 
+def _key_held(uk: UniqueKey) -> str:
+    """The skip reason of a run whose unique key another run holds."""
+    return f"duplicate {uk.kind} key {uk.key!r}"
+
+
 def _take_keys(tx: Tx, runs: list[NewRun], res: IngestResult) -> list[NewRun]:
     """Take the idempotency keys of a list's runs in one statement; the runs that may be
     created. A key held by a live run, or taken by an earlier run of the list, skips its run."""
@@ -127,21 +132,40 @@ def _take_keys(tx: Tx, runs: list[NewRun], res: IngestResult) -> list[NewRun]:
     at = {rid: i for i, rid in enumerate(res.runs)}
     for r in sorted(lost, key=lambda r: at[r.id]):
         uk = r.unique_keys[0]
-        skip = _skip(tx, r.event.get("id", ""), r.function_id, f"duplicate {uk.kind} key {uk.key!r}")
-        res.skipped.append({"event_id": r.event.get("id", ""), "function_id": skip.function_id, "reason": skip.reason})
+        event_id = r.event.get("id", "")
+        skip = _skip(tx, event_id, r.function_id, _key_held(uk))
+        res.skipped.append({"event_id": event_id, "function_id": skip.function_id, "reason": skip.reason})
     res.runs[:] = [rid for rid in res.runs if rid not in gone]
     return [r for r in runs if r.id not in gone]
 
 
+def _run_columns(run: NewRun, now: float, delay: float) -> dict[str, Any]:
+    """A new run's columns, as insert_run and insert_runs write them (claimable after ``delay``)."""
+    available = now + delay
+    return {
+        "id": run.id, "function_id": run.function_id, "tenant": run.tenant or "global", "trigger": run.trigger,
+        "event_id": run.event.get("id") or None, "event": dumps(run.event),
+        "events": dumps(run.events) if run.events is not None else None,
+        "available_at": available, "sort_at": available - run.priority, "priority": run.priority,
+        "ckeys": dumps([s.to_json() for s in run.slots]) if run.slots else None,
+        "idempotency_key": run.idempotency_key, "parent_run_id": run.parent_run_id,
+        "parent_step_id": run.parent_step_id, "replay_of": run.replay_of,
+        "start_deadline": now + run.start_timeout if run.start_timeout else None,
+        "finish_timeout": run.finish_timeout, "throttle": dumps(run.throttle.to_json()) if run.throttle else None,
+        "fair_key": run.fair_key,
+    }
+
+
+# The order of insert_runs' JSON rows (x->>0 ... x->>18 in queries.sql).
+_RUN_COLUMNS = ("id", "function_id", "tenant", "trigger", "event_id", "event", "events", "available_at", "sort_at",
+                "priority", "ckeys", "idempotency_key", "parent_run_id", "parent_step_id", "replay_of",
+                "start_deadline", "finish_timeout", "throttle", "fair_key")
+
+
 def _insert_plain(tx: Tx, runs: list[NewRun]) -> None:
     """Insert runs that need nothing more at creation (keys taken), all in one statement."""
-    now = tx.now
-    rows = [[r.id, r.function_id, r.tenant or "global", r.trigger, r.event.get("id") or None, dumps(r.event),
-             dumps(r.events) if r.events is not None else None, now + r.delay, now + r.delay - r.priority,
-             r.priority, dumps([s.to_json() for s in r.slots]) if r.slots else None, r.idempotency_key,
-             r.parent_run_id, r.parent_step_id, r.replay_of, now + r.start_timeout if r.start_timeout else None,
-             r.finish_timeout, dumps(r.throttle.to_json()) if r.throttle else None, r.fair_key] for r in runs]
-    tx.exec("insert_runs", env=tx.env, rows=dumps(rows), now=now)
+    rows = [[c[k] for k in _RUN_COLUMNS] for c in (_run_columns(r, tx.now, r.delay) for r in runs)]
+    tx.exec("insert_runs", env=tx.env, rows=dumps(rows), now=tx.now)
     tx.woke = True
 
 
@@ -193,7 +217,7 @@ def _create(tx: Tx, run: NewRun, paused: set[str]) -> "str | Skip":
         taken = tx.exec("take_key", env=tx.env, scope=uk.scope, key=uk.key, run_id=run.id, expires_at=tx.now + uk.ttl,
                         now=tx.now)
         if not taken:
-            return _skip(tx, event_id, fid, f"duplicate {uk.kind} key {uk.key!r}")
+            return _skip(tx, event_id, fid, _key_held(uk))
     singleton_key = None
     if run.singleton:
         scope, key = f"singleton:{fid}", run.singleton.key
@@ -232,19 +256,8 @@ def _create(tx: Tx, run: NewRun, paused: set[str]) -> "str | Skip":
         run.events = [run.event]
         if b.max_size > 1:
             gathering, delay = 1, max(delay, b.timeout)
-    available = tx.now + delay
-    tx.exec(
-        "insert_run",
-        id=run.id, env=tx.env, function_id=fid, tenant=run.tenant or "global",
-        trigger=run.trigger, event_id=event_id or None, event=dumps(run.event),
-        events=dumps(run.events) if run.events is not None else None,
-        available_at=available, sort_at=available - run.priority, priority=run.priority, now=tx.now,
-        ckeys=dumps([s.to_json() for s in run.slots]) if run.slots else None, idempotency_key=run.idempotency_key,
-        parent_run_id=run.parent_run_id, parent_step_id=run.parent_step_id, replay_of=run.replay_of,
-        start_deadline=tx.now + run.start_timeout if run.start_timeout else None,
-        finish_timeout=run.finish_timeout, throttle=dumps(run.throttle.to_json()) if run.throttle else None,
-        singleton_key=singleton_key, gathering=gathering, fair_key=run.fair_key,
-    )
+    tx.exec("insert_run", env=tx.env, now=tx.now, singleton_key=singleton_key, gathering=gathering,
+            **_run_columns(run, tx.now, delay))
     if run.memo_of is not None:  # rerun from a step: the steps before it replay from this memo
         tx.exec("copy_memo", run_id=run.id, from_run_id=run.memo_of[0], before_seq=run.memo_of[1])
     if run.plan_error:
