@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..errors import InvalidInput, StoreUnavailable, UnstorableInput
 from . import ops
@@ -112,20 +112,40 @@ class _Rows:
         return cur.execute(sql, params)
 
 
+T = TypeVar("T")
+
+
+def _until_unlocked(attempt: Callable[[], T], pause: float, max_pause: float,
+                    deadline: Callable[[float], float]) -> T:
+    """``attempt()``, tried again while another connection holds the lock ("database is
+    locked" or "busy"), after a pause doubling from ``pause`` to ``max_pause``; it gives up
+    at ``deadline(now)``, computed at the first refusal (nothing to compute when none)."""
+    end = None
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if not _retryable(exc):
+                raise
+            now = time.monotonic()
+            if end is None:
+                end = deadline(now)
+            if now >= end:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause)
+
+
+def _busy_timeout(now: float) -> float:
+    return now + BUSY_TIMEOUT_MS / 1000
+
+
 def _journal_wal(conn: sqlite3.Connection) -> str:
     """``PRAGMA journal_mode = WAL``, waiting out another connection that is creating or
     migrating the same new file: SQLite answers "database is locked" there at once, without
     its busy handler (two processes, or two apps, opening a fresh store together)."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    pause = 0.001
-    while True:
-        try:
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            if not _retryable(exc) or time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)  # a back-off while another connection holds the lock
-            pause = min(pause * 2, 0.05)
+    return _until_unlocked(lambda: str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]), 0.001, 0.05,
+                           _busy_timeout)
 
 
 def path_from_url(url: str) -> str:
@@ -229,25 +249,12 @@ class SqliteStore(SqlStore):
         # asleep; here the pause starts at 50 us and grows to 2 ms, up to the busy timeout.
         # The wait ends at the busy timeout, or sooner at the earliest deadline of the
         # operations waiting (a dispatch gives up after DURABLY_DISPATCH_TIMEOUT).
-        pause, deadline = 0.00005, None
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if not _retryable(exc):
-                    raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + BUSY_TIMEOUT_MS / 1000
-                    wanted = self._writer.deadline
-                    if wanted is not None and wanted < deadline:
-                        deadline = wanted
-                if now >= deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
+        _until_unlocked(lambda: conn.execute("BEGIN IMMEDIATE"), 0.00005, 0.002, self._begin_deadline)
         return SqliteTx(conn, self.q, self.env, self.status_in_store, self.clock)
+
+    def _begin_deadline(self, now: float) -> float:
+        wanted = self._writer.deadline
+        return min(_busy_timeout(now), wanted) if wanted is not None else _busy_timeout(now)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
