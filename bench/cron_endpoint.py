@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,14 +30,10 @@ sys.path.insert(0, ROOT)
 
 import durably  # noqa: E402
 from durably.config import Settings  # noqa: E402
+from durably.chaos.proxy import free_port  # noqa: E402
 
 SECRET = "bench-cron-secret"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def register(db_url: str, pings: int) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -28,17 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import core  # noqa: E402  (bench/core.py)
+from durably.chaos.proxy import free_port  # noqa: E402
 
 PAGES = ["/", "/runs", "/runs?status=failed", "/runs?function=noop", "/runs?tenant=t7", "/failures", "/events",
          "/runs?function=ping", "/runs?status=cancelled", "/runs?tenant=nobody",  # filters that match no run
          "/runs/{run}", "/events/{event}", "/audit",
          "/api/v1/runs?limit=50", "/api/v1/runs?status=failed&limit=50", "/api/v1/functions"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fail_some(url: str) -> None:

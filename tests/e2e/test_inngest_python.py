@@ -416,9 +416,15 @@ def test_dev_refuses_a_url_that_cannot_be_an_app(tmp_path):
 
 def test_a_cron_trigger_with_a_time_zone_fires(cron_stack):
     """The next minute's tick (at most a minute after the module started) runs the SDK function once."""
-    stack = cron_stack
+    tick, runs = first_tick(cron_stack, "pyapp-tick")
+    assert runs and runs[0]["id"] == tick["run_id"]
+
+
+def first_tick(stack: Stack, function_id: str) -> tuple[dict, list[dict]]:
+    """The first cron tick the SDK app ran (a timer event at a whole minute), and the runs of
+    ``function_id`` as durably lists them."""
     ticks = wait_for(lambda: [e for e in _effects(stack) if e["step"] == "tick"], timeout=90, interval=0.2,
                      what="the cron tick")
     assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
-    runs = httpx.get(stack.base + "/api/v1/runs", params={"function": "pyapp-tick"}, timeout=5).json()["runs"]
-    assert runs and runs[0]["id"] == ticks[0]["run_id"]
+    runs = httpx.get(stack.base + "/api/v1/runs", params={"function": function_id}, timeout=5).json()["runs"]
+    return ticks[0], runs

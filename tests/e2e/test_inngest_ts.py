@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import free_port
-from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced, module_stack
+from tests.e2e.test_inngest_python import Stack, _effects, _send, _wait_run, _wait_synced, first_tick, module_stack
 from tests.helpers import cli_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,11 +213,8 @@ def test_ts_cancel_on_and_on_failure(ts_stack):
 def test_ts_a_cron_trigger_with_a_time_zone_fires(ts_cron_stack):
     """The next minute's tick (at most a minute after the module started) runs the SDK function once."""
     s = ts_cron_stack
-    ticks = wait_for(lambda: [e for e in _effects(s) if e["step"] == "tick"], timeout=90, interval=0.2,
-                     what="the cron tick")
-    assert ticks[0]["event_name"] == "inngest/scheduled.timer" and ticks[0]["scheduled_at"].endswith(":00.000Z")
-    runs = httpx.get(s.base + "/api/v1/runs", params={"function": "tsapp-tick"}, timeout=5).json()["runs"]
-    assert runs and runs[0]["id"] == ticks[0]["run_id"] and runs[0]["status"] == "completed"
+    tick, runs = first_tick(s, "tsapp-tick")
+    assert runs and runs[0]["id"] == tick["run_id"] and runs[0]["status"] == "completed"
     config = next(f for f in httpx.get(s.base + "/api/v1/functions", timeout=5).json()["functions"]
                   if f["id"] == "tsapp-tick")["config"]
     assert [(t["cron"], t["tz"]) for t in config["triggers"]] == [("* * * * *", "Europe/Paris")]
